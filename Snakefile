@@ -1,0 +1,36 @@
+"""The study of Romero et al. (2021), "Training Deep Learning models with small datasets".
+
+snakemake --cores all                        # the default offline demo (config.yaml)
+snakemake --cores all --configfile my.yaml   # your study, merged on top of config.yaml
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+
+from smalldl import config as cfg
+from smalldl.errors import InputError
+
+
+configfile: str(Path(workflow.basedir) / "config.yaml")
+
+
+try:
+    cfg.validate(config)
+except InputError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/splits.smk"
+include: "rules/pretrain.smk"
+include: "rules/train.smk"
+include: "rules/results.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_results(),

@@ -1,0 +1,47 @@
+# index -> splits/{task}/split.parquet (patient-level train/val/test) -> nested training subsets
+
+
+rule split:
+    input:
+        unpack(split_inputs),
+    output:
+        split="splits/{task}/split.parquet",
+        manifest="splits/{task}/manifest.json",
+    log:
+        "logs/split/{task}.log",
+    benchmark:
+        "logs/benchmarks/split/{task}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        task=lambda wc: config["tasks"][wc.task],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/split.py"
+
+
+rule subset:
+    input:
+        split="splits/{task}/split.parquet",
+    output:
+        subset="splits/{task}/train_n{n}_s{seed}.csv",
+        info="splits/{task}/train_n{n}_s{seed}.json",
+    log:
+        "logs/subset/{task}_n{n}_s{seed}.log",
+    benchmark:
+        "logs/benchmarks/subset/{task}_n{n}_s{seed}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        task=lambda wc: config["tasks"][wc.task],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/subset.py"

@@ -1,0 +1,1 @@
+"""Data: dataset adapters, preprocessing cache, tasks and splits."""
