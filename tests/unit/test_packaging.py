@@ -1,0 +1,44 @@
+"""The conda env files pin exactly the versions pyproject.toml pins."""
+
+import re
+import tomllib
+
+import yaml
+
+from ..conftest import ROOT
+
+
+def _pins(specs):
+    out = {}
+    for spec in specs:
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", spec.strip())
+        assert m, f"not an exact pin: {spec!r}"
+        out[m.group(1).lower()] = m.group(2)
+    return out
+
+
+def test_pyproject_pins_everything_exactly():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _pins(project["dependencies"])
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    assert pins["snakemake"].startswith("9.")
+    _pins(project["optional-dependencies"]["test"])
+
+
+def test_env_files_agree_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _pins(project["dependencies"] + project["optional-dependencies"]["test"])
+    env_files = sorted((ROOT / "envs").glob("*.yaml"))
+    assert env_files
+    for env in env_files:
+        deps = yaml.safe_load(env.read_text())["dependencies"]
+        pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+        for name, version in _pins(pip).items():
+            assert pins.get(name) == version, f"{env.name}: {name}=={version} but pyproject pins {pins.get(name)}"
+        assert "python=3.11" in deps
+
+
+def test_every_rule_uses_an_env_file_that_exists():
+    text = "\n".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
+    used = set(re.findall(r'"\.\./(envs/[^"]+)"', text))
+    assert used and all((ROOT / u).is_file() for u in used)
