@@ -162,7 +162,7 @@ def _environment(device: Any) -> dict[str, Any]:
 
     return {
         "device": str(device),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
     }
