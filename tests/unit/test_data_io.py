@@ -14,8 +14,9 @@ def write_dataset(root, shapes):
     for i, (h, w) in enumerate(shapes):
         arr = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
         Image.fromarray(arr).save(root / "images" / f"{i}.png")
-        rows.append({"image_id": f"img{i}", "patient_id": f"p{i // 2}", "path": f"images/{i}.png", "view": "PA",
-                     "label": i % 2})
+        rows.append(
+            {"image_id": f"img{i}", "patient_id": f"p{i // 2}", "path": f"images/{i}.png", "view": "PA", "label": i % 2}
+        )
     pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
     return root / "index.csv"
 

@@ -5,9 +5,18 @@ import pytest
 from smalldl.data import splits
 from smalldl.errors import InputError
 
-TASK = {"type": "binary", "labels": ["Emphysema"], "val_fraction": 0.1, "test_fraction": 0.2, "balance": True,
-        "max_val_images": None, "max_test_images": None, "exclude_positive": [], "exclude_patients_of": [],
-        "max_images": None}
+TASK = {
+    "type": "binary",
+    "labels": ["Emphysema"],
+    "val_fraction": 0.1,
+    "test_fraction": 0.2,
+    "balance": True,
+    "max_val_images": None,
+    "max_test_images": None,
+    "exclude_positive": [],
+    "exclude_patients_of": [],
+    "max_images": None,
+}
 
 
 def make_index(n_patients=400, per_patient=3, prevalence=0.15, seed=0):
@@ -16,8 +25,16 @@ def make_index(n_patients=400, per_patient=3, prevalence=0.15, seed=0):
     for p in range(n_patients):
         sick = rng.random() < prevalence  # patient-level finding
         for k in range(rng.integers(1, per_patient + 1)):
-            rows.append({"image_id": f"i{p}_{k}", "patient_id": f"P{p}", "path": "x", "view": "PA",
-                         "Emphysema": int(sick), "Hernia": int(rng.random() < 0.05)})
+            rows.append(
+                {
+                    "image_id": f"i{p}_{k}",
+                    "patient_id": f"P{p}",
+                    "path": "x",
+                    "view": "PA",
+                    "Emphysema": int(sick),
+                    "Hernia": int(rng.random() < 0.05),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -89,8 +106,13 @@ def test_exclusions_drop_positives_and_patients_of_other_tasks():
     split, _ = split_of(index)
     sub, _ = splits.draw_subset(split, "emphysema", TASK, 40, seed=0, global_seed=7)
     used = splits.used_patients(split, [sub])
-    source = {**TASK, "type": "multilabel", "labels": ["Hernia"], "exclude_positive": ["Emphysema"],
-              "test_fraction": 0.0}
+    source = {
+        **TASK,
+        "type": "multilabel",
+        "labels": ["Hernia"],
+        "exclude_positive": ["Emphysema"],
+        "test_fraction": 0.0,
+    }
     table = splits.task_table(index, "cxr13", source, excluded_patients=used, seed=7)
     assert not set(table["patient_id"]) & used
     assert index.set_index("image_id").loc[table["image_id"], "Emphysema"].sum() == 0

@@ -7,8 +7,17 @@ import torch
 from smalldl import models, train
 from smalldl.errors import InputError
 
-SETTINGS = {"epochs": 4, "batch_size": 8, "max_lr": 0.01, "optimizer": "adam", "weight_decay": 0.0, "crop": 20,
-            "flip": True, "rotate": 10.0, "device": "cpu"}
+SETTINGS = {
+    "epochs": 4,
+    "batch_size": 8,
+    "max_lr": 0.01,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "crop": 20,
+    "flip": True,
+    "rotate": 10.0,
+    "device": "cpu",
+}
 
 
 def blobs(n, seed):

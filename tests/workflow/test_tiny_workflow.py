@@ -56,8 +56,11 @@ def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
     summary = pd.read_csv(study / "results" / "summary.csv")
     assert len(summary) == 2 * 3 * 2 * 2  # targets x recipes x sizes x seeds
     assert summary["test_auc"].between(0, 1).all() and summary["val_auc"].between(0, 1).all()
-    assert set(summary["recipe"]) == {"onecycle-finetune-none-default", "onecycle-finetune-cxr13-transfer",
-                                      "onecycle-finetune-mura-transfer"}
+    assert set(summary["recipe"]) == {
+        "onecycle-finetune-none-default",
+        "onecycle-finetune-cxr13-transfer",
+        "onecycle-finetune-mura-transfer",
+    }
     assert pd.read_parquet(study / "results" / "summary.parquet").shape == summary.shape
     for fmt in ("png", "pdf"):
         assert (study / "results" / "figures" / f"auc_vs_n.{fmt}").stat().st_size > 1000
@@ -71,9 +74,9 @@ def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
     src = json.loads((study / RUN.replace("none-default", "cxr13-transfer") / "metrics.json").read_text())
     assert src["source_checkpoint"] == "models/source/cxr13/smallcnn.pt"
     # progress in the logs, a benchmark file per job
-    log = (study / "logs" / "finetune" / "emphysema" / "smallcnn" / "onecycle-finetune-none-default" / "n20_s0.log")
+    log = study / "logs" / "finetune" / "emphysema" / "smallcnn" / "onecycle-finetune-none-default" / "n20_s0.log"
     assert "epoch 1/3" in log.read_text() and "epoch 3/3" in log.read_text()
-    assert "generate synth_chest:" in (study / "logs" / "generate_synthetic" / "synth_chest.log").read_text()
+    assert "generate synthetic_chest:" in (study / "logs" / "generate_synthetic" / "synth_chest.log").read_text()
     assert (study / "logs" / "benchmarks" / "pretrain" / "cxr13_smallcnn.tsv").exists()
     # the source task avoids every patient the targets use
     cxr13 = pd.read_parquet(study / "splits" / "cxr13" / "split.parquet")
@@ -120,8 +123,17 @@ def test_dry_run_dag_and_rulegraph(study):
     dag = snakemake(study, "--dag", "--forceall").stdout
     assert dag.lstrip().startswith("digraph") and "finetune" in dag
     rulegraph = snakemake(study, "--rulegraph").stdout
-    for rule in ("generate_synthetic", "index", "cache", "split", "subset", "pretrain", "finetune", "aggregate",
-                 "plot_auc_vs_n"):
+    for rule in (
+        "generate_synthetic",
+        "index",
+        "cache",
+        "split",
+        "subset",
+        "pretrain",
+        "finetune",
+        "aggregate",
+        "plot_auc_vs_n",
+    ):
         assert rule in rulegraph
     if shutil.which("dot"):
         svg = subprocess.run(["dot", "-Tsvg"], input=rulegraph, capture_output=True, text=True, check=True).stdout

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,6 @@ class LabelModel:
         joint = np.ones(1, dtype=np.float64)
         bits: list[np.ndarray] = []  # bits[j][state] of the j-th finding in _ORDER
         for k, name in enumerate(_ORDER):
-            states = np.arange(2**k)
             logit_parents = np.zeros(2**k)
             for parent, ratio in ODDS_RATIOS.get(name, {}).items():
                 logit_parents += math.log(ratio) * bits[_ORDER.index(parent)]
@@ -201,7 +201,6 @@ class LabelModel:
             joint = np.concatenate([joint * (1.0 - q), joint * q])
             bits = [np.concatenate([bj, bj]) for bj in bits]
             bits.append((np.arange(2 ** (k + 1)) >= 2**k).astype(np.float64))
-            del states
         for j, name in enumerate(_ORDER):
             self.marginals[name] = float(joint @ bits[j])
 
@@ -260,9 +259,7 @@ class ChestAnatomy:
     clavicle_y: float
 
 
-def draw_anatomy(
-    rng: np.random.Generator, sex: str = "M", age: int = 50, patient_seed: int = 0
-) -> ChestAnatomy:
+def draw_anatomy(rng: np.random.Generator, sex: str = "M", age: int = 50, patient_seed: int = 0) -> ChestAnatomy:
     """Draw a random patient anatomy (all fields within plausible ranges)."""
     male = sex == "M"
     size = 1.0 if male else 0.96
@@ -402,14 +399,56 @@ def sample_labels(
 # ====================================================================================================
 
 
+class _Frame:
+    """Anatomy-frame coordinates ``(xa, ya)`` of every pixel and windows (bounding boxes) onto them.
+
+    The anatomy frame is the image frame undone by the image-level positioning (shift, rotation, scale).
+    Drawing a small structure only inside its window keeps the cost proportional to its area.
+    """
+
+    def __init__(self, size: int, shift_x: float, shift_y: float, angle: float, scale: float) -> None:
+        x, y = _draw.grid(size)
+        self.size = size
+        self.c, self.s = math.cos(angle), math.sin(angle)
+        self.scale = scale
+        self.shift = (shift_x, shift_y)
+        xs, ys = x - F32(shift_x), y - F32(shift_y)
+        self.xa = (F32(self.c) * xs + F32(self.s) * ys) * F32(1.0 / scale)
+        self.ya = (F32(-self.s) * xs + F32(self.c) * ys) * F32(1.0 / scale)
+        self.e = _draw.pixel(size) / scale  # one pixel, in anatomy units
+
+    def win(self, x0: float, x1: float, y0: float, y1: float) -> tuple[slice, slice]:
+        """Pixel slices covering the anatomy-frame box [x0, x1] x [y0, y1] (plus one pixel)."""
+        xs, ys = [], []
+        for ax_, ay_ in ((x0, y0), (x0, y1), (x1, y0), (x1, y1)):
+            xs.append(self.scale * (self.c * ax_ - self.s * ay_) + self.shift[0])
+            ys.append(self.scale * (self.s * ax_ + self.c * ay_) + self.shift[1])
+        half = self.size / 2.0
+        c0 = min(self.size, max(0, math.floor((min(xs) + 1.0) * half) - 1))
+        c1 = min(self.size, max(0, math.ceil((max(xs) + 1.0) * half) + 1))
+        r0 = min(self.size, max(0, math.floor((min(ys) + 1.0) * half) - 1))
+        r1 = min(self.size, max(0, math.ceil((max(ys) + 1.0) * half) + 1))
+        return slice(r0, r1), slice(c0, c1)
+
+    def around(self, cx: float, cy: float, rx: float, ry: float | None = None) -> tuple[slice, slice]:
+        """Window around ``(cx, cy)`` with half-sizes ``rx``, ``ry``."""
+        ry = rx if ry is None else ry
+        return self.win(cx - rx, cx + rx, cy - ry, cy + ry)
+
+
 @dataclass
 class _Lung:
+    """One lung; the arrays cover only its window ``sl`` of the image."""
+
     side: int  # -1: image left (patient right), +1: image right (patient left)
     w: float
     m: float
     top: float
     cp: float
     dome: float
+    sl: tuple[slice, slice]
+    x: np.ndarray  # anatomy-frame coordinates of the window
+    y: np.ndarray
     mask: np.ndarray
     d: np.ndarray  # signed distance to the lung margin (> 0 inside), normalised units
     lx: np.ndarray  # 0 medial .. 1 lateral
@@ -417,47 +456,78 @@ class _Lung:
     d_wall: np.ndarray  # distance ignoring the diaphragm (for fluid that hides the dome)
 
     def point(self, lx: float, hn: float) -> tuple[float, float]:
-        """Normalised (x, y) of lung coordinates (lx, hn)."""
-        return self.side * (self.m + lx * (self.w - self.m)), self.top + hn * (self.cp - self.top)
+        """Anatomy-frame (x, y) of lung coordinates (lx, hn), moved inside the lung if needed.
+
+        ``lx`` is taken as a fraction of the lung width available at height ``hn``, and ``hn`` is kept
+        above the diaphragm.
+        """
+        lat, med = (float(v) for v in _lung_limits(hn))
+        lxx = med + 0.04 + lx * max(lat - med - 0.08, 0.0)
+        y = self.top + hn * (self.cp - self.top)
+        y = min(y, float(_diaphragm(lxx, self.cp, self.dome)) - 0.04)
+        return self.side * (self.m + lxx * (self.w - self.m)), y
 
     @property
     def span(self) -> float:
         return self.cp - self.top
 
 
-def _diaphragm(lx: np.ndarray | float, cp: float, dome: float) -> np.ndarray:
+def _diaphragm(lx: np.ndarray | float, cp: np.ndarray | float, dome: float) -> np.ndarray:
     """y of a hemidiaphragm: medial end half-way up, peak at lx = 0.4, lateral end at the CP angle."""
-    lxa = np.asarray(lx, dtype=F32)
-    inner = 1.0 - 0.5 * ((0.4 - lxa) / 0.4) ** 2
-    outer = 1.0 - ((lxa - 0.4) / 0.6) ** 2
-    bump = np.where(lxa < 0.4, inner, np.clip(outer, 0.0, 1.0))
-    return cp - dome * bump
+    lxa = np.clip(np.asarray(lx, dtype=F32), 0.0, 1.0)
+    t = lxa - F32(0.4)
+    # inner (lx < 0.4): 1 - 0.5 (t / 0.4)^2 ; outer: 1 - (t / 0.6)^2
+    k = np.where(t < 0, F32(0.5 / 0.16), F32(1.0 / 0.36))
+    return cp - dome * (1.0 - k * t * t)
 
 
-def _lung(
-    xa: np.ndarray,
-    ya: np.ndarray,
-    side: int,
-    w: float,
-    m: float,
-    top: float,
-    cp: float,
-    dome: float,
-    e: float,
-) -> _Lung:
+def _lung(fr: _Frame, side: int, w: float, m: float, top: float, cp: float, dome: float) -> _Lung:
+    x0, x1 = sorted((side * (m - 0.03), side * (w + 0.03)))
+    sl = fr.win(x0, x1, top - 0.03, cp + 0.06)
+    xa, ya = fr.xa[sl], fr.ya[sl]
     width = w - m
     span = cp - top
     lx = (side * xa - m) * (1.0 / width)
     hn = (ya - top) * (1.0 / span)
-    lat_lim = 1.0 - 0.14 * (1.0 - np.clip(hn, 0.0, 1.0)) ** 2
-    apex = top + 0.26 * ((lx - 0.35) / 0.65) ** 2
-    d_med = lx * width
-    d_lat = (lat_lim - lx) * width
-    d_top = ya - apex
-    d_bot = _diaphragm(lx, cp, dome) - ya
-    d_wall = np.minimum(np.minimum(d_med, d_lat), d_top)
-    d = np.minimum(d_wall, d_bot)
-    return _Lung(side, w, m, top, cp, dome, ramp(d, 2 * e), d, lx, hn, d_wall)
+    lat_lim, med_lim = _lung_limits(hn)
+    d_med = (lx - med_lim) * width
+    d_lat = (lat_lim - lx) * (0.75 * width)
+    d_wall = np.minimum(np.minimum(d_med, d_lat), ya - top)
+    d = np.minimum(d_wall, _diaphragm(lx, cp, dome) - ya)
+    return _Lung(side, w, m, top, cp, dome, sl, xa, ya, ramp(d, 2 * fr.e), d, lx, hn, d_wall)
+
+
+def _lung_limits(hn: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Lateral and medial margins (in lx units) at height ``hn``: a narrow rounded apex widening down."""
+    h = np.asarray(hn, dtype=F32)
+    lat = 1.0 - 0.72 * (1.0 - np.clip(h * 2.0, 0.0, 1.0)) ** 2
+    med = 0.16 * (1.0 - np.clip(h * (1 / 0.3), 0.0, 1.0)) ** 2
+    return lat, med
+
+
+_VBINS = 720
+
+
+def _vessel_table(rng: np.random.Generator, k: int) -> np.ndarray:
+    """Angular distance (radians) from each of ``_VBINS`` angle bins to the nearest of ``k`` vessel axes."""
+    centres = rng.uniform(-math.pi, math.pi, k)
+    bins = (np.arange(_VBINS) + 0.5) * (2 * math.pi / _VBINS) - math.pi
+    diff = np.abs(bins[:, None] - centres[None, :])
+    diff = np.minimum(diff, 2 * math.pi - diff)
+    return diff.min(axis=1).astype(F32)
+
+
+@lru_cache(maxsize=16)
+def _vessels(patient_seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The patient's vessel pattern: inner/outer angle tables per lung and wobble phases."""
+    vrng = np.random.default_rng(derive_seed(patient_seed, "vessels"))
+    tables = [_vessel_table(vrng, k) for k in (9, 22, 9, 22)]
+    return tables, vrng.uniform(0.0, 6.3, 2).astype(F32)
+
+
+def _frac(x: np.ndarray) -> np.ndarray:
+    """Fractional part (much faster than ``np.mod(x, 1)``)."""
+    return x - np.floor(x)
 
 
 def _finding_rng(anatomy: ChestAnatomy, image_seed: int, name: str) -> np.random.Generator:
@@ -467,7 +537,7 @@ def _finding_rng(anatomy: ChestAnatomy, image_seed: int, name: str) -> np.random
 
 def _blob(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, e: float) -> np.ndarray:
     """Soft ellipse: 1 inside, ramp of width ~e at the border, with a rounded (spherical) profile."""
-    q = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
+    q = ((x - cx) * (1.0 / rx)) ** 2 + ((y - cy) * (1.0 / ry)) ** 2
     return np.sqrt(np.clip(1.0 - q, 0.0, 1.0)) * ramp((1.0 - np.sqrt(q)) * min(rx, ry), e)
 
 
@@ -478,19 +548,23 @@ def _blob(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: flo
 class _Ctx:
     """What the finding painters read (geometry) and write (the density modifiers, in place)."""
 
+    fr: _Frame
     lungs: dict[int, _Lung]
     hila: dict[int, tuple[float, float]]
     s: float  # contrast factor
     z: float  # size factor
-    e: float  # edge width
-    size: int
-    xa: np.ndarray
-    ya: np.ndarray
     opac: np.ndarray  # fraction of lung air replaced by water density
     extra: np.ndarray  # extra air (darker)
     add: np.ndarray  # additive density
     vg: np.ndarray  # vessel-marking gain
     atel_side: int
+
+    @property
+    def e(self) -> float:
+        return self.fr.e
+
+    def noise(self, g: np.random.Generator, cells: int) -> np.ndarray:
+        return smooth_noise(g, self.fr.size, cells)
 
 
 def _pick_side(g: np.random.Generator) -> int:
@@ -503,21 +577,19 @@ def _effusion(g: np.random.Generator, c: _Ctx) -> None:
         L = c.lungs[side]
         h = c.z * g.uniform(0.16, 0.3)
         surface = 1.0 - h * (0.45 + 0.55 * np.clip(L.lx, 0.0, 1.0) ** 1.5)
-        fluid = ramp(L.d_wall, 2 * c.e) * ramp((L.hn - surface) * L.span, 3 * c.e) * (c.ya < L.cp + 0.04)
-        c.opac += c.s * 0.95 * fluid
-        c.add += c.s * 0.03 * fluid
+        fluid = ramp(L.d_wall, 2 * c.e) * ramp((L.hn - surface) * L.span, 3 * c.e) * (L.y < L.cp + 0.04)
+        c.opac[L.sl] += c.s * 1.0 * fluid
+        c.add[L.sl] += c.s * 0.05 * fluid * L.mask
 
 
 def _nodule(g: np.random.Generator, c: _Ctx) -> None:
     L = c.lungs[_pick_side(g)]
     cx, cy = L.point(g.uniform(0.2, 0.85), g.uniform(0.15, 0.75))
     r = c.z * g.uniform(0.018, 0.026)
-    win = _draw.Window.around(c.size, cx, cy, r + 4 * c.e)
-    if win.empty:
-        return
-    blob = _blob(win.x, win.y, cx, cy, r, r, c.e)
-    c.opac[win.sl] += c.s * 1.0 * blob
-    c.add[win.sl] += c.s * 0.06 * blob
+    sl = c.fr.around(cx, cy, r + 3 * c.e)
+    blob = _blob(c.fr.xa[sl], c.fr.ya[sl], cx, cy, r, r, c.e)
+    c.opac[sl] += c.s * 1.0 * blob
+    c.add[sl] += c.s * 0.06 * blob
 
 
 def _mass(g: np.random.Generator, c: _Ctx) -> None:
@@ -525,52 +597,51 @@ def _mass(g: np.random.Generator, c: _Ctx) -> None:
     cx, cy = L.point(g.uniform(0.3, 0.75), g.uniform(0.25, 0.7))
     r = c.z * g.uniform(0.065, 0.11)
     ph = g.uniform(0, 2 * math.pi, 2)
-    win = _draw.Window.around(c.size, cx, cy, 1.25 * r + 4 * c.e)
-    if win.empty:
-        return
-    dx, dy = win.x - cx, win.y - cy
+    sl = c.fr.around(cx, cy, 1.2 * r + 3 * c.e)
+    dx, dy = c.fr.xa[sl] - cx, c.fr.ya[sl] - cy
     th = np.arctan2(dy, dx)
     rr = r * (1.0 + 0.1 * np.sin(3 * th + ph[0]) + 0.07 * np.sin(5 * th + ph[1]))
     q = np.sqrt(dx * dx + dy * dy) / rr
     blob = np.sqrt(np.clip(1.0 - q * q, 0.0, 1.0)) ** 0.5 * ramp((1.0 - q) * r, c.e)
-    c.opac[win.sl] += c.s * 0.95 * blob
-    c.add[win.sl] += c.s * 0.04 * blob
+    c.opac[sl] += c.s * 0.95 * blob
+    c.add[sl] += c.s * 0.04 * blob
+
+
+def _consolidation(g: np.random.Generator, c: _Ctx) -> None:
+    L = c.lungs[_pick_side(g)]
+    zones = ((0.1, 0.35), (0.4, 0.6), (0.65, 0.85))  # upper, middle, lower zone
+    cx, cy = L.point(g.uniform(0.35, 0.85), g.uniform(*zones[int(g.integers(0, 3))]))
+    r = c.z * g.uniform(0.12, 0.2)
+    rr = np.sqrt(((L.x - cx) * (1 / 1.2)) ** 2 + (L.y - cy) ** 2)
+    noise = c.noise(g, 10)[L.sl]
+    patch = smoothstep(0.25, -0.25, rr / r - 1.0 + 0.35 * noise) * L.mask
+    bronch = np.exp(-((c.noise(g, 14)[L.sl] * (1 / 0.08)) ** 2))  # air bronchograms
+    c.opac[L.sl] += c.s * 0.9 * patch * (1.0 - 0.3 * bronch)
 
 
 def _zone(L: _Lung, h0: float, h1: float) -> np.ndarray:
     return smoothstep(h0 - 0.08, h0 + 0.04, L.hn) * (1.0 - smoothstep(h1 - 0.04, h1 + 0.08, L.hn))
 
 
-def _consolidation(g: np.random.Generator, c: _Ctx) -> None:
-    L = c.lungs[_pick_side(g)]
-    zones = ((0.0, 0.42), (0.35, 0.7), (0.6, 1.05))
-    h0, h1 = zones[int(g.integers(0, 3))]
-    noise = smooth_noise(g, c.size, 9)
-    patch = smoothstep(-0.6, 0.4, noise) * _zone(L, h0, h1) * L.mask
-    patch *= smoothstep(0.05, 0.25, L.lx)  # spare the hilum
-    bronch = np.exp(-((smooth_noise(g, c.size, 14) / 0.12) ** 2))  # air bronchograms
-    c.opac += c.s * 0.85 * patch * (1.0 - 0.35 * bronch)
-
-
 def _infiltration(g: np.random.Generator, c: _Ctx) -> None:
     sides = (-1, 1) if g.random() < 0.35 else (_pick_side(g),)
-    noise = smooth_noise(g, c.size, 14)
+    noise = c.noise(g, 14)
     h0 = g.uniform(0.0, 0.5)
     for side in sides:
         L = c.lungs[side]
-        patch = smoothstep(-0.3, 0.9, noise) * _zone(L, h0, h0 + 0.5 * (0.6 + 0.4 * c.z)) * L.mask
-        c.opac += c.s * 0.42 * patch
+        patch = smoothstep(-0.3, 0.9, noise[L.sl]) * _zone(L, h0, h0 + 0.5 * (0.6 + 0.4 * c.z)) * L.mask
+        c.opac[L.sl] += c.s * 0.42 * patch
 
 
 def _pneumonia(g: np.random.Generator, c: _Ctx) -> None:
     L = c.lungs[_pick_side(g)]
     cx, cy = L.point(g.uniform(0.35, 0.75), g.uniform(0.45, 0.85))
     r = c.z * g.uniform(0.09, 0.14)
-    rr = np.sqrt((c.xa - cx) ** 2 + (c.ya - cy) ** 2)
-    noise = smooth_noise(g, c.size, 12)
+    rr = np.sqrt((L.x - cx) ** 2 + (L.y - cy) ** 2)
+    noise = c.noise(g, 12)[L.sl]
     core = smoothstep(-0.9, 0.3, noise - 2.2 * (rr / r - 1.0)) * (rr < 1.6 * r)
-    halo = np.exp(-((rr / (2.3 * r)) ** 2))
-    c.opac += c.s * L.mask * (0.85 * core + 0.3 * halo)
+    halo = np.exp(-((rr * (1.0 / (2.3 * r))) ** 2))
+    c.opac[L.sl] += c.s * L.mask * (0.85 * core + 0.3 * halo)
 
 
 def _atelectasis(g: np.random.Generator, c: _Ctx) -> None:
@@ -579,10 +650,10 @@ def _atelectasis(g: np.random.Generator, c: _Ctx) -> None:
     tilt = g.uniform(-0.25, 0.25)
     thick = c.z * g.uniform(0.025, 0.045)
     cx, cy = L.point(0.55, hc)
-    dist = np.abs((c.ya - cy) - tilt * L.side * (c.xa - cx))
+    dist = np.abs((L.y - cy) - tilt * L.side * (L.x - cx))
     band = ramp(thick - dist, 2 * c.e) * smoothstep(0.1, 0.3, L.lx) * (1.0 - smoothstep(0.85, 0.98, L.lx))
     wedge = smoothstep(0.75, 1.0, L.hn) * (1.0 - smoothstep(0.0, 0.45, L.lx))  # medial basal collapse
-    c.opac += c.s * L.mask * (0.9 * band + 0.5 * wedge)
+    c.opac[L.sl] += c.s * L.mask * (0.9 * band + 0.5 * wedge)
 
 
 def _pneumothorax(g: np.random.Generator, c: _Ctx) -> None:
@@ -591,48 +662,48 @@ def _pneumothorax(g: np.random.Generator, c: _Ctx) -> None:
     low = g.uniform(0.45, 0.75)  # how far down the lateral margin the air extends
     where = (1.0 - smoothstep(low - 0.1, low + 0.1, L.hn)) * L.mask
     rim = ramp(depth - L.d, 2 * c.e) * where
-    c.extra += c.s * 0.55 * rim
-    c.vg *= 1.0 - rim
-    line = np.exp(-(((L.d - depth) / (1.2 * c.e)) ** 2)) * where
-    c.add += c.s * 0.12 * line
+    c.extra[L.sl] += c.s * 0.4 * rim
+    c.vg[L.sl] *= 1.0 - rim
+    line = np.exp(-(((L.d - depth) * (1.0 / (1.2 * c.e))) ** 2)) * where
+    c.add[L.sl] += c.s * 0.12 * line
 
 
 def _edema(g: np.random.Generator, c: _Ctx) -> None:
-    noise = smooth_noise(g, c.size, 10)
+    noise = c.noise(g, 10)
     kphase = g.uniform(0.0, 1.0)
-    kerley_rows = np.exp(-(((np.mod(c.ya * F32(1.0 / 0.04) + kphase, 1.0) - 0.5) / 0.12) ** 2))
     for side, L in c.lungs.items():
         hx, hy = c.hila[side]
-        r = np.sqrt(((c.xa - hx) / 1.4) ** 2 + (c.ya - hy) ** 2)
-        haze = np.exp(-((r / (0.24 * (0.7 + 0.3 * c.z))) ** 2)) * (0.8 + 0.2 * noise)
-        kerley = kerley_rows * smoothstep(0.7, 0.9, L.lx) * smoothstep(0.55, 0.75, L.hn)
-        c.opac += c.s * L.mask * (0.55 * haze + 0.45 * kerley)
-        c.vg += 0.3 * c.s * L.mask  # vascular congestion
+        r = np.sqrt(((L.x - hx) * (1 / 1.4)) ** 2 + (L.y - hy) ** 2)
+        haze = np.exp(-((r * (1.0 / (0.24 * (0.7 + 0.3 * c.z)))) ** 2)) * (0.8 + 0.2 * noise[L.sl])
+        kerley = np.exp(-(((_frac(L.y * F32(1.0 / 0.04) + kphase) - 0.5) * (1 / 0.12)) ** 2))
+        kerley *= smoothstep(0.7, 0.9, L.lx) * smoothstep(0.55, 0.75, L.hn)
+        c.opac[L.sl] += c.s * L.mask * (0.55 * haze + 0.45 * kerley)
+        c.vg[L.sl] += 0.3 * c.s * L.mask  # vascular congestion
 
 
 def _fibrosis(g: np.random.Generator, c: _Ctx) -> None:
-    n1 = smooth_noise(g, c.size, 16)
-    n2 = smooth_noise(g, c.size, 22)
-    net = np.maximum(np.exp(-((n1 / 0.22) ** 2)), np.exp(-((n2 / 0.22) ** 2)))
+    n1 = c.noise(g, 16)
+    n2 = c.noise(g, 22)
     for L in c.lungs.values():
+        net = np.maximum(np.exp(-((n1[L.sl] * (1 / 0.22)) ** 2)), np.exp(-((n2[L.sl] * (1 / 0.22)) ** 2)))
         where = (1.0 - smoothstep(0.35, 0.75, L.hn)) * (0.4 + 0.6 * smoothstep(0.3, 0.8, L.lx))
-        c.opac += c.s * 0.55 * net * where * L.mask
+        c.opac[L.sl] += c.s * 0.55 * net * where * L.mask
 
 
 def _pleural_thickening(g: np.random.Generator, c: _Ctx) -> None:
     sides = (-1, 1) if g.random() < 0.3 else (_pick_side(g),)
-    noise = smooth_noise(g, c.size, 8)
+    noise = c.noise(g, 8)
     apex_only = g.random() < 0.4
     for side in sides:
         L = c.lungs[side]
-        thick = c.z * (0.025 + 0.01 * noise) * (1.0 + 0.6 * (L.hn < 0.2))
+        thick = c.z * (0.045 + 0.012 * noise[L.sl]) * (1.0 + 0.4 * (L.hn < 0.2).astype(F32))
         if apex_only:
             where = 1.0 - smoothstep(0.2, 0.3, L.hn)
         else:
             where = smoothstep(0.35, 0.6, L.lx) * (L.hn < 0.95)
         band = ramp(thick - L.d, 2 * c.e) * ramp(L.d + 2 * c.e, 2 * c.e) * where
-        c.opac += c.s * 0.95 * band
-        c.add += c.s * 0.05 * band
+        c.opac[L.sl] += c.s * 1.0 * band
+        c.add[L.sl] += c.s * 0.08 * band
 
 
 def _hernia(g: np.random.Generator, c: _Ctx) -> None:
@@ -640,14 +711,13 @@ def _hernia(g: np.random.Generator, c: _Ctx) -> None:
     base = float(_diaphragm(0.2, L.cp, L.dome))
     r = c.z * g.uniform(0.09, 0.13)
     cx, cy = g.uniform(0.0, 0.07), base - 0.4 * r
-    win = _draw.Window.around(c.size, cx, cy, r + 4 * c.e)
-    if win.empty:
-        return
-    wall = _blob(win.x, win.y, cx, cy, r, 0.9 * r, c.e)
-    inner = _blob(win.x, win.y, cx, cy, 0.82 * r, 0.72 * r, c.e)
+    sl = c.fr.around(cx, cy, r + 3 * c.e)
+    x, y = c.fr.xa[sl], c.fr.ya[sl]
+    wall = _blob(x, y, cx, cy, r, 0.9 * r, c.e)
+    inner = _blob(x, y, cx, cy, 0.82 * r, 0.72 * r, c.e)
     level = cy + g.uniform(-0.25, 0.3) * r  # air-fluid level
-    air_part = inner * ramp(level - win.y, c.e) * float(g.random() < 0.8)
-    c.add[win.sl] += c.s * (0.07 * wall - 0.28 * air_part)
+    air_part = inner * ramp(level - y, c.e) * float(g.random() < 0.8)
+    c.add[sl] += c.s * (0.07 * wall - 0.28 * air_part)
 
 
 def _emphysema(g: np.random.Generator, c: _Ctx) -> None:
@@ -656,9 +726,9 @@ def _emphysema(g: np.random.Generator, c: _Ctx) -> None:
         L = c.lungs[_pick_side(g)]
         cx, cy = L.point(g.uniform(0.3, 0.85), g.uniform(0.1, 0.4))
         r = c.z * g.uniform(0.06, 0.1)
-        b = ramp(r - np.sqrt((c.xa - cx) ** 2 + (c.ya - cy) ** 2), 2 * c.e) * L.mask
-        c.extra += c.s * 0.25 * b
-        c.vg *= 1.0 - b
+        b = ramp(r - np.sqrt((L.x - cx) ** 2 + (L.y - cy) ** 2), 5 * c.e) * L.mask
+        c.extra[L.sl] += c.s * 0.12 * b
+        c.vg[L.sl] *= 1.0 - b
 
 
 _FINDING_DRAW = {
@@ -686,7 +756,7 @@ def _render(
     size: int,
     difficulty: float,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Intensity image in [0, 1] (float32, not clipped) and region masks."""
+    """Intensity image (float32, roughly [0, 1], not clipped) and region masks."""
     A = anatomy
     present = frozenset(findings)
     unknown = present - set(FINDINGS)
@@ -700,31 +770,26 @@ def _render(
 
     # ---- image-level randomness: always drawn in the same order, whatever the findings ----------------
     rng = np.random.default_rng(image_seed)
-    shift_x, shift_y = rng.uniform(-0.035, 0.035, 2)
+    shift_x, shift_y = (float(v) for v in rng.uniform(-0.035, 0.035, 2))
     angle = rng.uniform(-0.05, 0.05)
     scale = rng.uniform(0.95, 1.04) * (1.03 if ap else 1.0)
     inspiration = rng.uniform(-0.03, 0.03) - (0.05 if ap else 0.0)
     exposure = rng.uniform(-0.04, 0.04)
     gain = rng.uniform(0.93, 1.07)
     gamma = rng.uniform(0.9, 1.1)
-    noise_sd = rng.uniform(0.012, 0.02) * (1.4 if ap else 1.0) * (1.0 + 1.6 * difficulty)
+    noise_sd = rng.uniform(0.012, 0.02) * (1.3 if ap else 1.0) * (1.0 + 1.1 * difficulty)
     grain = _draw.grain(rng, size, 2)
     mottle = smooth_noise(rng, size, 6)
-    vrng = np.random.default_rng(derive_seed(A.patient_seed, "vessels"))
-    vessel_profiles = [vrng.random(48) for _ in range(4)]
-    vessel_phase = vrng.uniform(0.0, 6.3, 4)
+    texture = smooth_noise(rng, size, 20)
+    vessel_tables, vessel_phase = _vessels(A.patient_seed)
 
     frng = {name: _finding_rng(A, image_seed, name) for name in FINDINGS if name in present}
 
     # ---- geometry (findings that change the anatomy) --------------------------------------------------
-    x, y = _draw.grid(size)
-    c, s = math.cos(angle), math.sin(angle)
-    xs, ys = x - F32(shift_x), y - F32(shift_y)
-    xa = (c * xs + s * ys) * F32(1.0 / scale)
-    ya = (-s * xs + c * ys) * F32(1.0 / scale)
-    e = _draw.pixel(size) / scale
-
+    fr = _Frame(size, shift_x, shift_y, angle, scale)
+    xa, ya, e = fr.xa, fr.ya, fr.e
     w = A.thorax_w
+    m = A.medial_w
     top = A.lung_top
     cp_l = A.cp_y + inspiration
     dome = A.dome
@@ -739,7 +804,7 @@ def _render(
         cp_l += 0.09 * k
         dome *= 1.0 - 0.7 * k
         ctr *= 1.0 - 0.1 * k
-        air *= 1.0 + 0.45 * k
+        air *= 1.0 + 0.3 * k
         vessel_gain = 1.0 - 0.65 * k
     if "Cardiomegaly" in present:
         g = frng["Cardiomegaly"]
@@ -752,80 +817,106 @@ def _render(
         g = frng["Atelectasis"]
         atel_side = -1 if g.random() < 0.5 else 1
         cp[atel_side] -= (0.06 + 0.04 * g.random()) * strength
+    cp_low = max(cp.values())
 
-    knob_y = top + 0.3
-    lungs = {side: _lung(xa, ya, side, w, A.medial_w, top, cp[side], dome, e) for side in (-1, 1)}
+    lungs = {side: _lung(fr, side, w, m, top, cp[side], dome) for side in (-1, 1)}
     ax = np.abs(xa)
+    # height of the diaphragm under every pixel (the medial ends meet across the midline)
+    cpx = F32(cp[1]) + F32(cp[-1] - cp[1]) * (xa < 0)
+    below = ramp(ya - _diaphragm((ax - m) * (1.0 / (w - m)), cpx, dome), 2 * e)
+
+    def add_to(target: np.ndarray, sl: tuple[slice, slice], values: np.ndarray) -> None:
+        target[sl] += values
 
     # ---- heart ----------------------------------------------------------------------------------------
     heart_w = ctr * 2.0 * w  # horizontal extent
-    hb = 0.17
-    hw2 = (heart_w / 2.0) ** 2
+    hb = 0.23
     tilt = A.heart_tilt
-    ha = math.sqrt(max(hw2 - (hb * math.sin(tilt)) ** 2, 0.01) / math.cos(tilt) ** 2)
-    hcx = 0.18 * heart_w
-    hcy = cp_l - 0.55 * dome - 0.16
-    hx, hy = _draw.rotate(xa - F32(hcx), ya - F32(hcy), -tilt)
-    heart = _blob(hx, hy, 0.0, 0.0, ha, hb, e)
-    heart_mask = ramp((1.0 - np.sqrt((hx / ha) ** 2 + (hy / hb) ** 2)) * hb, e)
-    knob = ramp(0.055 - np.sqrt((xa - (A.medial_w + 0.015)) ** 2 + (ya - knob_y) ** 2), e)
-    overlay = np.maximum(heart_mask, knob)
+    ha = math.sqrt(max((heart_w / 2.0) ** 2 - (hb * math.sin(tilt)) ** 2, 0.01) / math.cos(tilt) ** 2)
+    hcx = 0.2 * heart_w
+    # the lower half is stretched (hidden under the diaphragm); rows keep their width, so the widest row
+    # (the apex, image right) is placed just above the left hemidiaphragm and the CTR is what one measures
+    stretch = 1.8
+    apex_dy = (ha * ha - hb * hb) * math.sin(tilt) * math.cos(tilt) / (heart_w / 2.0) * stretch
+    x_apex = hcx + heart_w / 2.0
+    y_dia = float(_diaphragm(min(max((x_apex - m) / (w - m), 0.0), 1.0), cp[1], dome))
+    hcy = min(cp_l - 0.5 * dome - 0.1, y_dia - 0.035 - apex_dy)
+    vext = math.sqrt((ha * math.sin(tilt)) ** 2 + (hb * math.cos(tilt)) ** 2)
+    hsl = fr.win(hcx - heart_w / 2 - 0.03, hcx + heart_w / 2 + 0.03, hcy - vext - 0.03, hcy + stretch * vext)
+    hya = ya[hsl]
+    y_eff = np.where(hya > hcy, hcy + (hya - hcy) * F32(1.0 / stretch), hya)
+    hx, hy = _draw.rotate(xa[hsl] - F32(hcx), y_eff - F32(hcy), -tilt)
+    heart_mask = np.zeros_like(xa)
+    heart_mask[hsl] = ramp((1.0 - np.sqrt((hx * (1.0 / ha)) ** 2 + (hy * (1.0 / hb)) ** 2)) * hb, e)
+    knob_y = top + 0.3
+    ksl = fr.around(m - 0.015, knob_y, 0.08)
+    overlay = heart_mask.copy()
+    knob = ramp(0.075 - np.sqrt((xa[ksl] - (m - 0.015)) ** 2 + (ya[ksl] - knob_y) ** 2), e)
+    overlay[ksl] = np.maximum(overlay[ksl], knob)
 
     # ---- body, bones, soft tissue ---------------------------------------------------------------------
-    shoulder = -0.97 + 0.22 * smoothstep(0.14, 0.42, ax) - 0.05 * smoothstep(0.6, 1.0, ax)
-    body = ramp(np.minimum(A.body_w - ax, ya - shoulder), 3 * e)
-    thick = np.sqrt(np.clip(1.0 - (xa / (A.body_w + 0.05)) ** 2, 0.0, 1.0))
-    dens = body * A.tissue * (0.62 + 0.38 * thick)
+    shoulder = -1.02 + 0.15 * np.sqrt(np.clip((ax - 0.13) * (1 / 0.5), 0.0, 1.0))
+    axilla = top + 0.28
+    chest_wall = np.where(ya > axilla, A.body_w - ax, 2.0 - ax)
+    body = ramp(np.minimum(chest_wall, ya - shoulder), 3 * e)
+    arm = ramp(np.minimum(ax - (A.body_w + 0.03 + 0.03 * (ya - axilla)), ya - axilla), 3 * e)
+    thick = np.sqrt(np.clip(1.0 - (xa * (1.0 / (A.body_w + 0.05))) ** 2, 0.0, 1.0))
+    dens = body * A.tissue * (0.62 + 0.38 * thick) + arm * (0.7 * A.tissue)
     if A.sex == "F":
-        breast = _blob(ax, ya, w * 0.62, cp_l - 0.08, 0.32, 0.2, 4 * e)
-        dens += 0.08 * breast
-    # humeral heads in the upper corners, partly in the field
-    hum = _blob(ax, ya, A.body_w + 0.04, -0.74, 0.16, 0.17, e)
-    dens += 0.22 * hum + 0.12 * ramp(
-        0.02 - np.abs(np.sqrt((ax - A.body_w - 0.04) ** 2 + (ya + 0.74) ** 2) - 0.15), e
-    )
-    # spine with vertebral bodies and trachea
-    spine = np.sqrt(np.clip(1.0 - (xa / 0.065) ** 2, 0.0, 1.0))
-    vert = 0.75 + 0.25 * np.cos(ya * F32(2 * math.pi / 0.12))
-    dens += 0.1 * spine * vert * (ya < 0.85)
-    trachea = ramp(0.028 - np.abs(xa - 0.01 * (ya + 0.3)), e) * smoothstep(-0.22, -0.32, ya)
-    dens -= 0.11 * trachea
-    dens += 0.05 * heart * (ya < hcy + 0.05) + 0.05 * knob
+        bcy = cp_l - 0.12
+        for side in (-1, 1):
+            sl = fr.around(side * w * 0.62, bcy, 0.34, 0.24)
+            q = ((ax[sl] - w * 0.62) * (1 / 0.32)) ** 2 + ((ya[sl] - bcy) * (1 / 0.22)) ** 2
+            breast = np.clip((1.0 - q) * 2.5, 0.0, 1.0) * smoothstep(bcy - 0.25, bcy + 0.1, ya[sl])
+            add_to(dens, sl, 0.045 * breast)
+    # humeral heads in the upper corners
+    for side in (-1, 1):
+        sl = fr.around(side * (w + 0.24), top - 0.02, 0.15)
+        hum = _blob(ax[sl], ya[sl], w + 0.24, top - 0.02, 0.13, 0.14, e)
+        add_to(dens, sl, 0.12 * np.sqrt(hum) + 0.04 * hum)
+    # spine with vertebral bodies (faint through the heart) and trachea
+    sl = fr.win(-0.08, 0.08, -1.2, 1.2)
+    spine = np.sqrt(np.clip(1.0 - (xa[sl] * (1 / 0.07)) ** 2, 0.0, 1.0))
+    vert = 0.85 + 0.15 * np.cos(ya[sl] * F32(2 * math.pi / 0.13))
+    add_to(dens, sl, 0.07 * spine * vert * (1.0 - 0.4 * below[sl]))
+    sl = fr.win(-0.06, 0.06, -1.2, -0.15)
+    trachea = ramp(0.03 - np.abs(xa[sl] - 0.015 * (ya[sl] + 0.3)), e) * smoothstep(-0.2, -0.32, ya[sl])
+    add_to(dens, sl, -0.1 * trachea)
+    add_to(dens, hsl, 0.015 * heart_mask[hsl] * (1.0 - below[hsl]))
 
     # ribs: one periodic field for all posterior ribs, another for the fainter anterior ribs
-    u = ax / w
-    rib_zone = ramp(np.minimum(w + 0.05 - ax, ya - (top - 0.12)), 3 * e) * ramp(cp_l + 0.1 - ya, 6 * e)
-    rib_zone = rib_zone * smoothstep(0.05, 0.12, ax)
-    t_post = ya - w * (-0.5 * u + 0.85 * u * u)
-    f = np.mod((t_post - top) * F32(1.0 / A.rib_spacing) + A.rib_phase, 1.0)
-    rib = smoothstep(0.0, 0.08, f) * (1.0 - smoothstep(0.34, 0.42, f))
-    cortex = np.exp(-(((f - 0.04) / 0.035) ** 2)) + np.exp(-(((f - 0.38) / 0.035) ** 2))
-    dens += rib_zone * (0.075 * rib + 0.04 * cortex)
-    t_ant = ya + 0.45 * (ax - w)
-    fa = np.mod((t_ant - top) * F32(1.0 / (A.rib_spacing * 1.3)) + A.rib_phase * 0.7, 1.0)
-    dens += (
-        0.03
-        * rib_zone
-        * smoothstep(0.25, 0.45, u)
-        * smoothstep(0.0, 0.1, fa)
-        * (1 - smoothstep(0.3, 0.4, fa))
-    )
+    sl = fr.win(-w - 0.07, w + 0.07, top - 0.13, cp_low + 0.05)
+    rax, rya = ax[sl], ya[sl]
+    u = rax * (1.0 / w)
+    rib_zone = ramp(np.minimum(w + 0.06 - rax, rya - (top - 0.12)), 3 * e) * (1.0 - 0.7 * below[sl])
+    rib_zone *= smoothstep(0.06, 0.14, rax)
+    t_post = rya - w * (-0.45 * u + 0.85 * u * u) - top
+    f = _frac(t_post * F32(1.0 / A.rib_spacing) * (1.0 - 0.1 * t_post) + A.rib_phase)
+    rib = smoothstep(0.0, 0.07, f) * (1.0 - smoothstep(0.3, 0.37, f))
+    cortex = np.exp(-(((f - 0.035) * (1 / 0.03)) ** 2)) + np.exp(-(((f - 0.335) * (1 / 0.03)) ** 2))
+    t_ant = rya + 0.5 * (rax - w) - top
+    fa = _frac(t_ant * F32(1.0 / (A.rib_spacing * 1.25)) + A.rib_phase * 0.7)
+    ant = smoothstep(0.3, 0.5, u) * ramp(0.15 - np.abs(fa - 0.2), 0.1)
+    add_to(dens, sl, rib_zone * (0.045 * rib + 0.03 * cortex + 0.025 * ant))
 
-    # clavicles (symmetric), scapulae in AP
+    # clavicles (symmetric, slightly S-shaped), scapulae in AP
     clav_y = A.clavicle_y - (0.06 if ap else 0.0)
-    slope = 0.06 if ap else 0.14
-    dclav, _ = _draw.segment_distance(ax, ya, (0.07, clav_y), (0.66, clav_y - slope))
-    dens += 0.17 * ramp(0.03 - dclav, e) + 0.05 * ramp(0.04 - dclav, 2 * e)
+    slope = 0.05 if ap else 0.13
+    sl = fr.win(-w - 0.16, w + 0.16, clav_y - slope - 0.07, clav_y + 0.07)
+    cax, cya = ax[sl], ya[sl]
+    bend = 0.018 * np.sin(np.clip((cax - 0.08) * F32(1.0 / (w + 0.02)), 0.0, 1.0) * F32(2 * math.pi))
+    dclav, _ = _draw.segment_distance(cax, cya + bend, (0.08, clav_y), (w + 0.1, clav_y - slope))
+    add_to(dens, sl, 0.13 * ramp(0.028 - dclav, e) + 0.04 * ramp(0.038 - dclav, 2 * e))
     if ap:
-        scap = ramp(
-            np.minimum(ax - (w - 0.22), np.minimum(0.05 + 0.4 * (ax - w) - (ya - top - 0.35), ya - top)),
-            3 * e,
-        )
-        dens += 0.06 * scap
+        sl = fr.win(-w - 0.05, w + 0.05, top - 0.05, top + 0.5)
+        sax, sya = ax[sl], ya[sl]
+        scap = ramp(np.minimum(sax - (w - 0.2), np.minimum(0.45 - (sya - top) - 0.6 * (w - sax), sya - top)), 3 * e)
+        add_to(dens, sl, 0.05 * scap)
 
     # gastric bubble under the left hemidiaphragm (image right)
-    gy = float(_diaphragm(0.45, cp[1], dome)) + 0.08
-    dens -= 0.12 * _blob(xa, ya, A.medial_w + 0.45 * (w - A.medial_w), gy, 0.11, 0.06, 2 * e)
+    gx, gy = m + 0.45 * (w - m), float(_diaphragm(0.45, cp[1], dome)) + 0.08
+    sl = fr.around(gx, gy, 0.12, 0.08)
+    add_to(dens, sl, -0.12 * _blob(xa[sl], ya[sl], gx, gy, 0.1, 0.055, 2 * e))
 
     # ---- lungs, vessels -------------------------------------------------------------------------------
     opac = np.zeros_like(xa)  # fraction of lung air replaced by water density (fluid, consolidation, ...)
@@ -833,41 +924,46 @@ def _render(
     add = np.zeros_like(xa)  # additive density outside the air model
     vgain = np.full_like(xa, vessel_gain)
     lung_dark = np.zeros_like(xa)
+    lung_mask = np.zeros_like(xa)
     vessels = np.zeros_like(xa)
     hila: dict[int, tuple[float, float]] = {}
     for i, (side, L) in enumerate(lungs.items()):
-        depth = 0.6 + 0.4 * np.clip(L.d * F32(1.0 / 0.09), 0.0, 1.0)
-        lung_dark += L.mask * depth * (1.0 - 0.22 * np.clip(L.hn, 0.0, 1.0))
-        hx0, hy0 = L.point(0.1, 0.45)
+        depth = 0.55 + 0.45 * np.clip(L.d * F32(1.0 / 0.1), 0.0, 1.0)
+        add_to(lung_dark, L.sl, L.mask * depth * (1.0 - 0.15 * np.clip(L.hn, 0.0, 1.0)))
+        add_to(lung_mask, L.sl, L.mask)
+        hx0, hy0 = side * (m + 0.03), top + 0.48 * (cp[side] - top)
         hila[side] = (hx0, hy0)
-        rx, ry = side * (xa - hx0), ya - hy0
-        r = np.sqrt(rx * rx + ry * ry)
-        theta = np.arctan2(ry, rx) + 0.12 * np.sin(9.0 * r + vessel_phase[i])
-        idx = ((theta + math.pi) * F32(48 / (2 * math.pi))).astype(np.int32) % 48
-        idx2 = ((theta + math.pi) * F32(96 / (2 * math.pi))).astype(np.int32) % 48
-        prof = np.where(r < 0.3, vessel_profiles[2 * i][idx], vessel_profiles[2 * i + 1][idx2])
-        lines = np.clip((prof - 0.62) * 4.0, 0.0, 1.0)
-        vessels += L.mask * (lines * np.exp(-r / 0.3) * 0.7 + 0.45 * np.exp(-((r / 0.08) ** 2)))
-    lung_dark *= 1.0 - 0.82 * overlay
+        rx, ry = side * (L.x - hx0), L.y - hy0
+        r = np.sqrt(rx * rx + ry * ry) + F32(1e-6)
+        theta = np.arctan2(ry, rx) + 0.1 * np.sin(8.0 * r + vessel_phase[i])
+        idx = ((theta + F32(math.pi)) * F32(_VBINS / (2 * math.pi))).astype(np.int32) % _VBINS
+        dth = np.where(r < 0.22, vessel_tables[2 * i][idx], vessel_tables[2 * i + 1][idx])
+        width = 0.004 + 0.012 * np.clip(1.0 - r * (1 / 0.7), 0.0, 1.0)
+        lines = np.exp(-((dth * r / width) ** 2)) * np.clip(1.0 - r * (1 / 0.75), 0.0, 1.0)
+        hilum = np.exp(-((r * (1 / 0.07)) ** 2))
+        add_to(vessels, L.sl, L.mask * (lines + 0.6 * hilum))
+    lung_dark *= 1.0 - 0.88 * overlay
 
     # ---- findings -------------------------------------------------------------------------------------
-    ctx = _Ctx(lungs, hila, strength, zoom, e, size, xa, ya, opac, extra_air, add, vgain, atel_side)
+    ctx = _Ctx(fr, lungs, hila, strength, zoom, opac, extra_air, add, vgain, atel_side)
     for name in FINDINGS:
         if name in present and name in _FINDING_DRAW:  # Cardiomegaly is drawn through the heart geometry
             _FINDING_DRAW[name](frng[name], ctx)
 
     opac = np.clip(opac, 0.0, 1.0)
-    d_total = (
-        dens - air * (lung_dark * (1.0 - opac) + extra_air) + 0.085 * vessels * vgain * (1.0 - opac) + add
-    )
-    d_total += 0.012 * mottle * body
+    clear = 1.0 - opac
+    d_total = dens - air * (lung_dark * clear + extra_air) + 0.085 * vessels * vgain * clear + add
+    d_total += 0.012 * mottle * body + 0.012 * texture * lung_mask
 
     img = A.brightness + exposure + A.contrast * gain * d_total
     img = np.clip(img, 0.0, 1.0) ** gamma + noise_sd * grain
+    lmask = {side: np.zeros_like(xa) for side in (-1, 1)}
+    for side, L in lungs.items():
+        lmask[side][L.sl] = L.mask
     regions = {
-        "right_lung": lungs[-1].mask,  # patient right = image left
-        "left_lung": lungs[1].mask,
-        "heart": heart_mask,
+        "right_lung": lmask[-1],  # patient right = image left
+        "left_lung": lmask[1],
+        "heart": heart_mask * (1.0 - below),
         "body": body,
     }
     return img.astype(F32), regions
@@ -961,9 +1057,7 @@ def generate(
     specs = plan(n_patients, images_per_patient, prevalence, seed)
     root = _draw.prepare_out_dir(out_dir)
     jobs = [(s.path, (s.anatomy, s.view, s.findings, s.image_seed, difficulty)) for s in specs]
-    _draw.render_all(
-        _render_job, jobs, root, image_size=image_size, workers=workers, desc=f"generate {_NAME}"
-    )
+    _draw.render_all(_render_job, jobs, root, image_size=image_size, workers=workers, desc=f"generate {_NAME}")
     table = _table(specs)
     _draw.write_index(root, table)
     return table
