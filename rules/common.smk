@@ -86,4 +86,6 @@ def figure_paths():
 
 
 def all_results():
-    return ["results/summary.csv", "results/summary.parquet", *figure_paths()]
+    """Every run is a target itself: Snakemake does not regenerate a missing intermediate file whose
+    consumers are up to date, and deleting one run's output must rerun that run."""
+    return [*run_metrics(), "results/summary.csv", "results/summary.parquet", *figure_paths()]

@@ -112,6 +112,9 @@ def test_deleting_one_run_reruns_only_it_and_reproduces_it(study):
     (study / RUN / "metrics.json").unlink()
     assert planned_jobs(study) == {"finetune": 1, "aggregate": 1, "plot_auc_vs_n": 1, "all": 1}
     snakemake(study)
+    assert json.loads((study / RUN / "metrics.json").read_text())["test_auc"] == old["test_auc"]
+    (study / RUN / "history.csv").unlink()  # any one output of the run
+    snakemake(study)
     new = json.loads((study / RUN / "metrics.json").read_text())
     for key in ("test_auc", "val_auc", "val_loss", "selected_epoch", "run_seed"):
         assert new[key] == old[key], key
