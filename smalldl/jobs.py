@@ -50,8 +50,10 @@ def generate(kind: str, params: Mapping[str, Any], out_dir: str | Path, seed: in
     try:
         module.generate(tmp, seed=seed, workers=workers, **kwargs)
     except (TypeError, ValueError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"dataset params for kind {kind}: {exc}") from None
+        raise InputError(f"datasets.*.params for kind {kind}: {exc}") from None
+    finally:
+        if not (tmp / "index.csv").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
 
