@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -49,8 +50,10 @@ def auc_vs_size(
                 legend=(i == 0 and j == len(tasks) - 1),
             )
             ax.set_xscale("log")
-            ax.set_xticks(sorted(part["n"].unique()))
-            ax.set_xticklabels([str(v) for v in sorted(part["n"].unique())])
+            sizes = sorted(part["n"].unique())
+            ax.xaxis.set_major_locator(FixedLocator(sizes))
+            ax.xaxis.set_major_formatter(FixedFormatter([str(v) for v in sizes]))
+            ax.xaxis.set_minor_locator(NullLocator())
             ax.set_title(f"{task} ({arch})")
             ax.set_xlabel("training images")
             ax.set_ylabel("test AUC" if j == 0 else "")

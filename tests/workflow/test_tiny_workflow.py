@@ -54,12 +54,13 @@ def study(tmp_path_factory):
 
 def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
     summary = pd.read_csv(study / "results" / "summary.csv")
-    assert len(summary) == 2 * 3 * 2 * 2  # targets x recipes x sizes x seeds
+    assert len(summary) == 2 * 4 * 2 * 2  # targets x recipes x sizes x seeds
     assert summary["test_auc"].between(0, 1).all() and summary["val_auc"].between(0, 1).all()
     assert set(summary["recipe"]) == {
         "onecycle-finetune-none-default",
         "onecycle-finetune-cxr13-transfer",
         "onecycle-finetune-mura-transfer",
+        "onecycle-finetune-fractal-transfer",
     }
     assert pd.read_parquet(study / "results" / "summary.parquet").shape == summary.shape
     for fmt in ("png", "pdf"):
