@@ -8,3 +8,16 @@ if str(ROOT) not in sys.path:
 
 # Tests are about behaviour, and the machines have 2 cores: keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+#: Every rule of the workflow (the tests check each has its directives and shows in the rule graph).
+RULES = (
+    "generate_synthetic",
+    "index",
+    "cache",
+    "split",
+    "subset",
+    "pretrain",
+    "finetune",
+    "aggregate",
+    "plot_auc_vs_n",
+)

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from ..conftest import ROOT
+from ..conftest import ROOT, RULES
 
 
 def rule_blocks():
@@ -16,17 +16,7 @@ def rule_blocks():
 
 def test_every_rule_declares_log_benchmark_threads_resources():
     blocks = rule_blocks()
-    assert {
-        "generate_synthetic",
-        "index",
-        "cache",
-        "split",
-        "subset",
-        "pretrain",
-        "finetune",
-        "aggregate",
-        "plot_auc_vs_n",
-    } <= set(blocks)
+    assert set(RULES) <= set(blocks)
     for name, body in blocks.items():
         body = body.split("\nrule ")[0]
         for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:"):
