@@ -93,7 +93,14 @@ def test_recipe_names_round_trip():
 
 
 def test_grid_and_used_tasks():
-    conf = cfg.validate(_load())
+    conf = _load()
+    conf["study"]["recipes"] = [
+        "onecycle-finetune-none-default",
+        "onecycle-finetune-cxr13-transfer",
+        "onecycle-finetune-mura-transfer",
+        "onecycle-finetune-fractal-transfer",
+    ]
+    conf = cfg.validate(conf)
     runs = cfg.runs(conf)
     s = conf["study"]
     assert len(runs) == len(s["targets"]) * len(s["archs"]) * len(s["recipes"]) * len(s["sizes"]) * len(s["seeds"])

@@ -141,3 +141,16 @@ def test_bad_config_key_stops_with_a_message_naming_it(tmp_path):
     assert proc.returncode != 0
     assert "unknown config key train.epochz" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_corrupt_image_stops_with_one_message_and_no_partial_cache(study, tmp_path):
+    shutil.copytree(study / "raw" / "synth_limb", tmp_path / "raw" / "synth_limb")
+    victim = sorted((tmp_path / "raw" / "synth_limb" / "images").glob("*.png"))[3]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated PNG
+    proc = snakemake(tmp_path, "cache/synth_limb/w32.npy", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"ERROR in rule cache: image raw/synth_limb/images/{victim.name} cannot be decoded" in out
+    assert "Traceback" not in (tmp_path / "logs" / "cache" / "synth_limb_w32.log").read_text()
+    leftovers = list((tmp_path / "cache").rglob("*")) if (tmp_path / "cache").exists() else []
+    assert [p for p in leftovers if p.is_file()] == []
