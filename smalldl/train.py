@@ -160,11 +160,19 @@ def train_one_epoch(
     rng: np.random.Generator,
     gen: torch.Generator,
     device: torch.device,
+    log: TextIO | None = None,
+    progress_every: float = 30.0,
 ) -> list[dict[str, Any]]:
-    """One pass over ``data``; returns one history row per optimizer step."""
+    """One pass over ``data``; returns one history row per optimizer step.
+
+    Every ``progress_every`` seconds a line ``epoch e: step k/K, loss x`` goes to ``log``, so that a
+    long epoch shows where it is.
+    """
     model.train()
     rows = []
-    for k, idx in enumerate(make_batches(len(data), settings["batch_size"], rng)):
+    batches = make_batches(len(data), settings["batch_size"], rng)
+    last = time.monotonic()
+    for k, idx in enumerate(batches):
         x = augment(to_tensor(data.images[idx], device), settings["crop"], settings["flip"], settings["rotate"], gen)
         y = _targets(data.targets[idx], task_type, device)
         optimizer.zero_grad(set_to_none=True)
@@ -183,6 +191,11 @@ def train_one_epoch(
         )
         optimizer.step()
         scheduler.step()
+        if log is not None and time.monotonic() - last >= progress_every:
+            last = time.monotonic()
+            print(
+                f"epoch {epoch}: step {k + 1}/{len(batches)}, loss {rows[-1]['train_loss']:.4f}", file=log, flush=True
+            )
     return rows
 
 
@@ -195,6 +208,7 @@ def fit(
     labels: list[str],
     seed: int,
     log: TextIO | None = None,
+    progress_every: float = 30.0,
 ) -> dict[str, Any]:
     """Train with one-cycle for ``settings['epochs']`` epochs; keep the weights of the epoch with the
     lowest validation loss and load them into ``model`` before returning.
@@ -229,7 +243,20 @@ def fit(
     for epoch in range(1, settings["epochs"] + 1):
         t0 = time.time()
         rows = train_one_epoch(
-            model, train, optimizer, scheduler, criterion, settings, task_type, epoch, step, rng, gen, device
+            model,
+            train,
+            optimizer,
+            scheduler,
+            criterion,
+            settings,
+            task_type,
+            epoch,
+            step,
+            rng,
+            gen,
+            device,
+            log=log,
+            progress_every=progress_every,
         )
         step += len(rows)
         history.extend(rows)

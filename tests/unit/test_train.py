@@ -116,3 +116,24 @@ def test_source_checkpoint_round_trip_transfers_body_not_head(tmp_path):
         models.load_source(dst, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="unknown architecture 'resnet9000'"):
         models.build("resnet9000", 1)
+
+
+def test_long_epochs_report_progress_within_the_epoch():
+    import io
+
+    log = io.StringIO()
+    model = models.build("smallcnn", 1)
+    train.fit(
+        model,
+        blobs(32, 0),
+        blobs(16, 1),
+        {**SETTINGS, "epochs": 1},
+        "binary",
+        ["y"],
+        seed=0,
+        log=log,
+        progress_every=0.0,
+    )
+    lines = log.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("epoch 1: step ")][-1].startswith("epoch 1: step 4/4, loss ")
+    assert lines[-1].startswith("epoch 1/1: train_loss")
