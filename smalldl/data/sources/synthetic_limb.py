@@ -14,8 +14,8 @@ MURA, with recognisably different bone geometry:
 
 Long bones are projections of hollow cylinders, so the cortex is brighter than the medulla; joints are
 gaps between rounded bone ends.  Every patient has one study (one study type), normal or abnormal with
-probability ``abnormal_rate``; an abnormal study shows one of: a fracture (a dark line across a bone,
-sometimes displaced), hardware (a very bright metal plate with screws, an intramedullary nail or wires) or
+probability ``abnormal_rate``; an abnormal study shows one of: a fracture (a dark gap across a bone,
+displaced and angulated), hardware (a very bright metal plate with screws, an intramedullary nail or wires) or
 a lesion (a lytic dark or sclerotic bright round area inside a bone).  The images of a study are different
 projections (AP, oblique, lateral) of the same limb with the same abnormality.  MURA-like nuisances:
 varying rotation, magnification and exposure, collimation borders and a laterality marker.
@@ -150,7 +150,7 @@ def _layout(study_type: str, g: np.random.Generator, squeeze: float, lateral: bo
             L.bones.append(_Knob((X(cx), 1.0), 0.055 * k * sq + 0.02, 0.05 * k))
     elif study_type == "XR_HUMERUS":
         L.soft.append(_Soft((0.0, -1.4), (0.0, 1.4), 0.4 * k))
-        L.bones.append(_Tube((0.0, -0.78), (0.02, 0.78), 0.085 * k, 0.075 * k, 0.32, 0.05 * k, 0.06 * k))
+        L.bones.append(_Tube((0.0, -0.7), (0.02, 0.78), 0.085 * k, 0.075 * k, 0.32, 0.05 * k, 0.06 * k))
         L.bones.append(_Knob((0.06, -0.93), 0.2 * k, 0.19 * k))
         L.bones.append(_Knob((0.02, 0.95), 0.2 * k * max(sq, 0.6), 0.08 * k))
     elif study_type == "XR_SHOULDER":
@@ -161,7 +161,7 @@ def _layout(study_type: str, g: np.random.Generator, squeeze: float, lateral: bo
         L.bones.append(_Knob((-0.55, 0.25), 0.3 * sq + 0.05, 0.6, 0.15, 0.25))  # scapula body
         L.bones.append(_Knob((-0.13, -0.1), 0.06, 0.2 * k, 0.0, 0.8))  # glenoid
         L.bones.append(_Knob((0.12, -0.1), 0.25 * k, 0.26 * k))  # humeral head
-        L.bones.append(_Tube((0.2, 0.08), (0.32, 1.35), 0.12 * k, 0.11 * k, 0.3))
+        L.bones.append(_Tube((0.22, 0.2), (0.32, 1.35), 0.12 * k, 0.11 * k, 0.3))
         L.bones.append(_Tube((-1.3, -0.7), (0.1, -0.55), 0.055 * k, 0.06 * k, 0.3))  # clavicle
         L.bones.append(_Tube((-0.05, -0.48), (0.32, -0.44), 0.05 * k, 0.045 * k, 0.35, long=False))  # acromion
         L.bones.append(_Knob((-0.05, -0.3), 0.05, 0.08, 0.3, 0.6))  # coracoid
@@ -374,12 +374,14 @@ class _Xf:
 
 @dataclass
 class _Cut:
-    """A fracture plane (image frame): point, unit normal, gap width, displacement of the far side."""
+    """A fracture plane (image frame): point, unit normal, gap width, displacement and angulation (radians,
+    about the fracture point) of the far fragment."""
 
     q: tuple[float, float]
     n: tuple[float, float]
     gap: float
     shift: tuple[float, float]
+    tilt: float = 0.0
 
 
 @dataclass
@@ -422,7 +424,11 @@ def _draw_tube(
 ) -> tuple[slice, slice]:
     p0, p1 = xf(b.p0), xf(b.p1)
     rmax = (max(b.r0, b.r1) + max(b.flare0, b.flare1)) * xf.scale + 3 * e
-    pad = rmax + (math.hypot(*cut.shift) if cut else 0.0)
+    pad = rmax
+    if cut is not None:
+        pad += math.hypot(*cut.shift) + abs(cut.tilt) * _FRACTURE_REACH
+    if lesion is not None:
+        pad = max(pad, lesion.r + 3 * e)
     win = _draw.Window(
         size,
         min(p0[0], p1[0]) - pad,
@@ -438,18 +444,27 @@ def _draw_tube(
     else:
         side = (x - cut.q[0]) * cut.n[0] + (y - cut.q[1]) * cut.n[1]
         near = _tube_density(x, y, p0, p1, b, xf.scale, e) * ramp(-side - cut.gap / 2, e)
-        xs, ys = x - cut.shift[0], y - cut.shift[1]
+        # far fragment: undo its displacement, then its rotation about the fracture point; both fade out away
+        # from the fracture (the shaft bends back into line), so that the change stays local
+        w = 1.0 - _draw.smoothstep(0.4 * _FRACTURE_REACH, _FRACTURE_REACH, np.abs(side))
+        u0, v0 = x - w * cut.shift[0] - cut.q[0], y - w * cut.shift[1] - cut.q[1]
+        ct, st = np.cos(cut.tilt * w), np.sin(cut.tilt * w)
+        xs, ys = cut.q[0] + ct * u0 + st * v0, cut.q[1] - st * u0 + ct * v0
         side_s = (xs - cut.q[0]) * cut.n[0] + (ys - cut.q[1]) * cut.n[1]
         far = _tube_density(xs, ys, p0, p1, b, xf.scale, e) * ramp(side_s - cut.gap / 2, e)
         dens = near + far
     if lesion is not None:
+        # a round, slightly expansile lesion: its margin may bulge past a thin cortex, as in real bone cysts
         rr = np.sqrt((x - lesion.c[0]) ** 2 + (y - lesion.c[1]) ** 2)
-        disk = ramp(lesion.r - rr, 2 * e)
-        if lesion.lytic:
-            rim = np.exp(-(((rr - lesion.r) / (2.0 * e)) ** 2))
-            dens = dens * (1.0 - 0.75 * lesion.strength * disk) + 0.25 * lesion.strength * rim * (dens > 0.05)
-        else:
-            dens = dens + 0.6 * lesion.strength * disk * (dens > 0.05)
+        disk = ramp(lesion.r - rr, 1.5 * e)
+        w = max(1.5 * e, 0.22 * lesion.r)  # rim thickness
+        rim = np.exp(-(((rr - lesion.r) / w) ** 2))
+        if lesion.lytic:  # dark hole with a bright sclerotic rim
+            dens = dens * (1.0 - 0.9 * lesion.strength * disk) + 0.8 * lesion.strength * rim
+        else:  # dense round area with a sharp margin
+            dens = (
+                dens * (1.0 - disk) + disk * (0.7 * dens + 0.9 * lesion.strength + 0.35) + 0.3 * lesion.strength * rim
+            )
     bone[win.sl] += dens
     return win.sl
 
@@ -506,26 +521,30 @@ def _draw_hardware(
     r = 0.5 * (b.r0 + b.r1) * xf.scale
     kind = g.random()
     c = (p0[0] + t * (p1[0] - p0[0]), p0[1] + t * (p1[1] - p0[1]))
-    win = _draw.Window.around(size, c[0], c[1], 0.5 * length + 3 * r)
+    win = _draw.Window.around(size, c[0], c[1], max(0.5 * length, 0.4) + 3 * r)
     if win.empty:
         return
     x, y = win.x, win.y
-    if kind < 0.6:  # plate and screws
+    if kind < 0.6:  # plate along the shaft, fixed by screws across the bone
         side = g.choice((-1.0, 1.0))
-        half = z * g.uniform(0.16, 0.26) * length
-        pc = (c[0] + side * 1.05 * r * perp[0], c[1] + side * 1.05 * r * perp[1])
-        m = _box(x, y, pc, ax_, half, max(0.018, 0.35 * r), e)
-        n_screws = int(g.integers(3, 7))
+        half = min(0.32, max(0.12, z * g.uniform(0.18, 0.28) * length))
+        pc = (c[0] + side * 1.1 * r * perp[0], c[1] + side * 1.1 * r * perp[1])
+        m = _box(x, y, pc, ax_, half, max(0.026, 0.3 * r), e)
+        n_screws = int(g.integers(3, 6))
         for i in range(n_screws):
             f = -1.0 + 2.0 * (i + 0.5) / n_screws
             sc = (
-                pc[0] + f * 0.85 * half * ax_[0] - side * r * perp[0],
-                pc[1] + f * 0.85 * half * ax_[1] - side * r * perp[1],
+                pc[0] + f * 0.85 * half * ax_[0] - side * 1.1 * r * perp[0],
+                pc[1] + f * 0.85 * half * ax_[1] - side * 1.1 * r * perp[1],
             )
-            m = np.maximum(m, _box(x, y, sc, perp, 1.25 * r, max(0.01, 0.16 * r), e))
-    elif kind < 0.8:  # intramedullary nail
-        m = _box(x, y, c, ax_, 0.42 * length, max(0.012, 0.3 * r), e)
-    else:  # wires
+            m = np.maximum(m, _box(x, y, sc, perp, 1.3 * r, max(0.015, 0.15 * r), e))
+    elif kind < 0.85:  # intramedullary nail with locking screws
+        half = min(0.5, 0.42 * length)
+        m = _box(x, y, c, ax_, half, max(0.022, 0.32 * r), e)
+        for f in (-0.8, 0.8):
+            sc = (c[0] + f * half * ax_[0], c[1] + f * half * ax_[1])
+            m = np.maximum(m, _box(x, y, sc, perp, 1.2 * r, max(0.014, 0.12 * r), e))
+    else:  # Kirschner wires
         m = np.zeros_like(x)
         for _ in range(int(g.integers(2, 4))):
             ang = g.uniform(-0.6, 0.6)
@@ -535,11 +554,14 @@ def _draw_hardware(
             )
             off = g.uniform(-0.08, 0.08) * length
             wc = (c[0] + off * ax_[0], c[1] + off * ax_[1])
-            m = np.maximum(m, _box(x, y, wc, d, z * 0.22 * length, max(0.006, 0.7 * e), e))
+            m = np.maximum(m, _box(x, y, wc, d, max(0.15, z * 0.25 * length), max(0.013, 0.7 * e), e))
     np.maximum(metal[win.sl], m, out=metal[win.sl])
 
 
 _CENTRAL = 0.5  # abnormalities sit within this radius of the layout centre, so every image shows them
+_SITE = 0.4  # ... and within this box of the image centre (normalised units), so that crops keep them
+_FRACTURE_REACH = 0.3  # how far (normalised units) from the fracture the far fragment is displaced
+_BONE_MAX = 0.84  # brightest tissue (before the exposure gamma); metal is brighter and saturates
 
 
 def _target(study: LimbStudy, arng: np.random.Generator) -> tuple[int, float]:
@@ -584,13 +606,13 @@ def _render(
     tx, ty = rng.uniform(-0.08, 0.08, 2)
     bg = rng.uniform(0.02, 0.08)
     soft_c = rng.uniform(0.22, 0.32)
-    bone_c = rng.uniform(0.45, 0.6)
+    bone_c = rng.uniform(0.4, 0.52)
     gamma = rng.uniform(0.85, 1.15)
     noise_sd = rng.uniform(0.01, 0.02) * (1.0 + 1.5 * difficulty)
     collimate = rng.random() < 0.5
     coll = rng.uniform(0.86, 0.98, 4)
     coll_angle = rng.uniform(-0.15, 0.15)
-    coll_level = rng.uniform(0.6, 0.9)
+    coll_level = rng.uniform(0.45, 0.75)
     marker = rng.random() < 0.7
     marker_pos = rng.uniform(0.55, 0.85, 2) * rng.choice((-1.0, 1.0), 2)
     grain = _draw.grain(rng, size, 2)
@@ -604,10 +626,18 @@ def _render(
     e = _draw.pixel(size)
 
     target, t_pos = _target(study, arng)
-    cut: _Cut | None = None
-    lesion: _Lesion | None = None
+    # keep the abnormal site (chosen for every study, normal or not) inside the central part of the image, so
+    # that crops keep it: shift the whole projection when needed
     tb = layout.bones[target]
     assert isinstance(tb, _Tube)
+    p0, p1 = xf(tb.p0), xf(tb.p1)
+    at = (p0[0] + t_pos * (p1[0] - p0[0]), p0[1] + t_pos * (p1[1] - p0[1]))
+    dx = min(max(at[0], -_SITE), _SITE) - at[0]
+    dy = min(max(at[1], -_SITE), _SITE) - at[1]
+    if dx or dy:
+        xf = _Xf(float(angle), float(scale), float(tx) + dx, float(ty) + dy)
+    cut: _Cut | None = None
+    lesion: _Lesion | None = None
     p0, p1 = xf(tb.p0), xf(tb.p1)
     length = math.hypot(p1[0] - p0[0], p1[1] - p0[1])
     axis = ((p1[0] - p0[0]) / length, (p1[1] - p0[1]) / length)
@@ -619,15 +649,17 @@ def _render(
             math.cos(tilt) * axis[0] - math.sin(tilt) * axis[1],
             math.sin(tilt) * axis[0] + math.cos(tilt) * axis[1],
         )
-        gap = (0.018 + 0.012 * arng.random()) * (1.0 - 0.4 * difficulty)
-        displaced = arng.random() < 0.5
-        k = strength * (arng.uniform(0.25, 0.7) if displaced else arng.uniform(0.05, 0.12)) * r_at
-        shift = (0.0, 0.0)
-        if k > 0:
-            shift = (k * -axis[1] + 0.3 * k * axis[0], k * axis[0] + 0.3 * k * axis[1])
-        cut = _Cut(at, n, gap, shift)
+        # a dark gap across the whole bone (about 2 px at 64 px for difficulty <= 0.3), both fragments
+        # displaced sideways and angulated
+        gap = (0.08 + 0.025 * arng.random()) * (1.0 - 0.75 * difficulty)
+        k = strength * arng.uniform(0.35, 0.9) * r_at * arng.choice((-1.0, 1.0))
+        shift = (k * -axis[1] + 0.25 * abs(k) * axis[0], k * axis[0] + 0.25 * abs(k) * axis[1])
+        bend = strength * arng.uniform(0.12, 0.3) * arng.choice((-1.0, 1.0))
+        cut = _Cut(at, n, gap, shift, bend)
     elif abnormality == "lesion":
-        lesion = _Lesion(at, zoom * arng.uniform(0.75, 1.1) * r_at, arng.random() < 0.6, strength)
+        # at least ~6 px across at 64 px for difficulty <= 0.3; at least as wide as the bone
+        radius = max(0.11 + 0.03 * arng.random(), 0.9 * r_at) * (1.0 - 0.45 * difficulty)
+        lesion = _Lesion(at, radius, arng.random() < 0.6, strength)
 
     soft = np.zeros((size, size), F32)
     bone = np.zeros((size, size), F32)
@@ -654,9 +686,15 @@ def _render(
         f = ph - np.floor(ph)
         bone += 0.1 * (ramp(0.12 - np.abs(f - 0.5), 0.05)) * (u < -0.35 * xf.scale) * (soft > 0.05)
 
-    img = bg + soft_c * (soft * (1.0 + 0.06 * tissue_noise)) + bone_c * bone
+    # bone density is compressed (overlapping bones do not saturate) and the exposure has a soft shoulder
+    # below _BONE_MAX, so that only metal reaches white
+    dense = (1.0 - np.exp(-1.2 * bone)) * F32(1.0 / (1.0 - math.exp(-1.2)))
+    img = bg + soft_c * (soft * (1.0 + 0.06 * tissue_noise)) + bone_c * dense
+    knee = _BONE_MAX - 0.16
+    img = np.where(img > knee, knee + 0.16 * np.tanh((img - knee) * F32(1.0 / 0.16)), img)
     img = np.clip(img, 0.0, 1.0) ** gamma
-    img = np.maximum(img, (0.93 + 0.05 * strength) * metal)
+    if abnormality == "hardware":
+        img = np.maximum(img, (1.1 - 0.2 * difficulty) * metal)
     if collimate:
         u, v = _draw.rotate(x, y, coll_angle)
         inside = ramp(np.minimum(np.minimum(coll[0] + u, coll[1] - u), np.minimum(coll[2] + v, coll[3] - v)), 2 * e)
