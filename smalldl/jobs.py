@@ -130,7 +130,7 @@ def _data(cache_arr: np.ndarray, info: Mapping[str, Any], table: pd.DataFrame, t
     from smalldl.train import Data
 
     rows = cache_mod.rows_for(dict(info), list(table["image_id"]))
-    images = np.asarray(cache_arr[np.sort(rows)])[np.argsort(np.argsort(rows))] if len(rows) else cache_arr[:0]
+    images = np.asarray(cache_arr[rows])
     labels = list(task["labels"])
     if task["type"] == "multiclass":
         targets = table[labels[0]].to_numpy(dtype=np.int64)

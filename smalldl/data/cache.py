@@ -7,6 +7,7 @@ aspect is resized to width W keeping its own aspect and centre-cropped or zero-p
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -18,7 +19,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from smalldl.errors import InputError
-from smalldl.utils import atomic_path, progress, write_json
+from smalldl.utils import Progress, atomic_path, write_json
 
 
 def _open(path: str) -> Image.Image:
@@ -105,15 +106,18 @@ def build_cache(
                 fh, {"descr": "|u1", "fortran_order": False, "shape": (len(paths), height, width)}
             )
         mm = np.lib.format.open_memmap(tmp, mode="r+")
-        done = 0
-        tracker = progress(range(len(paths)), total=len(paths), desc=f"cache {Path(out_npy).parent.name}", unit="img")
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for block in pool.map(_load_chunk, chunks):
-                    done = _store(mm, block, done, tracker)
-        else:
-            for args in chunks:
-                done = _store(mm, _load_chunk(args), done, tracker)
+        tracker = Progress(len(paths), desc=f"cache {Path(out_npy).parent.name}", unit="img")
+        with contextlib.ExitStack() as stack:
+            if workers > 1:
+                blocks = stack.enter_context(ProcessPoolExecutor(max_workers=workers)).map(_load_chunk, chunks)
+            else:
+                blocks = map(_load_chunk, chunks)
+            done = 0
+            for block in blocks:
+                mm[done : done + len(block)] = block
+                done += len(block)
+                tracker.update(len(block))
+        tracker.close()
         mm.flush()
         del mm
     meta = {
@@ -125,13 +129,6 @@ def build_cache(
     }
     write_json(out_meta, meta)
     return meta
-
-
-def _store(mm: np.ndarray, block: np.ndarray, done: int, tracker: Any) -> int:
-    mm[done : done + len(block)] = block
-    for _ in range(len(block)):
-        next(tracker, None)
-    return done + len(block)
 
 
 def open_cache(npy: str | Path, meta: str | Path) -> tuple[np.ndarray, dict[str, Any]]:

@@ -59,12 +59,14 @@ def test_cache_resizes_to_width_keeps_most_common_aspect(tmp_path):
         cache.rows_for(info, ["nope"])
 
 
-def test_parallel_cache_equals_serial(tmp_path):
+def test_parallel_cache_equals_serial(tmp_path, capsys):
     csv = write_dataset(tmp_path / "ds", [(50, 50)] * 70)
     table = index.read_raw_index(csv)
     cache.build_cache(table, tmp_path / "a.npy", tmp_path / "a.json", width=16, workers=1, chunk=16)
     cache.build_cache(table, tmp_path / "b.npy", tmp_path / "b.json", width=16, workers=2, chunk=16)
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    final = [line for line in capsys.readouterr().err.splitlines() if "70/70 (100%)" in line]
+    assert len(final) == 2  # each build logs its full count
 
 
 def test_corrupt_image_names_the_file_and_leaves_no_cache(tmp_path):

@@ -10,6 +10,7 @@ coordinates makes every generator independent of the output resolution.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from smalldl.utils import atomic_path, progress
+from smalldl.utils import Progress, atomic_path
 
 F32 = np.float32
 
@@ -242,19 +243,16 @@ def render_all(
     chunks = [list(jobs[i : i + chunk_size]) for i in range(0, len(jobs), chunk_size)]
     tasks = [(render, root, image_size, c) for c in chunks]
 
-    def done_units(counts: Iterator[int]) -> Iterator[None]:
+    tracker = Progress(len(jobs), desc=desc, unit="img")
+    with contextlib.ExitStack() as stack:
+        if workers <= 1 or len(chunks) <= 1:
+            counts: Iterator[int] = map(_render_chunk, tasks)
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=min(workers, len(chunks))))
+            counts = pool.map(_render_chunk, tasks)
         for n in counts:
-            for _ in range(n):
-                yield None
-
-    if workers <= 1 or len(chunks) <= 1:
-        for _ in progress(done_units(map(_render_chunk, tasks)), total=len(jobs), desc=desc, unit="img"):
-            pass
-        return
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-        counts = pool.map(_render_chunk, tasks)
-        for _ in progress(done_units(iter(counts)), total=len(jobs), desc=desc, unit="img"):
-            pass
+            tracker.update(n)
+    tracker.close()
 
 
 def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
