@@ -1,4 +1,9 @@
-# raw/{dataset}/ -> index/{dataset}.parquet -> cache/{dataset}/w{W}.npy
+# raw data -> index/{dataset}.parquet -> cache/{dataset}/w{W}.npy
+#
+# Exactly one rule makes each dataset's raw data, by kind (wildcard constraints from the config):
+# generate_synthetic writes raw/{dataset}/ (PNGs + index.csv); fetch_nih downloads ChestX-ray14 into
+# raw/{dataset}/ or verifies a local copy (params.path) and writes raw/{dataset}/fetched.json. CheXpert,
+# MURA and folder datasets are read in place by the index rule (no copy).
 
 
 rule generate_synthetic:
@@ -8,6 +13,8 @@ rule generate_synthetic:
         "logs/generate_synthetic/{dataset}.log",
     benchmark:
         "logs/benchmarks/generate_synthetic/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=SYNTHETIC_DATASETS,
     conda:
         "../envs/data.yaml"
     threads: lambda wc: config["datasets"][wc.dataset]["workers"]
@@ -21,21 +28,46 @@ rule generate_synthetic:
         "../workflow_scripts/generate_synthetic.py"
 
 
+rule fetch_nih:
+    output:
+        "raw/{dataset}/fetched.json",
+    log:
+        "logs/fetch_nih/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/fetch_nih/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=NIH_DATASETS,
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=1440,
+    params:
+        dataset=lambda wc: config["datasets"][wc.dataset],
+    script:
+        "../workflow_scripts/fetch_nih.py"
+
+
 rule index:
     input:
-        raw="raw/{dataset}",
+        unpack(index_inputs),
     output:
         "index/{dataset}.parquet",
     log:
         "logs/index/{dataset}.log",
     benchmark:
         "logs/benchmarks/index/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=ALL_DATASETS,
     conda:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        dataset=lambda wc: config["datasets"][wc.dataset],
     script:
         "../workflow_scripts/index.py"
 
@@ -54,8 +86,8 @@ rule cache:
         "../envs/data.yaml"
     threads: lambda wc: config["datasets"][wc.dataset]["workers"]
     resources:
-        mem_mb=2000,
-        runtime=120,
+        mem_mb=4000,
+        runtime=cache_runtime,
     params:
         aspect=config["preprocess"]["aspect"],
     script:

@@ -1,6 +1,4 @@
-"""rule index: check a raw dataset's index CSV and write index/{dataset}.parquet."""
-
-from pathlib import Path
+"""rule index: the uniform index table of one dataset (synthetic, ChestX-ray14, a local copy)."""
 
 import _bootstrap  # noqa: F401
 
@@ -8,7 +6,13 @@ from smalldl import jobs, workflow
 
 
 def main(smk):
-    jobs.make_index(Path(smk.input.raw) / "index.csv", smk.output[0])
+    jobs.index_dataset(
+        smk.wildcards.dataset,
+        smk.params.dataset,
+        smk.output[0],
+        raw=smk.input.get("raw"),
+        fetched=smk.input.get("fetched"),
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

@@ -3,14 +3,29 @@
 Width W is fixed by config; height H = round(W * aspect) with aspect the most common height/width ratio
 of the dataset (the paper's "width 250 keeping the most common aspect ratio"). An image with another
 aspect is resized to width W keeping its own aspect and centre-cropped or zero-padded to H.
+
+At scale (ChestX-ray14: 112,120 PNGs of 1024x1024) the build
+
+- decodes in parallel: ``workers`` processes each take a chunk of rows, decode, resize and write them
+  straight into the memmap (nothing but a row count comes back to the parent);
+- streams: at most ``2 * workers`` chunks are in flight, no image is held beyond its chunk;
+- resumes: rows go to ``.<name>.partial`` with a ``.<name>.partial.json`` record of the finished
+  chunks; a killed build started again with the same index and size continues where it stopped. Bad
+  input (a missing or undecodable image) removes both and leaves nothing behind.
+
+Images: PNG/JPEG/anything PIL reads (16-bit and float min-max scaled; JPEGs decoded at a reduced scale
+when that is still at least W wide) and DICOM (``smalldl.data.dicom``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
+import os
+import sys
+import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +33,20 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from smalldl.data import dicom
 from smalldl.errors import InputError
-from smalldl.utils import Progress, atomic_path, write_json
+from smalldl.utils import Progress, write_json
+
+#: Resize first reduces by an integer factor when the image is at least this many times the target
+#: (Pillow's ``reducing_gap``): faster for 1024-px radiographs, no effect at factors below 2.
+REDUCING_GAP = 2.0
 
 
-def _open(path: str) -> Image.Image:
+def _open(path: str, draft_size: tuple[int, int] | None = None) -> Image.Image:
     try:
         img = Image.open(path)
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("L", draft_size)
         img.load()
     except FileNotFoundError:
         raise InputError(f"image {path} does not exist") from None
@@ -43,30 +65,49 @@ def to_grey_uint8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) from the file header (PIL or DICOM), InputError naming the file."""
+    if dicom.is_dicom(path):
+        return dicom.dicom_size(path)
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except FileNotFoundError:
+        raise InputError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"image {path} cannot be decoded ({exc})") from None
+
+
 def common_aspect(paths: list[str], decimals: int = 2) -> float:
     """The most common height/width ratio (rounded), read from image headers only."""
     counts: Counter[float] = Counter()
+    tracker = Progress(len(paths), desc="image sizes", unit="img", every=5.0) if len(paths) > 5000 else None
     for p in paths:
-        try:
-            with Image.open(p) as img:
-                w, h = img.size
-        except FileNotFoundError:
-            raise InputError(f"image {p} does not exist") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"image {p} cannot be decoded ({exc})") from None
+        w, h = image_size(p)
         counts[round(h / w, decimals)] += 1
+        if tracker is not None:
+            tracker.update()
     if not counts:
         raise InputError("cannot build a cache of an empty dataset")
     return counts.most_common(1)[0][0]
 
 
+def read_grey(path: str, width: int | None = None) -> np.ndarray:
+    """Decode one image (PIL or DICOM) to a 2-D uint8 array; JPEGs at a reduced scale >= ``width``."""
+    if dicom.is_dicom(path):
+        return dicom.read_dicom(path)
+    return to_grey_uint8(_open(path, (width, 1) if width else None))
+
+
 def load_resized(path: str, width: int, height: int) -> np.ndarray:
     """Decode one image and resize it to (height, width), aspect kept, centre crop/pad in height."""
-    img = _open(path)
-    arr = to_grey_uint8(img)
+    arr = read_grey(path, width)
     h0, w0 = arr.shape
     new_h = max(1, round(h0 * width / w0))
-    resized = np.asarray(Image.fromarray(arr).resize((width, new_h), Image.Resampling.BILINEAR), dtype=np.uint8)
+    resized = np.asarray(
+        Image.fromarray(arr).resize((width, new_h), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP),
+        dtype=np.uint8,
+    )
     if new_h == height:
         return resized
     out = np.zeros((height, width), dtype=np.uint8)
@@ -79,9 +120,46 @@ def load_resized(path: str, width: int, height: int) -> np.ndarray:
     return out
 
 
-def _load_chunk(args: tuple[list[str], int, int]) -> np.ndarray:
-    paths, width, height = args
-    return np.stack([load_resized(p, width, height) for p in paths])
+def _fill_chunk(args: tuple[str, int, list[str], int, int]) -> tuple[int, int]:
+    """Worker: decode ``paths`` into rows ``start...`` of the memmap at ``npy``; returns (start, count)."""
+    npy, start, paths, width, height = args
+    mm = np.load(npy, mmap_mode="r+")
+    try:
+        for i, p in enumerate(paths):
+            mm[start + i] = load_resized(p, width, height)
+        mm.flush()
+    finally:
+        del mm
+    return start, len(paths)
+
+
+def _fingerprint(paths: list[str], ids: list[str], width: int, height: int, chunk: int) -> str:
+    h = hashlib.sha256(f"{width}x{height}/{chunk}\n".encode())
+    for p, i in zip(paths, ids, strict=True):
+        h.update(f"{i}\t{p}\n".encode())
+    return h.hexdigest()
+
+
+def _partial_paths(out_npy: Path) -> tuple[Path, Path]:
+    return out_npy.with_name(f".{out_npy.name}.partial"), out_npy.with_name(f".{out_npy.name}.partial.json")
+
+
+def _start_or_resume(partial: Path, state_path: Path, fingerprint: str, shape: tuple[int, int, int]) -> set[int]:
+    """Chunks already written by an earlier, killed build with the same fingerprint (else a fresh file)."""
+    if partial.is_file() and state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text())
+            arr = np.load(partial, mmap_mode="r")
+            if state.get("fingerprint") == fingerprint and arr.shape == shape and arr.dtype == np.uint8:
+                return set(state.get("done", []))
+        except (OSError, ValueError):
+            pass
+    state_path.unlink(missing_ok=True)
+    with open(partial, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        header = fh.tell()
+        fh.truncate(header + int(np.prod(shape)))
+    return set()
 
 
 def build_cache(
@@ -93,40 +171,70 @@ def build_cache(
     workers: int = 1,
     chunk: int = 64,
 ) -> dict[str, Any]:
-    """Write the memmap ``out_npy`` (uint8, N x H x W, index order) and its metadata JSON."""
-    paths = list(index["path"])
+    """Write the memmap ``out_npy`` (uint8, N x H x W, index order) and its metadata JSON (resumable)."""
+    out_npy = Path(out_npy)
+    paths = [str(p) for p in index["path"]]
+    ids = [str(i) for i in index["image_id"]]
     if not paths:
         raise InputError("cannot build a cache of an empty dataset")
-    aspect = aspect if aspect is not None else common_aspect(paths)
-    height = max(1, round(width * aspect))
-    chunks = [(paths[i : i + chunk], width, height) for i in range(0, len(paths), chunk)]
-    with atomic_path(out_npy) as tmp:
-        with open(tmp, "wb") as fh:
-            np.lib.format.write_array_header_1_0(
-                fh, {"descr": "|u1", "fortran_order": False, "shape": (len(paths), height, width)}
+    out_npy.parent.mkdir(parents=True, exist_ok=True)
+    partial, state_path = _partial_paths(out_npy)
+    fingerprint: str | None = None
+    done: set[int] = set()
+    try:
+        aspect = aspect if aspect is not None else common_aspect(paths)
+        height = max(1, round(width * aspect))
+        shape = (len(paths), height, width)
+        fingerprint = _fingerprint(paths, ids, width, height, chunk)
+        done = _start_or_resume(partial, state_path, fingerprint, shape)
+        starts = [s for s in range(0, len(paths), chunk) if s not in done]
+        tracker = Progress(len(paths), desc=f"cache {out_npy.parent.name}", unit="img")
+        if done:
+            resumed = sum(min(chunk, len(paths) - s) for s in done)
+            print(
+                f"cache {out_npy.parent.name}: resuming, {resumed}/{len(paths)} images already done",
+                file=sys.stderr,
+                flush=True,
             )
-        mm = np.lib.format.open_memmap(tmp, mode="r+")
-        tracker = Progress(len(paths), desc=f"cache {Path(out_npy).parent.name}", unit="img")
-        with contextlib.ExitStack() as stack:
-            if workers > 1:
-                blocks = stack.enter_context(ProcessPoolExecutor(max_workers=workers)).map(_load_chunk, chunks)
-            else:
-                blocks = map(_load_chunk, chunks)
-            done = 0
-            for block in blocks:
-                mm[done : done + len(block)] = block
-                done += len(block)
-                tracker.update(len(block))
+            tracker.count = resumed
+        last_save = time.monotonic()
+
+        def finished(start: int, count: int) -> None:
+            nonlocal last_save
+            done.add(start)
+            tracker.update(count)
+            if time.monotonic() - last_save >= 2.0:
+                last_save = time.monotonic()
+                write_json(state_path, {"fingerprint": fingerprint, "done": sorted(done)})
+
+        jobs = ((str(partial), s, paths[s : s + chunk], width, height) for s in starts)
+        if workers > 1 and len(starts) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                pending: set[Future] = set()
+                for job in jobs:
+                    pending.add(pool.submit(_fill_chunk, job))
+                    if len(pending) >= 2 * workers:
+                        ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in ready:
+                            finished(*fut.result())
+                for fut in pending:
+                    finished(*fut.result())
+        else:
+            for job in jobs:
+                finished(*_fill_chunk(job))
         tracker.close()
-        mm.flush()
-        del mm
-    meta = {
-        "n": len(paths),
-        "height": height,
-        "width": width,
-        "aspect": aspect,
-        "image_ids": list(index["image_id"]),
-    }
+    except InputError:
+        partial.unlink(missing_ok=True)
+        state_path.unlink(missing_ok=True)
+        raise
+    except BaseException:
+        # killed or crashed: keep the rows written so far for the next attempt
+        if partial.is_file() and fingerprint is not None:
+            write_json(state_path, {"fingerprint": fingerprint, "done": sorted(done)})
+        raise
+    os.replace(partial, out_npy)
+    state_path.unlink(missing_ok=True)
+    meta = {"n": len(paths), "height": height, "width": width, "aspect": aspect, "image_ids": ids}
     write_json(out_meta, meta)
     return meta
 
@@ -153,4 +261,4 @@ def rows_for(info: dict[str, Any], image_ids: list[str] | pd.Series) -> np.ndarr
     return out
 
 
-__all__ = ["build_cache", "open_cache", "rows_for", "load_resized", "common_aspect"]
+__all__ = ["build_cache", "open_cache", "rows_for", "load_resized", "common_aspect", "read_grey", "image_size"]

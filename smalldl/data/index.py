@@ -1,14 +1,30 @@
-"""The uniform index table: one row per image (image_id, patient_id, path, view, label columns)."""
+"""The uniform index table: one row per image (image_id, patient_id, path, view, label columns).
+
+Optional columns an adapter may add: ``official_split`` (``train_val`` / ``test``: a dataset's fixed test
+set, used by tasks with ``test_split: official``), ``study_id``, ``study_type``, ``body_part``. Label
+values are integers; -1 marks an uncertain label that tasks on it leave out.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from smalldl.errors import InputError
 
 REQUIRED = ("image_id", "patient_id", "path", "view")
+SYNTHETIC = ("synthetic_chest", "synthetic_limb", "fractal")
+#: Dataset kinds read from a local folder by an adapter module with ``build_index(params, dataset)``.
+LOCAL_ADAPTERS = {
+    "chexpert": "smalldl.data.sources.chexpert",
+    "mura": "smalldl.data.sources.mura",
+    "folder": "smalldl.data.sources.folder",
+}
 
 
 def read_raw_index(csv_path: str | Path, root: str | Path | None = None, check_files: bool = True) -> pd.DataFrame:
@@ -56,3 +72,53 @@ def check_labels(index: pd.DataFrame, labels: list[str], where: str) -> None:
         if bad.any():
             row = int(bad.idxmax())
             raise InputError(f"{where}: label {col} of image {index.at[row, 'image_id']!r} is not a number")
+
+
+def check_index(table: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The uniform columns exist, have no blanks, image ids are unique; ids as strings."""
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise InputError(f"{where}: missing column(s) {', '.join(missing)}")
+    for col in REQUIRED:
+        blank = table[col].isna() | (table[col].astype(str).str.strip() == "")
+        if blank.any():
+            raise InputError(f"{where}: image {table['image_id'][blank].iloc[0]!r} has an empty {col}")
+    dup = table["image_id"].duplicated()
+    if dup.any():
+        raise InputError(f"{where}: duplicate image_id {table['image_id'][dup].iloc[0]!r}")
+    if table.empty:
+        raise InputError(f"{where}: no images")
+    table = table.reset_index(drop=True)
+    for col in ("image_id", "patient_id", "path", "view"):
+        table[col] = table[col].astype(str)
+    return table
+
+
+def build_index(
+    dataset: str,
+    spec: Mapping[str, Any],
+    raw: str | Path | None = None,
+    fetched: str | Path | None = None,
+    check_files: bool = True,
+) -> pd.DataFrame:
+    """The index of any dataset kind: synthetic (``raw``/index.csv), nih (``fetched`` json), local kinds."""
+    kind = spec["kind"]
+    params = dict(spec.get("params") or {})
+    if kind in SYNTHETIC:
+        if raw is None:
+            raise InputError(f"dataset {dataset}: a synthetic dataset needs its raw folder")
+        table = read_raw_index(Path(raw) / "index.csv", check_files=check_files)
+    elif kind == "nih":
+        from smalldl.data.sources import nih
+
+        if fetched is None:
+            raise InputError(f"dataset {dataset}: ChestX-ray14 needs the fetch step's record")
+        table = nih.build_index(fetched, check_files=check_files)
+    elif kind in LOCAL_ADAPTERS:
+        module = importlib.import_module(LOCAL_ADAPTERS[kind])
+        table = module.build_index(params, dataset=dataset, check_files=check_files)
+    else:
+        raise InputError(f"datasets.{dataset}.kind: unknown kind {kind!r}")
+    table = check_index(table, f"dataset {dataset}")
+    print(f"index {dataset}: {len(table)} images of {table['patient_id'].nunique()} patients", file=sys.stderr)
+    return table

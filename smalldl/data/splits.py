@@ -26,29 +26,50 @@ def task_table(
     task: Mapping[str, Any],
     excluded_patients: Iterable[str] = (),
     seed: int = 0,
+    info: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """The task's images: label columns checked, exclusions applied, optional cap drawn at random."""
+    """The task's images: label columns checked, exclusions applied, optional cap drawn at random.
+
+    Images with an uncertain label (-1) in one of the task's labels are left out. ``info``, when given,
+    receives what was dropped and why (written to the split manifest).
+    """
     labels = list(task["labels"])
     where = f"task {task_name}"
     check_labels(index, labels + list(task.get("exclude_positive", [])), where)
-    table = index[["image_id", "patient_id", *labels]].copy()
+    keep = ["image_id", "patient_id", *labels]
+    if "official_split" in index.columns:
+        keep.append("official_split")
+    table = index[keep].copy()
     table[labels] = table[labels].astype(np.int64)
+    stats: dict[str, Any] = {"index_images": int(len(table))}
     for col in task.get("exclude_positive", []):
-        table = table[index.loc[table.index, col].astype(np.int64) == 0]
+        positive = index.loc[table.index, col].astype(np.int64) != 0
+        stats.setdefault("excluded_positive", {})[col] = int(positive.sum())
+        table = table[~positive]
     excluded = set(excluded_patients)
     if excluded:
-        table = table[~table["patient_id"].isin(excluded)]
+        hit = table["patient_id"].isin(excluded)
+        stats["excluded_patient_images"] = int(hit.sum())
+        table = table[~hit]
     if task["type"] in ("binary", "multilabel"):
+        uncertain = table[labels] == -1
+        if uncertain.to_numpy().any():
+            stats["uncertain_dropped"] = {c: int(uncertain[c].sum()) for c in labels if uncertain[c].any()}
+            table = table[~uncertain.any(axis=1)]
         bad = ~table[labels].isin([0, 1]).all(axis=1)
         if bad.any():
             raise InputError(f"{where}: image {table.loc[bad.idxmax(), 'image_id']!r} has a label other than 0/1")
     cap = task.get("max_images")
     if cap is not None and len(table) > cap:
         rng = np.random.default_rng(derive_seed(seed, "cap", task_name))
-        keep = np.sort(rng.choice(len(table), size=cap, replace=False))
-        table = table.iloc[keep]
+        keep_rows = np.sort(rng.choice(len(table), size=cap, replace=False))
+        table = table.iloc[keep_rows]
+        stats["capped_to"] = int(cap)
     if table.empty:
         raise InputError(f"{where}: no images left after exclusions")
+    stats["images"] = int(len(table))
+    if info is not None:
+        info.update(stats)
     return table.reset_index(drop=True)
 
 
@@ -82,6 +103,34 @@ def _select_eval(part: pd.DataFrame, task: Mapping[str, Any], cap: int | None, r
     return mask
 
 
+def official_assignment(table: pd.DataFrame, task_name: str, val_fraction: float, seed: int) -> dict[str, str]:
+    """Patient -> split with the dataset's fixed test set: test = patients of ``official_split == test``
+    images, validation = a seeded share ``val_fraction`` of the other patients."""
+    where = f"task {task_name}"
+    if "official_split" not in table.columns:
+        raise InputError(
+            f"{where}: test_split 'official' needs a dataset with a fixed test set (an index column "
+            "official_split: kinds nih, chexpert, mura, or folder with params.split_column)"
+        )
+    is_test = table["official_split"].to_numpy() == "test"
+    test_patients = set(table.loc[is_test, "patient_id"])
+    other = table.loc[~is_test, "patient_id"]
+    both = other[other.isin(test_patients)]
+    if len(both):
+        pid = both.iloc[0]
+        img_train = table.loc[(~is_test) & (table["patient_id"] == pid).to_numpy(), "image_id"].iloc[0]
+        img_test = table.loc[is_test & (table["patient_id"] == pid).to_numpy(), "image_id"].iloc[0]
+        raise InputError(
+            f"{where}: patient {pid!r} is in two splits: image {img_test!r} is in the official test set, "
+            f"image {img_train!r} is not"
+        )
+    if not test_patients:
+        raise InputError(f"{where}: the official test set has no image of this task")
+    out = assign_patients(other, val_fraction, 0.0, seed)
+    out.update({p: "test" for p in test_patients})
+    return out
+
+
 def make_split(
     table: pd.DataFrame, task_name: str, task: Mapping[str, Any], seed: int, dataset: str
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -89,10 +138,16 @@ def make_split(
 
     Returns the table with columns ``split`` and ``selected`` and a manifest (seeds, counts, positives).
     Tasks on one dataset with the same fractions share their patient assignment (same seed), so
-    targets share test patients, as with ChestX-ray14's official test list.
+    targets share test patients. With ``test_split: official`` the test patients are the dataset's fixed
+    test set (ChestX-ray14's test_list.txt) and ``val_fraction`` is a share of the remaining patients.
     """
-    patient_seed = derive_seed(seed, "patients", dataset, task["val_fraction"], task["test_fraction"])
-    assignment = assign_patients(table["patient_id"], task["val_fraction"], task["test_fraction"], patient_seed)
+    official = task.get("test_split", "random") == "official"
+    if official:
+        patient_seed = derive_seed(seed, "patients", dataset, task["val_fraction"], "official")
+        assignment = official_assignment(table, task_name, task["val_fraction"], patient_seed)
+    else:
+        patient_seed = derive_seed(seed, "patients", dataset, task["val_fraction"], task["test_fraction"])
+        assignment = assign_patients(table["patient_id"], task["val_fraction"], task["test_fraction"], patient_seed)
     out = table.copy()
     out["split"] = out["patient_id"].map(assignment)
     out["selected"] = out["split"] == "train"
@@ -104,14 +159,24 @@ def make_split(
             mask = _select_eval(out.iloc[part_idx], task, cap, rng)
             out.loc[out.index[part_idx[mask]], "selected"] = True
     _check_split(out, task_name, task)
+    counts = split_counts(out, task)
     manifest = {
         "task": task_name,
         "dataset": dataset,
         "type": task["type"],
         "labels": list(task["labels"]),
+        "test_split": "official" if official else "random",
+        "balance": bool(task["type"] == "binary" and task.get("balance", True)),
         "seeds": {"global": seed, "patients": patient_seed, "select": select_seed},
-        "counts": split_counts(out, task),
+        "counts": counts,
     }
+    if task["type"] == "multilabel":
+        empty = {
+            name: [c for c, k in counts[name]["positives"].items() if k == 0]
+            for name in SPLITS
+            if counts[name]["images"]
+        }
+        manifest["labels_without_positives"] = {k: v for k, v in empty.items() if v}
     return out, manifest
 
 
@@ -124,6 +189,8 @@ def split_counts(split: pd.DataFrame, task: Mapping[str, Any]) -> dict[str, Any]
         entry: dict[str, Any] = {"images": int(len(part)), "patients": int(part["patient_id"].nunique())}
         if task["type"] != "multiclass":
             entry["positives"] = {c: int(part[c].sum()) for c in task["labels"]}
+            if task["type"] == "binary":
+                entry["negatives"] = int((part[task["labels"][0]] == 0).sum())
         else:
             entry["classes"] = int(part[task["labels"][0]].nunique())
         counts[name] = entry
@@ -135,19 +202,21 @@ def _check_split(split: pd.DataFrame, task_name: str, task: Mapping[str, Any]) -
     if (by_patient > 1).any():
         raise InputError(f"task {task_name}: patient {by_patient.idxmax()!r} is in two splits")
     used = split[split["selected"]]
+    official = task.get("test_split", "random") == "official"
     for name in SPLITS:
+        everyone = split[split["split"] == name]
         part = used[used["split"] == name]
         fraction = task["test_fraction"] if name == "test" else task["val_fraction"] if name == "val" else 1
-        if fraction == 0:
+        if fraction == 0 and not (official and name == "test"):
             continue
+        if task["type"] == "binary" and not everyone.empty:
+            label = task["labels"][0]
+            if everyone[label].sum() == 0:
+                raise InputError(f"task {task_name}: no positive {label} images in the {name} split")
+            if (everyone[label] == 0).sum() == 0:
+                raise InputError(f"task {task_name}: no negative {label} images in the {name} split")
         if part.empty:
             raise InputError(f"task {task_name}: the {name} split is empty (too few patients)")
-        if task["type"] == "binary":
-            label = task["labels"][0]
-            if part[label].sum() == 0:
-                raise InputError(f"task {task_name}: no positive {label} images in the {name} split")
-            if (part[label] == 0).sum() == 0:
-                raise InputError(f"task {task_name}: no negative {label} images in the {name} split")
 
 
 def train_order(
@@ -176,7 +245,12 @@ def train_order(
 def draw_subset(
     split: pd.DataFrame, task_name: str, task: Mapping[str, Any], n: int, seed: int, global_seed: int
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Training subset of size ``n`` for ``seed`` (nested in larger n) and its manifest."""
+    """Training subset of size ``n`` for ``seed`` (nested in larger n) and its manifest.
+
+    Binary tasks with ``balance`` want ceil(n/2) positives. When the pool has fewer, the task's
+    ``positives_shortfall`` decides: ``fill`` (default) tops the subset up with negatives and records the
+    shortfall; ``error`` stops. Never a duplicate.
+    """
     order, draw_seed = train_order(split, task_name, task, seed, global_seed)
     if n > len(order):
         raise InputError(
@@ -188,13 +262,24 @@ def draw_subset(
         label = task["labels"][0]
         positives = int(subset[label].sum())
         wanted = math.ceil(n / 2) if task.get("balance", True) else None
+        policy = task.get("positives_shortfall", "fill")
         info["positives"] = positives
+        info["negatives"] = int(n - positives)
         info["positives_wanted"] = wanted
         info["positives_short"] = max(0, wanted - positives) if wanted is not None else 0
+        info["shortfall_policy"] = policy
+        info["pool_positives"] = int(split[label].to_numpy()[order].sum())
         if positives == 0:
             raise InputError(f"task {task_name}: training subset n={n} seed={seed} has no positive {label} image")
+        if info["positives_short"] and policy == "error":
+            raise InputError(
+                f"task {task_name}: training subset n={n} seed={seed} wants {wanted} positive {label} images but "
+                f"the training pool has {info['pool_positives']} (tasks.{task_name}.positives_shortfall: error; "
+                "'fill' tops up with negatives)"
+            )
     elif task["type"] == "multilabel":
         info["positives"] = {c: int(subset[c].sum()) for c in task["labels"]}
+    assert subset["image_id"].is_unique
     return subset, info
 
 

@@ -77,3 +77,62 @@ def test_corrupt_image_names_the_file_and_leaves_no_cache(tmp_path):
     with pytest.raises(InputError, match=r"image .*2\.png cannot be decoded"):
         cache.build_cache(table, tmp_path / "c.npy", tmp_path / "c.json", width=16, aspect=1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+KILLED_BUILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+import pandas as pd
+from smalldl.data import cache
+slow = cache.load_resized
+def load_slowly(*a):
+    time.sleep(0.01)
+    return slow(*a)
+cache.load_resized = load_slowly
+cache.build_cache(pd.read_parquet({index!r}), {npy!r}, {meta!r}, width=16, workers=1, chunk=10)
+"""
+
+
+def test_cache_resumes_after_a_kill_and_restarts_when_the_input_changed(tmp_path, monkeypatch):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ..conftest import ROOT
+
+    csv = write_dataset(tmp_path / "ds", [(40, 40)] * 300)
+    table = index.read_raw_index(csv)
+    table.to_parquet(tmp_path / "index.parquet")
+    npy, meta = tmp_path / "c" / "w16.npy", tmp_path / "c" / "w16.json"
+    state = tmp_path / "c" / ".w16.npy.partial.json"
+    code = KILLED_BUILD.format(root=str(ROOT), index=str(tmp_path / "index.parquet"), npy=str(npy), meta=str(meta))
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.exists() and len(json.loads(state.read_text())["done"]) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not npy.exists() and state.exists()
+    done = len(json.loads(state.read_text())["done"])
+    assert 5 <= done < 30
+
+    calls = []
+    real = cache.load_resized
+    monkeypatch.setattr(cache, "load_resized", lambda *a: calls.append(a[0]) or real(*a))
+    cache.build_cache(table, npy, meta, width=16, workers=1, chunk=10)
+    assert len(calls) == 300 - 10 * done  # only the chunks the killed build had not finished
+    fresh = tmp_path / "fresh.npy"
+    cache.build_cache(table, fresh, tmp_path / "fresh.json", width=16, workers=2, chunk=10)
+    np.testing.assert_array_equal(np.load(npy), np.load(fresh))
+    assert sorted(p.name for p in npy.parent.iterdir()) == ["w16.json", "w16.npy"]  # no leftovers
+
+    # a partial build of another index (or size) is not reused
+    (npy.parent / ".w8.npy.partial").write_bytes(b"stale")
+    (npy.parent / ".w8.npy.partial.json").write_text('{"fingerprint": "other", "done": [0]}')
+    calls.clear()
+    cache.build_cache(table, npy.parent / "w8.npy", npy.parent / "w8.json", width=8, workers=1, chunk=10)
+    assert len(calls) == 300
