@@ -1,4 +1,5 @@
-# Source models: pretrain an architecture on a source task; fine-tuning jobs load its body.
+# Source models, one checkpoint per (source, arch) in one format: models/source/{source}/{arch}.pt.
+# Sources with a task are pretrained here; sources with `weights: imagenet` take published weights.
 
 
 rule pretrain:
@@ -12,6 +13,8 @@ rule pretrain:
         "logs/pretrain/{source}_{arch}.log",
     benchmark:
         "logs/benchmarks/pretrain/{source}_{arch}.tsv"
+    wildcard_constraints:
+        source=PRETRAINED_SOURCES,
     conda:
         "../envs/torch.yaml"
     threads: lambda wc: cfg.source_settings(config, wc.source)["threads"]
@@ -24,3 +27,25 @@ rule pretrain:
         task=lambda wc: config["tasks"][config["sources"][wc.source]["task"]],
     script:
         "../workflow_scripts/pretrain.py"
+
+
+rule imagenet_weights:
+    output:
+        model="models/source/{source}/{arch}.pt",
+        metrics="models/source/{source}/{arch}.json",
+    log:
+        "logs/imagenet_weights/{source}_{arch}.log",
+    benchmark:
+        "logs/benchmarks/imagenet_weights/{source}_{arch}.tsv"
+    wildcard_constraints:
+        source=IMAGENET_SOURCES,
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        files=lambda wc: config["sources"][wc.source].get("files", {}),
+    script:
+        "../workflow_scripts/imagenet_weights.py"

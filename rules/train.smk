@@ -1,4 +1,30 @@
-# Fine-tuning: one job per (task, arch, recipe, training size n, seed).
+# Fine-tuning: one job per (task, arch, recipe, training size n, seed); the lr finder once per
+# (task, arch, recipe) at the tuning size; the stage-wise study's decisions (checkpoints).
+
+
+rule lr_find:
+    input:
+        unpack(lr_find_inputs),
+    output:
+        csv="runs/{task}/{arch}/{recipe}/lr_find.csv",
+        json="runs/{task}/{arch}/{recipe}/lr_find.json",
+        png="runs/{task}/{arch}/{recipe}/lr_find.png",
+    log:
+        "logs/lr_find/{task}/{arch}/{recipe}.log",
+    benchmark:
+        "logs/benchmarks/lr_find/{task}/{arch}/{recipe}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime"],
+        gpu=config["train"]["gpu"],
+    params:
+        settings=config["train"],
+        task=lambda wc: config["tasks"][wc.task],
+    script:
+        "../workflow_scripts/lr_find.py"
 
 
 rule finetune:
@@ -24,3 +50,25 @@ rule finetune:
         task=lambda wc: config["tasks"][wc.task],
     script:
         "../workflow_scripts/finetune.py"
+
+
+checkpoint select_stage:
+    input:
+        metrics=stage_metrics,
+    output:
+        json="results/stages/{task}/{arch}/stage{k}.json",
+    log:
+        "logs/select_stage/{task}/{arch}/stage{k}.log",
+    benchmark:
+        "logs/benchmarks/select_stage/{task}/{arch}/stage{k}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        stages=STUDY.get("stages"),
+        previous=stage_previous,
+    script:
+        "../workflow_scripts/select_stage.py"

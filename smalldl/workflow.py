@@ -46,7 +46,7 @@ def run(main: Callable[[Any], None], smk: Any) -> None:
             stack.enter_context(contextlib.redirect_stderr(log))
         start = time.time()
         rule = getattr(smk, "rule", "job")
-        print(f"[{time.strftime('%H:%M:%S')}] {rule}: start ({threads} thread(s))", file=sys.stderr)
+        print(f"[{time.strftime('%H:%M:%S')}] {rule}: start (pid {os.getpid()}, {threads} thread(s))", file=sys.stderr)
         try:
             main(smk)
         except InputError as exc:

@@ -23,6 +23,7 @@ def main(smk):
         smk.output.predictions,
         smk.output.history,
         threads=smk.threads,
+        lr_json=smk.input.get("lr"),
     )
 
 

@@ -36,7 +36,10 @@ def test_default_and_tiny_configs_validate_and_get_defaults():
     assert conf["tasks"]["emphysema"]["balance"] is True
     assert conf["plots"]["dpi"] == 150
     tiny = cfg.validate(_merged_tiny())
-    assert tiny["study"]["archs"] == ["smallcnn"]
+    assert tiny["study"]["archs"] == ["efficientnet_lite0"]
+    assert tiny["study"]["recipes"] == [] and len(tiny["study"]["stages"]["vary"]) == 4  # the stage-wise study
+    assert cfg.used_sources(tiny) == ["cxr13", "fractal", "imagenet", "mura"]
+    assert cfg.pretrained_sources(tiny) == ["cxr13", "fractal", "mura"]
 
 
 @pytest.mark.parametrize(

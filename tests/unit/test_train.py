@@ -5,19 +5,22 @@ import pytest
 import torch
 
 from smalldl import models, train
+from smalldl.config import train_settings
 from smalldl.errors import InputError
 
-SETTINGS = {
-    "epochs": 4,
-    "batch_size": 8,
-    "max_lr": 0.01,
-    "optimizer": "adam",
-    "weight_decay": 0.0,
-    "crop": 20,
-    "flip": True,
-    "rotate": 10.0,
-    "device": "cpu",
-}
+SETTINGS = train_settings(
+    {
+        "epochs": 4,
+        "batch_size": 8,
+        "max_lr": 0.01,
+        "optimizer": "adam",
+        "weight_decay": 0.0,
+        "crop": 20,
+        "flip": True,
+        "rotate": 10.0,
+        "device": "cpu",
+    }
+)
 
 
 def blobs(n, seed):
@@ -50,6 +53,46 @@ def test_augment_shapes_and_randomness():
     assert a.shape == (6, 1, 20, 20) and not torch.equal(a, b)
     plain = train.augment(x, 24, False, 0.0, gen)
     assert torch.equal(plain, x)
+
+
+def test_augment_flip_and_crop_take_exact_windows_of_the_image():
+    x = torch.arange(24 * 30, dtype=torch.float32).reshape(1, 1, 24, 30).repeat(64, 1, 1, 1)
+    out = train.augment(x, 20, True, 0.0, torch.Generator().manual_seed(2))
+    flipped, tops_lefts = 0, set()
+    for i in range(64):
+        hits = [
+            (t, l_, f)
+            for t in range(5)
+            for l_ in range(11)
+            for f in (False, True)
+            if torch.allclose(
+                out[i, 0],
+                x[i, 0, t : t + 20, l_ : l_ + 20].flip(-1) if f else x[i, 0, t : t + 20, l_ : l_ + 20],
+                atol=1e-3,
+            )
+        ]
+        assert len(hits) == 1, i
+        flipped += hits[0][2]
+        tops_lefts.add(hits[0][:2])
+    assert 20 < flipped < 44 and len(tops_lefts) > 20  # p = 0.5 flips, crops all over the image
+
+
+def test_augment_rotates_within_the_range_about_the_crop_centre():
+    size = 41
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    line = ((yy - size // 2).abs() <= 1).float()[None, None].repeat(200, 1, 1, 1)  # a horizontal bar
+    out = train.augment(line, size, False, 10.0, torch.Generator().manual_seed(0))
+    angles = []
+    for img in out[:, 0]:
+        w = img.clamp(min=0)
+        cy, cx = (w * yy).sum() / w.sum(), (w * xx).sum() / w.sum()
+        assert abs(cy - size // 2) < 0.5 and abs(cx - size // 2) < 0.5  # rotated about the centre
+        cov_xy = (w * (xx - cx) * (yy - cy)).sum() / w.sum()
+        cov_xx = (w * (xx - cx) ** 2).sum() / w.sum()
+        cov_yy = (w * (yy - cy) ** 2).sum() / w.sum()
+        angles.append(float(0.5 * torch.atan2(2 * cov_xy, cov_xx - cov_yy)) * 180 / math.pi)
+    angles = np.abs(angles)
+    assert angles.max() <= 10.5 and angles.max() > 8 and np.median(angles) > 3  # uniform in +-10 degrees
 
 
 def test_fit_learns_selects_best_val_epoch_and_is_reproducible():
@@ -137,3 +180,111 @@ def test_long_epochs_report_progress_within_the_epoch():
     lines = log.getvalue().splitlines()
     assert [line for line in lines if line.startswith("epoch 1: step ")][-1].startswith("epoch 1: step 4/4, loss ")
     assert lines[-1].startswith("epoch 1/1: train_loss")
+
+
+def test_tta_includes_the_original_view_and_four_different_augmented_views():
+    x = torch.rand(3, 1, 24, 24)
+    gen = torch.Generator().manual_seed(0)
+    views = train.tta_views(x, 20, True, 10.0, 4, gen)
+    assert len(views) == 5
+    assert torch.equal(views[0], train.center_crop(x, 20))  # the original (the authors' code left it out)
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert not torch.equal(views[i], views[j]), (i, j)
+
+
+def test_tta_prediction_is_the_mean_over_the_original_and_the_views():
+    data = blobs(10, 0)
+    torch.manual_seed(0)
+    model = models.build("smallcnn", 1).eval()
+    dev = torch.device("cpu")
+    plain = train.predict(model, data, 20, dev, "binary")
+    tta = train.predict(model, data, 20, dev, "binary", tta=4, seed=7)
+    assert not np.allclose(plain, tta)
+    x = train.to_tensor(data.images, dev)
+    views = train.tta_views(x, 20, True, 10.0, 4, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = torch.stack([model(v).sigmoid() for v in views]).mean(0).numpy()
+        original = model(views[0]).sigmoid().numpy()
+    assert np.allclose(tta, expected, atol=1e-6)
+    assert np.allclose(plain, original, atol=1e-6)
+    assert np.allclose(train.predict(model, data, 20, dev, "binary", tta=4, seed=7), tta)  # seeded
+
+
+def test_the_returned_weights_are_the_selected_epochs_not_the_last():
+    """Validation labels flipped: the validation loss is lowest early and the last epoch is worse."""
+    data, val = blobs(48, 0), blobs(16, 1)
+    val.targets = 1 - val.targets
+    states = {}
+    model = models.build("smallcnn", 1)
+
+    def on_epoch(epoch, m):
+        states[epoch] = {k: v.clone() for k, v in m.state_dict().items()}
+
+    result = train.fit(model, data, val, SETTINGS, "binary", ["y"], seed=0, on_epoch=on_epoch)
+    epochs = [r for r in result["history"] if r["kind"] == "epoch"]
+    best = min(epochs, key=lambda r: r["val_loss"])["epoch"]
+    assert result["best_epoch"] == best != SETTINGS["epochs"]
+    final = model.state_dict()
+    assert all(torch.equal(final[k], states[best][k]) for k in final)
+    assert not all(torch.equal(final[k], states[SETTINGS["epochs"]][k]) for k in final)
+    assert result["selected_state_sha256"] == train.state_sha256(states[best])
+    assert result["selected_state_sha256"] != train.state_sha256(states[SETTINGS["epochs"]])
+
+
+def test_checkpoint_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
+    data, val = blobs(40, 0), blobs(16, 1)
+
+    def run(checkpoint=None, stop_after=None):
+        torch.manual_seed(0)
+        model = models.build("smallcnn", 1)
+
+        def on_epoch(epoch, m):
+            if stop_after is not None and epoch == stop_after:
+                raise KeyboardInterrupt
+
+        result = train.fit(
+            model, data, val, SETTINGS, "binary", ["y"], seed=0, checkpoint=checkpoint, signature="s1",
+            on_epoch=on_epoch,
+        )  # fmt: skip
+        return result
+
+    straight = run()
+    ckpt = tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt, stop_after=3)  # killed after epoch 3's checkpoint... (on_epoch runs before the save)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 2
+    resumed = run(ckpt)
+    assert resumed["selected_state_sha256"] == straight["selected_state_sha256"]
+    assert [r.get("train_loss") for r in resumed["history"]] == [r.get("train_loss") for r in straight["history"]]
+    # a checkpoint of other settings is ignored, not resumed
+    torch.save({**saved, "signature": "other"}, ckpt)
+    again = run(ckpt)
+    assert again["selected_state_sha256"] == straight["selected_state_sha256"]
+
+
+def test_auc_equals_scikit_learns_including_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from smalldl.evaluate import roc_auc_score as ours
+
+    rng = np.random.default_rng(0)
+    for i in range(100):
+        n = int(rng.integers(2, 200))
+        y = rng.integers(0, 2, n)
+        if y.min() == y.max():
+            continue
+        s = rng.integers(0, 4, n) if i % 2 else rng.random(n)  # many ties / none
+        assert ours(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    with pytest.raises(ValueError):
+        ours([1, 1], [0.2, 0.3])
+
+
+def test_a_training_job_does_not_import_scikit_learn():
+    import subprocess
+    import sys
+
+    code = "import sys, smalldl.jobs, smalldl.train, smalldl.models, smalldl.init; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

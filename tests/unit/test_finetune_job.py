@@ -1,0 +1,130 @@
+"""The training jobs end to end without Snakemake: lr finder -> fine-tuning with the chosen lr, the
+per-run outputs, and proof that the test metrics come from the selected weights of this very run."""
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from smalldl import config as cfg
+from smalldl import jobs, models, train
+from smalldl.data import cache as cache_mod
+
+from ..conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("job")
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["train"].update({"epochs": 3, "batch_size": 8, "crop": 28, "max_lr": 0.003, "save_model": True})
+    config["train"]["lr_finder"] = {"enabled": True, "steps": 30, "end_lr": 1.0}
+    config["preprocess"] = {"width": 32}
+    config["study"].update({"sizes": [20, 40], "seeds": [0, 1], "archs": ["smallcnn"]})
+    config.pop("radiomics", None)
+    config = cfg.validate(config)
+    raw = tmp / "raw"
+    params = {"n_patients": 200, "images_per_patient": [1, 2], "image_size": 40, "prevalence": {"Emphysema": 0.3}}
+    jobs.generate("synthetic_chest", params, raw, seed=1, workers=1)
+    jobs.make_index(raw / "index.csv", tmp / "index.parquet")
+    jobs.make_cache(tmp / "index.parquet", tmp / "c.npy", tmp / "c.json", 32, None, 1)
+    jobs.make_split(config, "emphysema", tmp / "index.parquet", [], tmp / "split.parquet", tmp / "manifest.json")
+    for n in (20, 40):
+        for seed in (0, 1):
+            jobs.make_subset(
+                config, "emphysema", tmp / "split.parquet", n, seed, tmp / f"n{n}_s{seed}.csv", tmp / "x.json"
+            )
+    return tmp, config
+
+
+def run_job(tmp, config, recipe="onecycle-finetune-none-default", n=20, seed=0, lr_json=None, source=None, tag="a"):
+    out = tmp / tag
+    out.mkdir(exist_ok=True)
+    metrics = jobs.finetune(
+        config, "emphysema", "smallcnn", recipe, n, seed, tmp / "c.npy", tmp / "c.json", tmp / "split.parquet",
+        tmp / f"n{n}_s{seed}.csv", source, out / "metrics.json", out / "predictions.parquet", out / "history.csv",
+        lr_json=lr_json,
+    )  # fmt: skip
+    return out, metrics
+
+
+def test_lr_finder_job_writes_the_sweep_and_finetune_uses_its_lr(prepared):
+    tmp, config = prepared
+    info = jobs.lr_find(
+        config, "emphysema", "smallcnn", "onecycle-finetune-none-default", tmp / "c.npy", tmp / "c.json",
+        tmp / "split.parquet", tmp / "n40_s0.csv", None, tmp / "lr.csv", tmp / "lr.json", tmp / "lr.png",
+    )  # fmt: skip
+    sweep = pd.read_csv(tmp / "lr.csv")
+    assert list(sweep.columns) == ["step", "lr", "loss", "smoothed_loss"] and len(sweep) >= 5
+    assert info["n"] == 40 and info["rule"] == "minimum"
+    assert info["lr"] == pytest.approx(sweep.loc[sweep["smoothed_loss"].idxmin(), "lr"])
+    assert (tmp / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    out, metrics = run_job(tmp, config, lr_json=tmp / "lr.json", tag="finder")
+    assert metrics["lr_source"] == "finder" and metrics["max_lr"] == pytest.approx(info["lr"])
+    steps = pd.read_csv(out / "history.csv").query("kind == 'step'")
+    assert steps["lr"].max() == pytest.approx(info["lr"], rel=1e-3)
+
+
+def test_run_outputs_and_the_evaluated_weights_are_the_selected_ones_of_this_run(prepared):
+    tmp, config = prepared
+    out, metrics = run_job(tmp, config, tag="sel")
+    for key in (
+        "val_auc", "val_auc_tta", "val_auc_per_label", "test_auc", "test_auc_tta", "test_auc_per_label",
+        "test_auc_per_label_tta", "selected_epoch", "max_lr", "wall_time_s", "images_per_s", "epochs_run",
+    ):  # fmt: skip
+        assert metrics[key] is not None, key
+    history = pd.read_csv(out / "history.csv")
+    steps, epochs = history[history["kind"] == "step"], history[history["kind"] == "epoch"]
+    assert len(steps) == metrics["steps"] and len(epochs) == 3
+    for col in ("epoch", "step", "lr_group1", "lr_group2", "lr_group3", "momentum", "train_loss", "trainable"):
+        assert steps[col].notna().all(), col
+    assert epochs["val_loss"].notna().all() and epochs["val_auc"].notna().all()
+    assert metrics["selected_epoch"] == int(epochs.loc[epochs["val_loss"].idxmin(), "epoch"])
+    # model.pt holds the selected weights; predicting with them reproduces predictions.parquet
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert train.state_sha256(saved["state"]) == saved["sha256"] == metrics["selected_state_sha256"]
+    model = models.build("smallcnn", 1)
+    model.load_state_dict(saved["state"])
+    split = pd.read_parquet(tmp / "split.parquet")
+    arr, info = cache_mod.open_cache(tmp / "c.npy", tmp / "c.json")
+    test = jobs._data(arr, info, jobs._eval_part(split, "test"), config["tasks"]["emphysema"])
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert list(preds["image_id"]) == test.image_ids
+    plain = train.predict(model, test, 28, torch.device("cpu"), "binary")
+    assert np.allclose(plain[:, 0], preds["p_Emphysema"], atol=1e-6)
+    assert not np.allclose(preds["p_tta_Emphysema"], preds["p_Emphysema"])
+    # ... and not another run's: another seed selects other weights with other predictions
+    other_out, other = run_job(tmp, config, seed=1, tag="other")
+    assert other["selected_state_sha256"] != metrics["selected_state_sha256"]
+    assert not np.allclose(pd.read_parquet(other_out / "predictions.parquet")["p_Emphysema"], preds["p_Emphysema"])
+
+
+def test_recipes_with_a_source_init_and_transfer_method(prepared):
+    tmp, config = prepared
+    config = copy.deepcopy(config)
+    model = models.build("smallcnn", 13)
+    torch.manual_seed(0)
+    for p in model.body.parameters():
+        p.data.normal_(0.5, 0.01)  # a recognisable 'pretrained' body
+    src = tmp / "src.pt"
+    models.save_source(model, src, {"val_auc": 0.7})
+    out, m = run_job(tmp, config, "onecycle-extractor-cxr13-transfer", source=src, tag="ext")
+    assert m["init_info"]["loaded"] > 0 and m["source_val_auc"] == 0.7
+    hist = pd.read_csv(out / "history.csv", dtype={"trainable": str}).query("kind == 'step'")
+    assert set(hist["trainable"]) == {"3"}
+    _, m = run_job(tmp, config, "regular-gradual-cxr13-moments", source=src, tag="mom")
+    assert m["init_info"]["redrawn"] > 0 and m["schedule"] == "regular" and m["transfer"] == "gradual"
+    saved = torch.load(tmp / "mom" / "model.pt", map_location="cpu", weights_only=True)["state"]
+    w = saved["body.features.0.weight"]
+    assert abs(float(w.mean()) - 0.5) < 0.1  # the moments of the source survive (before training drifts them)
+
+
+def test_every_checkpoint_loads_weights_only(prepared):
+    tmp, _ = prepared
+    for path in tmp.rglob("*.pt"):
+        torch.load(path, map_location="cpu", weights_only=True)
+    assert json.loads((tmp / "sel" / "metrics.json").read_text())["family"] == "cnn"

@@ -1,0 +1,42 @@
+"""The trainer's GPU path (bf16 autocast, channels_last). Runs on CUDA when present; on a CPU-only
+machine it runs the same code with bf16 autocast on the CPU, so the test never skips."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from smalldl import models, train
+from smalldl.config import train_settings
+
+from .test_train import blobs
+
+DEVICE = torch.device(os.environ.get("SMALLDL_TEST_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@pytest.mark.parametrize("transfer", ["finetune", "gradual", "extractor"])
+def test_bf16_channels_last_training_learns_and_selects(transfer):
+    settings = train_settings(
+        {"epochs": 4, "batch_size": 8, "max_lr": 0.01, "crop": 20, "device": DEVICE.type, "amp": "bf16",
+         "channels_last": "on"}
+    )  # fmt: skip
+    assert train.use_bf16(settings, DEVICE) and train.use_channels_last(settings, DEVICE)
+    torch.manual_seed(0)
+    model = models.build("smallcnn", 1).to(DEVICE)
+    data, val = blobs(64, 0), blobs(32, 1)
+    result = train.fit(model, data, val, settings, "binary", ["y"], seed=0, transfer=transfer)
+    assert next(model.parameters()).device.type == DEVICE.type
+    epochs = [r for r in result["history"] if r["kind"] == "epoch"]
+    assert result["best_epoch"] == min(epochs, key=lambda r: r["val_loss"])["epoch"]
+    prob = train.predict(model, val, 20, DEVICE, "binary", tta=4, settings=settings)
+    assert prob.shape == (32, 1) and np.isfinite(prob).all()
+    if transfer != "extractor":
+        assert result["val_auc"] > 0.8
+
+
+def test_auto_settings_pick_bf16_and_channels_last_only_on_cuda():
+    s = train_settings({})
+    assert train.use_bf16(s, torch.device("cuda")) and train.use_channels_last(s, torch.device("cuda"))
+    assert not train.use_bf16(s, torch.device("cpu")) and not train.use_channels_last(s, torch.device("cpu"))
+    assert train.use_bf16(train_settings({"amp": "bf16"}), torch.device("cpu"))
