@@ -1,9 +1,23 @@
-# Aggregation (no plot settings) and figures (only they read config["plots"]).
+# Results: aggregation, Table 1 and statistics (config["results"]; no plot settings), then the
+# figures (the only rules that read config["plots"]), then results/README.md.
+# Which figures exist is decided from the config alone (FIGURES, rules/common.smk).
+
+RESULTS = config["results"]
+
+
+SELECT_ON = (STUDY.get("stages") or {}).get("select_on", "val_auc_tta")
+
+
+AXIS_SPECS = {
+    f: {k: v for k, v in s.items() if k in ("kind", "axis", "archs", "stage", "recipes")}
+    for f, s in FIGURES.items()
+    if s["kind"] == "axis"
+}
 
 
 rule aggregate:
     input:
-        metrics=run_metrics(),
+        metrics=run_metrics,
     output:
         parquet="results/summary.parquet",
         csv="results/summary.csv",
@@ -17,15 +31,133 @@ rule aggregate:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        metric=RESULTS["metric"],
+        select_on=SELECT_ON,
     script:
         "../workflow_scripts/aggregate.py"
 
 
-rule plot_auc_vs_n:
+rule table1:
+    input:
+        unpack(split_manifests),
+    output:
+        csv=report(
+            "results/table1.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/table1.log",
+    benchmark:
+        "logs/benchmarks/table1.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../workflow_scripts/table1.py"
+
+
+rule bootstrap:
+    input:
+        summary="results/summary.parquet",
+        predictions=run_predictions,
+    output:
+        run_ci="results/run_ci.csv",
+        seed_means="results/seed_means.csv",
+        replicates="results/bootstrap.npz",
+    log:
+        "logs/bootstrap.log",
+    benchmark:
+        "logs/benchmarks/bootstrap.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        results=results_settings("metric", "ci", "bootstrap"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/bootstrap.py"
+
+
+rule compare:
+    input:
+        summary="results/summary.parquet",
+        replicates="results/bootstrap.npz",
+        predictions=run_predictions,
+        stages=stage_files(),
+    output:
+        comparisons=report(
+            "results/comparisons.csv",
+            caption="../report/comparisons.rst",
+            category="Tables",
+        ),
+        stages=report(
+            "results/stages.csv",
+            caption="../report/stages.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/compare.log",
+    benchmark:
+        "logs/benchmarks/compare.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        results=results_settings("metric", "ci", "bootstrap", "comparison"),
+        seed=config["seed"],
+        select_on=SELECT_ON,
+        figures=AXIS_SPECS,
+    script:
+        "../workflow_scripts/compare.py"
+
+
+rule learning_curves:
     input:
         summary="results/summary.parquet",
     output:
-        figures=figure_paths(),
+        csv=report(
+            "results/learning_curves.csv",
+            caption="../report/learning_curves_table.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/learning_curves.log",
+    benchmark:
+        "logs/benchmarks/learning_curves.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        results=results_settings("ci", "target_auc", "learning_curve"),
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/learning_curves.py"
+
+
+rule plot_auc_vs_n:
+    input:
+        seed_means="results/seed_means.csv",
+    output:
+        figures=report(
+            figure_paths("auc_vs_n"),
+            caption="../report/auc_vs_n.rst",
+            category="Figures",
+            subcategory="auc_vs_n",
+        ),
     log:
         "logs/plot_auc_vs_n.log",
     benchmark:
@@ -38,5 +170,114 @@ rule plot_auc_vs_n:
         runtime=10,
     params:
         plots=config["plots"],
+        spec=FIGURES["auc_vs_n"],
     script:
         "../workflow_scripts/plot_auc_vs_n.py"
+
+
+rule plot_history:
+    input:
+        summary="results/summary.parquet",
+        metrics=run_metrics,
+    output:
+        figures=figure_outputs("../report/history.rst"),
+    log:
+        "logs/plot_history/{figure}.log",
+    benchmark:
+        "logs/benchmarks/plot_history/{figure}.tsv"
+    wildcard_constraints:
+        figure=regex_of(figures_of("history")),
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        plots=config["plots"],
+        spec=lambda wc: FIGURES[wc.figure],
+        targets=STUDY["targets"],
+        archs=STUDY["archs"],
+    script:
+        "../workflow_scripts/plot_history.py"
+
+
+rule plot_axis:
+    input:
+        summary="results/summary.parquet",
+        seed_means="results/seed_means.csv",
+        stages=lambda wc: FIGURES[wc.figure].get("stage_files", []),
+    output:
+        figures=figure_outputs("../report/axis.rst"),
+    log:
+        "logs/plot_axis/{figure}.log",
+    benchmark:
+        "logs/benchmarks/plot_axis/{figure}.tsv"
+    wildcard_constraints:
+        figure=regex_of(figures_of("axis", "radiomics")),
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        plots=config["plots"],
+        spec=lambda wc: FIGURES[wc.figure],
+    script:
+        "../workflow_scripts/plot_axis.py"
+
+
+rule plot_learning_curves:
+    input:
+        curves="results/learning_curves.csv",
+        seed_means="results/seed_means.csv",
+    output:
+        figures=report(
+            figure_paths("learning_curves"),
+            caption="../report/learning_curves.rst",
+            category="Figures",
+            subcategory="learning_curves",
+        ),
+    log:
+        "logs/plot_learning_curves.log",
+    benchmark:
+        "logs/benchmarks/plot_learning_curves.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        plots=config["plots"],
+        target=RESULTS["target_auc"],
+    script:
+        "../workflow_scripts/plot_learning_curves.py"
+
+
+rule results_readme:
+    input:
+        summary="results/summary.parquet",
+        seed_means="results/seed_means.csv",
+        stages="results/stages.csv",
+        curves="results/learning_curves.csv",
+        table1="results/table1.csv",
+        comparisons="results/comparisons.csv",
+    output:
+        readme="results/README.md",
+    log:
+        "logs/results_readme.log",
+    benchmark:
+        "logs/benchmarks/results_readme.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        results=results_settings("metric", "ci", "target_auc"),
+        figures={f: {"title": s["title"], "config": s["config"]} for f, s in FIGURES.items()},
+    script:
+        "../workflow_scripts/results_readme.py"
