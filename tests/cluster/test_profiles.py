@@ -1,0 +1,66 @@
+"""The SLURM profiles without a cluster: profiles/slurm-local groups exactly like profiles/slurm (so the
+cluster test exercises the real profile's grouping), and a dry run of the demo under profiles/slurm plans
+fewer submissions than jobs, each fine-tuning group holding at most 5 runs of one (task, arch, recipe)."""
+
+import importlib.util
+import math
+from collections import Counter
+
+import pytest
+import yaml
+
+from ..conftest import ROOT
+
+pytestmark = pytest.mark.cluster
+
+SHARED = ("groups", "group-components", "resources", "set-resource-scopes")
+
+
+def profile(name):
+    return yaml.safe_load((ROOT / "profiles" / name / "config.yaml").read_text())
+
+
+def dag_build():
+    spec = importlib.util.spec_from_file_location("dag_build", ROOT / "benchmarks" / "dag_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_local_test_profile_groups_like_the_real_one():
+    real, local = profile("slurm"), profile("slurm-local")
+    assert real["executor"] == local["executor"] == "slurm"
+    for key in SHARED:
+        assert local[key] == real[key], key
+    assert real["resources"] == {"gpu": 1} and real["set-resource-scopes"] == {"gpu": "local"}
+    assert real["group-components"]["finetune_{task}_{arch}_{recipe}"] == 5
+    # the test cluster has no accounting: status via squeue
+    assert local["slurm-status-command"] == "squeue"
+    for rule in ("finetune", "lr_find", "pretrain"):
+        assert local["set-resources"][rule]["gpu"] == 1
+
+
+def test_grouping_plans_fewer_submissions_for_the_demo(tmp_path):
+    bench = dag_build()
+    dry_run = [tmp_path, "-n", "--profile", str(ROOT / "profiles" / "slurm")]
+    out = bench.snakemake(*dry_run)[0]
+    plan = bench.plan(out)
+    finetune_runs = Counter()
+    for sub in plan:
+        rules = {job["rule"] for job in sub["jobs"]}
+        if "finetune" in rules:
+            assert sub["group"] and rules == {"finetune"}, sub
+            keys = {tuple(job["wildcards"][k] for k in ("task", "arch", "recipe")) for job in sub["jobs"]}
+            assert len(keys) == 1 and 1 <= len(sub["jobs"]) <= 5, sub
+            assert sub["group"] == "finetune_{}_{}_{}".format(*keys.pop())
+            finetune_runs[sub["group"]] += len(sub["jobs"])
+        if "subset" in rules:
+            assert sub["group"] and rules == {"subset"} and len(sub["jobs"]) <= 8, sub
+        if rules & {"radiomics_model", "radiomics_best"}:
+            assert sub["group"] and rules == {"radiomics_model", "radiomics_best"}, sub
+            assert len({(j["wildcards"]["n"], j["wildcards"]["seed"]) for j in sub["jobs"]}) == 1, sub
+    assert finetune_runs
+    finetune_groups = sum(1 for sub in plan if sub["group"] in finetune_runs)
+    assert finetune_groups == sum(math.ceil(k / 5) for k in finetune_runs.values())
+    ungrouped = bench.snakemake(*dry_run, "--groups", "no_such_rule=none")[0]
+    assert len(plan) < len(bench.plan(ungrouped)) == bench.job_count(out) - 1  # `all` runs in the main process
