@@ -27,10 +27,11 @@ include: "rules/data.smk"
 include: "rules/splits.smk"
 include: "rules/pretrain.smk"
 include: "rules/train.smk"
+include: "rules/radiomics.smk"
 include: "rules/results.smk"
 
 
 rule all:
     default_target: True
     input:
-        all_results(),
+        all_results,

@@ -1,6 +1,12 @@
 # Wildcards, paths and input functions shared by the rules. Everything here is cheap to evaluate:
 # the DAG is built without importing torch.
 
+import json
+import re
+
+from snakemake.exceptions import IncompleteCheckpointException
+
+from smalldl import figures as figplan
 from smalldl.utils import derive_seed
 
 WIDTH = config["preprocess"]["width"]
@@ -15,6 +21,7 @@ wildcard_constraints:
     recipe=r"[a-z]+-[a-z]+-[A-Za-z0-9_]+-[a-z]+",
     n=r"\d+",
     seed=r"\d+",
+    k=r"\d+",
     fmt=r"png|pdf|svg",
 
 
@@ -35,15 +42,60 @@ def cache_files(dataset):
 
 
 def subset_paths(task):
-    """Training subsets of a task for the study's sizes and seeds (targets only)."""
+    """Training subsets of a task for the study's sizes and seeds, and the lr finder's (targets only)."""
     if task not in STUDY["targets"]:
         return []
-    return expand(
+    paths = expand(
         "splits/{task}/train_n{n}_s{seed}.csv",
         task=task,
         n=STUDY["sizes"],
         seed=STUDY["seeds"],
     )
+    if config["train"]["lr_finder"]["enabled"]:
+        tuning = f"splits/{task}/train_n{cfg.tuning_size(config)}_s{STUDY['seeds'][0]}.csv"
+        paths += [] if tuning in paths else [tuning]
+    return paths
+
+
+def regex_of(names):
+    """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+PRETRAINED_SOURCES = regex_of([s for s, v in config.get("sources", {}).items() if "task" in v])
+IMAGENET_SOURCES = regex_of([s for s, v in config.get("sources", {}).items() if "weights" in v])
+
+
+SYNTHETIC_KINDS = ("synthetic_chest", "synthetic_limb", "fractal")
+LOCAL_KINDS = ("chexpert", "mura", "folder")
+
+
+def datasets_of_kind(*kinds):
+    return sorted(n for n, d in config["datasets"].items() if d["kind"] in kinds)
+
+
+# Raw data of each dataset comes from exactly one rule, by kind (constraints below). generate_synthetic
+# writes raw/{dataset}/, fetch_nih raw/{dataset}/fetched.json; local copies (chexpert, mura, folder)
+# are indexed where they are
+SYNTHETIC_DATASETS = regex_of(datasets_of_kind(*SYNTHETIC_KINDS))
+NIH_DATASETS = regex_of(datasets_of_kind("nih"))
+ALL_DATASETS = regex_of(sorted(config["datasets"]))
+
+
+def index_inputs(wildcards):
+    """Inputs of the index job (synthetic folder, NIH fetch record, or none for a local copy)."""
+    kind = config["datasets"][wildcards.dataset]["kind"]
+    if kind in SYNTHETIC_KINDS:
+        return {"raw": f"raw/{wildcards.dataset}"}
+    if kind == "nih":
+        return {"fetched": f"raw/{wildcards.dataset}/fetched.json"}
+    return {}
+
+
+def cache_runtime(wildcards):
+    """Minutes for a cache job (real datasets hold 10^5 full-size radiographs)."""
+    kind = config["datasets"][wildcards.dataset]["kind"]
+    return 120 if kind in SYNTHETIC_KINDS else 720
 
 
 def split_inputs(wildcards):
@@ -62,11 +114,11 @@ def pretrain_inputs(wildcards):
     return {"split": f"splits/{task}/split.parquet", **cache_files(dataset_of(task))}
 
 
-def finetune_inputs(wildcards):
+def _training_inputs(wildcards, n, seed):
     recipe = cfg.Recipe.parse(wildcards.recipe, config.get("sources", {}))
     inputs = {
         "split": f"splits/{wildcards.task}/split.parquet",
-        "subset": f"splits/{wildcards.task}/train_n{wildcards.n}_s{wildcards.seed}.csv",
+        "subset": f"splits/{wildcards.task}/train_n{n}_s{seed}.csv",
         **cache_files(dataset_of(wildcards.task)),
     }
     if recipe.source != cfg.NO_SOURCE:
@@ -74,18 +126,204 @@ def finetune_inputs(wildcards):
     return inputs
 
 
-def run_metrics():
+def lr_find_inputs(wildcards):
+    """The lr finder runs once per (task, arch, recipe), at the tuning size and the first seed."""
+    return _training_inputs(wildcards, cfg.tuning_size(config), STUDY["seeds"][0])
+
+
+def finetune_inputs(wildcards):
+    inputs = _training_inputs(wildcards, wildcards.n, wildcards.seed)
+    if config["train"]["lr_finder"]["enabled"]:
+        inputs["lr"] = "runs/{task}/{arch}/{recipe}/lr_find.json".format(**wildcards)
+    return inputs
+
+
+RUN = "runs/{task}/{arch}/{recipe}/n{n}/s{seed}/metrics.json"
+
+
+def stage_winner(task, arch, k):
+    """The winner of stage k (0-based) for (task, arch); raises until its checkpoint has run."""
+    path = checkpoints.select_stage.get(task=task, arch=arch, k=k).output.json
+    with open(path) as fh:
+        return json.load(fh)["winner"]
+
+
+def stage_metrics(wildcards):
+    """Runs of every candidate of stage k: the previous stage's winner varied along stage k's axis."""
+    k = int(wildcards.k)
+    previous = stage_winner(wildcards.task, wildcards.arch, k - 1) if k > 0 else None
+    names = cfg.stage_candidates(config, k, previous)
     return [
-        "runs/{task}/{arch}/{recipe}/n{n}/s{seed}/metrics.json".format(**run)
-        for run in cfg.runs(config)
+        RUN.format(task=wildcards.task, arch=wildcards.arch, recipe=r, n=n, seed=s)
+        for r in names
+        for n in STUDY["sizes"]
+        for s in STUDY["seeds"]
     ]
 
 
-def figure_paths():
-    return expand("results/figures/auc_vs_n.{fmt}", fmt=config["plots"]["formats"])
+def stage_previous(wildcards):
+    k = int(wildcards.k)
+    return stage_winner(wildcards.task, wildcards.arch, k - 1) if k > 0 else None
 
 
-def all_results():
-    """Every run is a target itself: Snakemake does not regenerate a missing intermediate file whose
-    consumers are up to date, and deleting one run's output must rerun that run."""
-    return [*run_metrics(), "results/summary.csv", "results/summary.parquet", *figure_paths()]
+def stage_files():
+    """Every stage's decision file (a plain list, known from the config alone)."""
+    stages = STUDY.get("stages")
+    if not stages:
+        return []
+    return expand(
+        "results/stages/{task}/{arch}/stage{k}.json",
+        task=STUDY["targets"],
+        arch=STUDY["archs"],
+        k=range(len(stages["vary"])),
+    )
+
+
+def stage_run_metrics(decided_only=False):
+    """Runs of every stage, resolved through the stage checkpoints in order. An input function
+    (raises until each checkpoint has run); with decided_only, the runs of the stages decided so far
+    (never raises: for rule all, whose stage files already make Snakemake run every checkpoint)."""
+    stages = STUDY.get("stages")
+    if not stages:
+        return []
+    paths = []
+    for task in STUDY["targets"]:
+        for arch in STUDY["archs"]:
+            winner = None
+            for k in range(len(stages["vary"])):
+                for name in cfg.stage_candidates(config, k, winner):
+                    paths += [
+                        RUN.format(task=task, arch=arch, recipe=name, n=n, seed=s)
+                        for n in STUDY["sizes"]
+                        for s in STUDY["seeds"]
+                    ]
+                try:
+                    winner = stage_winner(task, arch, k)
+                except IncompleteCheckpointException:
+                    if not decided_only:
+                        raise
+                    break
+    return paths
+
+
+def listed_run_metrics():
+    """metrics.json of every run of the listed recipes (known from the config alone)."""
+    return [RUN.format(**run) for run in cfg.runs(config)]
+
+
+RADIOMICS_RUN = "runs/{task}/radiomics_{featureset}/{model}/n{n}/s{seed}"
+
+
+def radiomics_metrics():
+    """metrics.json of every radiomics run (rules/radiomics.smk): each model and the best, per
+    (task, featureset, n, seed) of the study; none while radiomics.featuresets is empty."""
+    rad = config.get("radiomics", {})
+    return expand(
+        f"{RADIOMICS_RUN}/metrics.json",
+        task=STUDY["targets"],
+        featureset=rad.get("featuresets", []),
+        model=[*rad.get("models", []), "best"],
+        n=STUDY["sizes"],
+        seed=STUDY["seeds"],
+    )
+
+
+def radiomics_feature_inputs(wildcards):
+    """The dataset's cache and, for radiomics.images: used, the splits and training subsets of
+    the study's targets on it (their val/test images and subsets get features)."""
+    inputs = dict(cache_files(wildcards.dataset))
+    if config["radiomics"]["images"] == "used":
+        targets = [t for t in STUDY["targets"] if dataset_of(t) == wildcards.dataset]
+        inputs["splits"] = [f"splits/{t}/split.parquet" for t in targets]
+        inputs["subsets"] = [p for t in targets for p in subset_paths(t)]
+    return inputs
+
+
+def radiomics_feature_settings(wildcards):
+    """Only what changes a feature set's values (a changed setting reruns only that set)."""
+    if wildcards.featureset == "pyradiomics":
+        return {"bin_width": config["radiomics"]["bin_width"]}
+    return {}
+
+
+def radiomics_model_runs(name):
+    """Input function: ``name`` (metrics.json, predictions.parquet) of each model of one
+    (task, featureset, n, seed), in the order of radiomics.models."""
+    return lambda wc: [
+        f"{RADIOMICS_RUN}/{name}".format(model=m, **wc) for m in config["radiomics"]["models"]
+    ]
+
+
+def run_metrics(wildcards=None):
+    """Every run's metrics.json: listed recipes, radiomics, then the stages' (checkpoint-aware input
+    function)."""
+    return list(dict.fromkeys(listed_run_metrics() + radiomics_metrics() + stage_run_metrics()))
+
+
+# The results: which figures the config asks for is decided here, from the config alone
+# (smalldl/figures.py, light).
+FIGURES = figplan.plan(config)
+
+
+def figure_paths(kind=None):
+    """results/figures/{figure}.{fmt} of every planned figure (of one kind: auc_vs_n, history, axis,
+    radiomics, learning_curves)."""
+    return figplan.figure_files(FIGURES, config["plots"]["formats"], kind)
+
+
+def result_tables():
+    return [
+        "results/table1.csv",
+        "results/run_ci.csv",
+        "results/seed_means.csv",
+        "results/comparisons.csv",
+        "results/stages.csv",
+        "results/learning_curves.csv",
+        "results/README.md",
+    ]
+
+
+def run_predictions(wildcards=None):
+    """predictions.parquet next to every run's metrics.json."""
+    return [p[: -len("metrics.json")] + "predictions.parquet" for p in run_metrics(wildcards)]
+
+
+def split_manifests(wildcards=None):
+    return {t: f"splits/{t}/manifest.json" for t in cfg.used_tasks(config)}
+
+
+def figure_outputs(caption):
+    """The outputs of a plotting rule with a {figure} wildcard, marked for the report."""
+    return report(
+        expand("results/figures/{{figure}}.{fmt}", fmt=config["plots"]["formats"]),
+        caption=caption,
+        category="Figures",
+        subcategory="{figure}",
+    )
+
+
+def results_settings(*keys):
+    """The results: settings a statistics rule uses (a change reruns only the rules that use it)."""
+    return {k: config["results"][k] for k in keys}
+
+
+def figures_of(*kinds):
+    return [f for f, spec in FIGURES.items() if spec["kind"] in kinds]
+
+
+def all_results(wildcards=None):
+    """Every listed run is a target itself: Snakemake does not regenerate a missing intermediate file
+    whose consumers are up to date, and deleting one run's output must rerun that run. The stages'
+    decision files are targets too (each resolves only its own stage's checkpoints, so the stages of
+    different tasks and archs proceed in parallel), and so are the runs of every stage decided so far
+    (a deleted stage run is rerun; its stage is re-decided)."""
+    return [
+        *listed_run_metrics(),
+        *radiomics_metrics(),
+        *stage_files(),
+        *stage_run_metrics(decided_only=True),
+        "results/summary.csv",
+        "results/summary.parquet",
+        *result_tables(),
+        *figure_paths(),
+    ]

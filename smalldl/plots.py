@@ -182,7 +182,7 @@ def history_run(summary: pd.DataFrame, select: Mapping[str, str], targets: Seque
 
 def read_history(path: str | Path) -> pd.DataFrame:
     try:
-        history = pd.read_csv(path)
+        history = pd.read_csv(path, dtype={"trainable": str})  # "3" is a group list, not a number
     except (OSError, ValueError) as exc:
         raise InputError(f"run history {path} cannot be read ({exc})") from None
     if "kind" not in history or "lr" not in history or "step" not in history:

@@ -10,7 +10,7 @@ from ..conftest import ROOT, RULES
 
 def rule_blocks():
     text = "\n".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
-    blocks = re.split(r"^rule (\w+):\n", text, flags=re.M)
+    blocks = re.split(r"^(?:rule|checkpoint) (\w+):\n", text, flags=re.M)
     return dict(zip(blocks[1::2], blocks[2::2], strict=True))
 
 
@@ -18,11 +18,11 @@ def test_every_rule_declares_log_benchmark_threads_resources():
     blocks = rule_blocks()
     assert set(RULES) <= set(blocks)
     for name, body in blocks.items():
-        body = body.split("\nrule ")[0]
+        body = re.split(r"\n(?:rule|checkpoint) ", body)[0]
         for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:"):
             assert f"    {directive}" in body, f"rule {name} has no {directive}"
         assert "mem_mb=" in body and "runtime=" in body, f"rule {name}: resources need mem_mb and runtime"
-    for name in ("pretrain", "finetune"):
+    for name in ("pretrain", "finetune", "lr_find"):
         assert "gpu=" in blocks[name], f"training rule {name} must request gpu (from config)"
 
 

@@ -18,7 +18,9 @@ from ..conftest import ROOT, RULES
 pytestmark = pytest.mark.workflow
 
 BASE = ["-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile", str(ROOT / "configs" / "tiny.yaml")]
-RUN = "runs/emphysema/smallcnn/onecycle-finetune-none-default/n20/s0"
+ARCH = "efficientnet_lite0"
+START = "onecycle-finetune-imagenet-transfer"  # the tiny study's stage-wise start recipe
+RUN = f"runs/emphysema/{ARCH}/{START}/n20/s0"
 
 
 def snakemake(workdir, *args, check=True):
@@ -45,6 +47,37 @@ def planned_jobs(workdir, *args):
     return counts
 
 
+def tiny_config():
+    """config.yaml with configs/tiny.yaml merged on top (as snakemake --configfile does), validated."""
+    import yaml
+
+    from smalldl import config as cfg
+
+    def merge(base, extra):
+        for key, value in extra.items():
+            base[key] = merge(base.get(key) or {}, value) if isinstance(value, dict) else value
+        return base
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    return cfg.validate(merge(config, yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())))
+
+
+def plot_jobs():
+    """Plotting rule -> jobs, from the figures the tiny config asks for (smalldl.figures.plan)."""
+    from smalldl import figures
+
+    rule = {"auc_vs_n": "plot_auc_vs_n", "history": "plot_history", "axis": "plot_axis", "radiomics": "plot_axis"}
+    jobs = {}
+    for spec in figures.plan(tiny_config()).values():
+        name = rule.get(spec["kind"], "plot_learning_curves")
+        jobs[name] = jobs.get(name, 0) + 1
+    return jobs
+
+
+#: Statistics rules downstream of the summary (they never read plot settings).
+STATS_JOBS = {"bootstrap": 1, "compare": 1, "learning_curves": 1, "results_readme": 1}
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
@@ -54,31 +87,32 @@ def study(tmp_path_factory):
 
 def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
     summary = pd.read_csv(study / "results" / "summary.csv")
-    assert len(summary) == 2 * 4 * 2 * 2  # targets x recipes x sizes x seeds
-    assert summary["test_auc"].between(0, 1).all() and summary["val_auc"].between(0, 1).all()
-    assert set(summary["recipe"]) == {
-        "onecycle-finetune-none-default",
-        "onecycle-finetune-cxr13-transfer",
-        "onecycle-finetune-mura-transfer",
-        "onecycle-finetune-fractal-transfer",
-    }
+    cnn = summary[summary["arch"] == ARCH]
+    run_dirs = {p.parent for p in (study / "runs").glob(f"*/{ARCH}/*/n*/s*/metrics.json")}
+    assert len(cnn) == len(run_dirs) and len(cnn) >= 2 * 5 * 2  # targets x (>= 5 recipes) x sizes x 1 seed
+    assert cnn["test_auc"].between(0, 1).all() and cnn["val_auc"].between(0, 1).all()
     assert pd.read_parquet(study / "results" / "summary.parquet").shape == summary.shape
     for fmt in ("png", "pdf"):
         assert (study / "results" / "figures" / f"auc_vs_n.{fmt}").stat().st_size > 1000
     metrics = json.loads((study / RUN / "metrics.json").read_text())
     assert metrics["n_train"] == 20 and 1 <= metrics["selected_epoch"] <= 3
+    assert 0 <= metrics["test_auc_tta"] <= 1 and metrics["tta_views"] == 4 and metrics["lr_source"] == "config"
     preds = pd.read_parquet(study / RUN / "predictions.parquet")
-    assert len(preds) == metrics["n_test"] and {"image_id", "y_Emphysema", "p_Emphysema"} <= set(preds.columns)
-    history = pd.read_csv(study / RUN / "history.csv")
-    assert (history["kind"] == "epoch").sum() == 3 and history.loc[history["kind"] == "step", "lr"].notna().all()
-    # source-pretrained runs really loaded a checkpoint
-    src = json.loads((study / RUN.replace("none-default", "cxr13-transfer") / "metrics.json").read_text())
-    assert src["source_checkpoint"] == "models/source/cxr13/smallcnn.pt"
+    assert len(preds) == metrics["n_test"]
+    assert {"image_id", "y_Emphysema", "p_Emphysema", "p_tta_Emphysema"} <= set(preds.columns)
+    history = pd.read_csv(study / RUN / "history.csv", dtype={"trainable": str})
+    steps = history[history["kind"] == "step"]
+    assert (history["kind"] == "epoch").sum() == 3 and steps["lr"].notna().all()
+    assert steps[["lr_group1", "lr_group2", "lr_group3", "momentum"]].notna().all().all()
+    assert not (study / RUN / "resume.pt").exists()
+    # the ImageNet source holds the packaged EfficientNet-Lite0 weights; task sources were pretrained
+    assert json.loads((study / "models" / "source" / "imagenet" / f"{ARCH}.json").read_text())["tensors"] == 294
+    assert metrics["source_checkpoint"] == f"models/source/imagenet/{ARCH}.pt"
     # progress in the logs, a benchmark file per job
-    log = study / "logs" / "finetune" / "emphysema" / "smallcnn" / "onecycle-finetune-none-default" / "n20_s0.log"
+    log = study / "logs" / "finetune" / "emphysema" / ARCH / START / "n20_s0.log"
     assert "epoch 1/3" in log.read_text() and "epoch 3/3" in log.read_text()
     assert "generate synthetic_chest:" in (study / "logs" / "generate_synthetic" / "synth_chest.log").read_text()
-    assert (study / "logs" / "benchmarks" / "pretrain" / "cxr13_smallcnn.tsv").exists()
+    assert (study / "logs" / "benchmarks" / "pretrain" / f"cxr13_{ARCH}.tsv").exists()
     # the source task avoids every patient the targets use
     cxr13 = pd.read_parquet(study / "splits" / "cxr13" / "split.parquet")
     emph = pd.read_parquet(study / "splits" / "emphysema" / "split.parquet")
@@ -88,8 +122,130 @@ def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
     assert used and not used & set(cxr13["patient_id"])
 
 
+def test_stage_wise_study_chains_the_winners_on_validation_auc(study):
+    config = tiny_config()
+    stages = config["study"]["stages"]
+    finetune_logs = list((study / "logs" / "finetune").rglob("*.log"))
+    for task in config["study"]["targets"]:
+        previous = None
+        for k, spec in enumerate(stages["vary"]):
+            stage = json.loads((study / "results" / "stages" / task / ARCH / f"stage{k}.json").read_text())
+            assert stage["axis"] == spec["axis"] and stage["previous"] == previous
+            base = previous or stages["start"]
+            assert stage["candidates"] == cfg_candidates(config, k, previous)
+            for cand in stage["candidates"]:  # each candidate differs from the base in this axis only (or is it)
+                diff = [i for i, (a, b) in enumerate(zip(cand.split("-"), base.split("-"), strict=True)) if a != b]
+                axis = ["schedule", "transfer", "source", "init"].index(spec["axis"])
+                assert set(diff) <= {axis, 1, 3}, (cand, base)
+                runs = [
+                    json.loads((study / f"runs/{task}/{ARCH}/{cand}/n{n}/s{s}/metrics.json").read_text())
+                    for n in config["study"]["sizes"]
+                    for s in config["study"]["seeds"]
+                ]
+                mean_val = sum(r["val_auc_tta"] for r in runs) / len(runs)
+                assert stage["scores"][cand] == pytest.approx(mean_val)  # validation, never test
+            best = max(stage["scores"].values())
+            assert stage["scores"][stage["winner"]] == best
+            previous = stage["winner"]
+    # a recipe asked for by several stages (each stage's base) is trained once
+    assert len(finetune_logs) == len({p.parent for p in (study / "runs").glob(f"*/{ARCH}/*/n*/s*/metrics.json")})
+
+
+def cfg_candidates(config, k, previous):
+    from smalldl import config as cfg
+
+    return cfg.stage_candidates(config, k, previous)
+
+
+def test_tiny_study_radiomics_features_models_and_best(study):
+    config = tiny_config()
+    rad, grid = config["radiomics"], config["study"]
+    assert set(rad["featuresets"]) == {"paper79", "pyradiomics"} and len(rad["models"]) >= 2
+    summary = pd.read_parquet(study / "results" / "summary.parquet")
+    for featureset in rad["featuresets"]:
+        table = pd.read_parquet(study / "radiomics" / f"synth_chest-{featureset}.parquet")
+        values = table.iloc[:, 1:].to_numpy()
+        assert table["image_id"].is_unique and values.shape[1] >= 79 and (abs(values) < float("inf")).all()
+        log = (study / "logs" / "radiomics_features" / f"synth_chest-{featureset}.log").read_text()
+        assert f"radiomics {featureset}: {len(table)}/{len(table)} (100%)" in log
+        for task in grid["targets"]:
+            labels = config["tasks"][task]["labels"]
+            split = pd.read_parquet(study / "splits" / task / "split.parquet")
+            test_ids = list(split.loc[(split["split"] == "test") & split["selected"], "image_id"])
+            for n in grid["sizes"]:
+                for seed in grid["seeds"]:
+                    subset = pd.read_csv(study / "splits" / task / f"train_n{n}_s{seed}.csv", dtype=str)
+                    assert set(subset["image_id"]) | set(test_ids) <= set(table["image_id"])
+                    run = study / "runs" / task / f"radiomics_{featureset}"
+                    runs = {}
+                    for model in [*rad["models"], "best"]:
+                        out = run / model / f"n{n}" / f"s{seed}"
+                        metrics = runs[model] = json.loads((out / "metrics.json").read_text())
+                        assert metrics["family"] == "radiomics" and metrics["recipe"] == model
+                        assert metrics["n_train"] == n and 0 <= metrics["test_auc"] <= 1
+                        preds = pd.read_parquet(out / "predictions.parquet")
+                        assert list(preds["image_id"]) == test_ids
+                        assert list(preds.columns) == ["image_id", *[f"{k}_{c}" for c in labels for k in "yp"]]
+                    ranked = sorted(rad["models"], key=lambda m: -(runs[m]["val_auc"] or -1))  # stable: first on ties
+                    assert runs["best"]["chosen_model"] == ranked[0]
+                    assert runs["best"]["test_auc"] == runs[ranked[0]]["test_auc"]
+        assert (study / "logs" / "benchmarks" / "radiomics_features" / f"synth_chest-{featureset}.tsv").exists()
+    # the aggregation treats them like the CNN runs
+    rows = summary[summary["family"] == "radiomics"]
+    sizes = len(grid["targets"]) * len(grid["sizes"]) * len(grid["seeds"])
+    assert len(rows) == sizes * len(rad["featuresets"]) * (len(rad["models"]) + 1)
+    assert set(rows["arch"]) == {f"radiomics_{f}" for f in rad["featuresets"]}
+
+
 def test_second_run_does_nothing(study):
     assert planned_jobs(study) == {}
+
+
+def test_results_tables_figures_and_report(study):
+    from smalldl import figures
+
+    config = tiny_config()
+    res = study / "results"
+    # Table 1 from the split manifests
+    table1 = pd.read_csv(res / "table1.csv")
+    for task in config["study"]["targets"]:
+        counts = json.loads((study / "splits" / task / "manifest.json").read_text())["counts"]
+        for label in config["tasks"][task]["labels"]:
+            row = table1[(table1["task"] == task) & (table1["label"] == label)].iloc[0]
+            assert row["role"] == "target"
+            assert [row[f"{s}_positives"] for s in ("train", "val", "test")] == [
+                counts[s]["positives"][label] for s in ("train", "val", "test")
+            ]
+    # every planned figure, in every format
+    plan = figures.plan(config)
+    for path in figures.figure_files(plan, config["plots"]["formats"]):
+        assert (study / path).stat().st_size > 1000, path
+    # uncertainty: a CI around each run's AUC, means over seeds, comparisons, stages, learning curves
+    summary = pd.read_parquet(res / "summary.parquet")
+    run_ci = pd.read_csv(res / "run_ci.csv")
+    assert len(run_ci) == len(summary) and (run_ci["lo"] <= run_ci["hi"]).all()
+    assert run_ci["auc"].to_numpy() == pytest.approx(summary["headline_auc"].to_numpy(), abs=1e-6)
+    assert len(pd.read_csv(res / "seed_means.csv")) == len(summary.groupby(["task", "arch", "recipe", "n"]))
+    comparisons = pd.read_csv(res / "comparisons.csv")
+    assert len(comparisons) and comparisons["p"].between(0, 1).all()
+    stages = pd.read_csv(res / "stages.csv")
+    for path in sorted((res / "stages").rglob("stage*.json")) if (res / "stages").exists() else []:
+        stage = json.loads(path.read_text())
+        task, arch = path.parts[-3], path.parts[-2]
+        row = stages[(stages["task"] == task) & (stages["arch"] == arch) & (stages["stage"] == stage["stage"] + 1)]
+        assert row["winner"].tolist() == [stage["winner"]]
+    assert len(stages) and set(stages["winner"]) <= set(summary["recipe"])
+    curves = pd.read_csv(res / "learning_curves.csv")
+    assert len(curves) == len(summary.groupby(["task", "arch", "recipe"]))
+    readme = (res / "README.md").read_text()
+    assert "## Stage winners" in readme and f"`{stages.iloc[0]['winner']}`" in readme
+    # the HTML report: every figure with its caption
+    snakemake(study, "--report", "results/report.html")
+    html = (res / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000
+    for fig_id in plan:
+        assert f"{fig_id}.png" in html, fig_id
+    assert "Learning curves" in html and config["study"]["targets"][0] in html
 
 
 def test_changing_a_plot_option_reruns_only_plotting(study, tmp_path):
@@ -97,7 +253,9 @@ def test_changing_a_plot_option_reruns_only_plotting(study, tmp_path):
     extra.write_text("plots: {dpi: 72, style: ticks}\n")
     BASE.extend([str(extra)])  # later tests keep this setting
     try:
-        assert planned_jobs(study) == {"plot_auc_vs_n": 1, "all": 1}
+        expected = plot_jobs()
+        assert set(expected) == {"plot_auc_vs_n", "plot_history", "plot_axis", "plot_learning_curves"}
+        assert planned_jobs(study) == {**expected, "all": 1}
         before = (study / RUN / "metrics.json").stat().st_mtime_ns
         snakemake(study)
         assert (study / RUN / "metrics.json").stat().st_mtime_ns == before
@@ -111,7 +269,12 @@ def test_deleting_one_run_reruns_only_it_and_reproduces_it(study):
     old = json.loads((study / RUN / "metrics.json").read_text())
     old_preds = pd.read_parquet(study / RUN / "predictions.parquet")
     (study / RUN / "metrics.json").unlink()
-    assert planned_jobs(study) == {"finetune": 1, "aggregate": 1, "plot_auc_vs_n": 1, "all": 1}
+    # the run, then its stage decision and the later ones of its (task, arch) (cheap; the winner could
+    # change), the aggregation and everything downstream of it; no other training
+    stages = len(tiny_config()["study"]["stages"]["vary"])
+    assert planned_jobs(study) == {
+        "finetune": 1, "select_stage": stages, "aggregate": 1, **STATS_JOBS, **plot_jobs(), "all": 1
+    }  # fmt: skip
     snakemake(study)
     assert json.loads((study / RUN / "metrics.json").read_text())["test_auc"] == old["test_auc"]
     (study / RUN / "history.csv").unlink()  # any one output of the run
