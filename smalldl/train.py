@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -352,10 +353,49 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def _cpu_copy(obj: Any) -> Any:
+    """A CPU copy of tensors nested in dicts/lists/tuples (training goes on changing the originals)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
 def _save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     tmp = f"{path}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+class _CheckpointWriter:
+    """Writes checkpoints in a background thread, one at a time: the epoch's state is copied to the
+    CPU at once and training goes on while it is written (atomically, temp file + rename)."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _run(self, path: str | os.PathLike, state: dict[str, Any]) -> None:
+        try:
+            _save_checkpoint(path, state)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by wait()
+            self._error = exc
+
+    def save(self, path: str | os.PathLike, state: dict[str, Any]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(path, _cpu_copy(state)), daemon=False)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _load_checkpoint(path: str | os.PathLike, signature: str, log: TextIO) -> dict[str, Any] | None:
@@ -428,6 +468,7 @@ def fit(
         stopped = bool(resumed["stopped"])
         print(f"resumed from {checkpoint} after epoch {first_epoch - 1}", file=log, flush=True)
     start = time.time() - elapsed
+    writer = _CheckpointWriter()
     epoch = first_epoch - 1
     for epoch in range(first_epoch, settings["epochs"] + 1):
         if stopped:
@@ -472,8 +513,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, model)
         if checkpoint:
-            current = best_state if mark else _clone_state(model)
-            _save_checkpoint(
+            current = best_state if mark else model.state_dict()  # copied by the writer
+            writer.save(
                 checkpoint,
                 {
                     "signature": signature,
@@ -489,6 +530,7 @@ def fit(
                     "best_state": None if mark else best_state,  # None: the best is this epoch's model
                 },
             )
+    writer.wait()
     assert best_state is not None
     model.load_state_dict(best_state)
     wall = time.time() - start
