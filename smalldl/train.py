@@ -330,7 +330,7 @@ def train_one_epoch(
             on_step(i, model, optimizer)
         if log is not None and time.monotonic() - last >= progress_every:
             last = time.monotonic()
-            print(f"epoch {epoch}: step {k + 1}/{len(batches)}, loss {float(loss):.4f}", file=log, flush=True)
+            print(f"epoch {epoch}: step {k + 1}/{len(batches)}, loss {float(loss.detach()):.4f}", file=log, flush=True)
     if rows:
         for row, value in zip(rows, torch.stack([r["train_loss"] for r in rows]).float().cpu().tolist(), strict=True):
             row["train_loss"] = value
