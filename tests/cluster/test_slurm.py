@@ -209,3 +209,46 @@ def test_small_jobs_went_in_groups_within_the_time_limit(slurm_study, slurm_jobs
     assert max(minutes(j["TimeLimit"]) for j in finetune_groups) == train_runtime * min(
         GROUP_SIZE, max(per_recipe.values())
     )
+
+
+PREEMPT_RUN = "runs/emphysema/efficientnet_lite0/onecycle-finetune-none-default/n40/s0"
+
+
+def test_a_cancelled_training_job_is_resubmitted_and_resumes_from_its_checkpoint(cluster, tmp_path):
+    """Preemption: scancel (SIGTERM, then SIGKILL) a training job after its first epoch checkpoint; with
+    retries, Snakemake resubmits it, the new job resumes from resume.pt, and the metrics equal an
+    uninterrupted local run's."""
+    import shutil
+    import time
+
+    extra = tmp_path / "longer.yaml"
+    extra.write_text("train: {epochs: 8}\nstudy: {recipes: [onecycle-finetune-none-default], stages: null}\n")
+    local = tmp_path / "local"
+    local.mkdir()
+    args = ["--configfile", str(TINY), str(extra), "--", f"{PREEMPT_RUN}/metrics.json"]
+    finish(snakemake(local, "--cores", "2", *args))
+    reference = json.loads((local / PREEMPT_RUN / "metrics.json").read_text())
+    work = tmp_path / "slurm"
+    shutil.copytree(local, work, symlinks=True)  # data, splits and subsets in place (mtimes kept)
+    for name in ("metrics.json", "predictions.parquet", "history.csv"):
+        (work / PREEMPT_RUN / name).unlink()
+    started = snakemake(work, "--profile", str(PROFILE), "--retries", "1", *args, env=cluster)
+    resume = work / PREEMPT_RUN / "resume.pt"
+    cancelled = None
+    deadline = time.time() + 900
+    while time.time() < deadline and started[0].poll() is None and cancelled is None:
+        if resume.exists():
+            ids = run(["squeue", "-h", "-o", "%i"], env=cluster).stdout.split()
+            assert len(ids) == 1, ids
+            assert run(["scancel", ids[0]], env=cluster).returncode == 0
+            cancelled = ids[0]
+        time.sleep(0.1)
+    finish(started)
+    assert cancelled is not None, "the training job finished before it could be cancelled"
+    log = work / "logs" / "finetune" / "emphysema" / "efficientnet_lite0" / "onecycle-finetune-none-default"
+    text = (log / "n40_s0.log").read_text()
+    assert re.search(rf"resumed from {PREEMPT_RUN}/resume.pt after epoch [1-7]\b", text), text[-3000:]
+    resumed = json.loads((work / PREEMPT_RUN / "metrics.json").read_text())
+    for key in ("test_auc", "test_auc_tta", "val_auc", "selected_epoch", "selected_state_sha256"):
+        assert resumed[key] == reference[key], key
+    assert not resume.exists()
