@@ -588,8 +588,8 @@ def select_stage(
     from smalldl.stages import select_winner
 
     spec = config["study"]["stages"]
-    candidates = list(dict.fromkeys(json.loads(Path(p).read_text())["recipe"] for p in metrics_paths))
     rows = [json.loads(Path(p).read_text()) for p in metrics_paths]
+    candidates = list(dict.fromkeys(row["recipe"] for row in rows))
     result = select_winner(rows, candidates, spec["select_on"])
     out = {
         "task": task_name,

@@ -164,14 +164,19 @@ def save_source(model: Classifier, path: str | Path, meta: dict[str, Any]) -> No
         torch.save({"arch": model.arch, "body": state, "meta": meta}, tmp)
 
 
+def _load_weights(path: str | Path, what: str) -> Any:
+    """torch.load(weights_only=True) on the CPU; a missing or unreadable file is one InputError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise InputError(f"{what} {path} cannot be read ({exc})") from None
+
+
 def read_source(path: str | Path, arch: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A source checkpoint's body weights (checked to be a ``arch``) and its meta. weights_only load."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"source checkpoint {path} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(f"source checkpoint {path} cannot be read ({exc})") from None
+    ckpt = _load_weights(path, "source checkpoint")
     if not isinstance(ckpt, dict) or "body" not in ckpt:
         raise InputError(f"source checkpoint {path} has no 'body' weights")
     if ckpt.get("arch") != arch:
@@ -193,12 +198,7 @@ def load_source(model: Classifier, path: str | Path) -> dict[str, Any]:
 
 
 def _read_state(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise InputError(f"{what} {path} cannot be read ({exc})") from None
+    state = _load_weights(path, what)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
