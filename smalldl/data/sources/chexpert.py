@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smalldl.data.index import check_listed_images, read_text_csv
 from smalldl.errors import InputError
 
 #: The 14 observations, in the CSV's order.
@@ -109,12 +110,7 @@ def table_from_csv(
 ) -> pd.DataFrame:
     """One CheXpert CSV -> uniform index rows (paths under ``root``; labels per the uncertain policy)."""
     csv = Path(csv)
-    try:
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"{csv} does not exist") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"{csv} is not a readable CSV: {exc}") from None
+    raw = read_text_csv(csv)
     need = ["Path", "Frontal/Lateral", "AP/PA", *OBSERVATIONS]
     lacking = [c for c in need if c not in raw.columns]
     if lacking:
@@ -155,13 +151,7 @@ def build_index(params: Mapping[str, Any], dataset: str = "chexpert", check_file
         name, official = CSVS[split]
         parts.append(table_from_csv(root / name, pol, root, official, params.get("frontal_only", True)))
     table = pd.concat(parts, ignore_index=True)
-    dup = table["image_id"].duplicated()
-    if dup.any():
-        raise InputError(f"dataset {dataset}: image {table['image_id'][dup].iloc[0]!r} is listed twice")
-    if check_files:
-        for p in table["path"]:
-            if not Path(p).is_file():
-                raise InputError(f"dataset {dataset}: image {p} (listed in {root}) does not exist")
+    check_listed_images(table, dataset, root, check_files)
     print(
         f"{dataset}: {len(table)} frontal images of {table['patient_id'].nunique()} patients from {root}; "
         f"uncertain policy {', '.join(f'{c}={pol[c]}' for c in CLASSES5)}",

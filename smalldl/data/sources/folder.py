@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from smalldl.data.dicom import SUFFIXES as DICOM_SUFFIXES
+from smalldl.data.index import read_text_csv
 from smalldl.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
@@ -38,12 +39,7 @@ def build_index(params: Mapping[str, Any], dataset: str = "folder", check_files:
         raise InputError(f"datasets.{dataset}.params.path: folder {root} does not exist")
     csv = Path(params.get("csv") or "labels.csv")
     csv = csv if csv.is_absolute() else root / csv
-    try:
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"datasets.{dataset}.params.csv: {csv} does not exist") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{csv} is not a readable CSV: {exc}") from None
+    raw = read_text_csv(csv, missing=f"datasets.{dataset}.params.csv: {csv} does not exist")
     cols = {
         "path": params.get("path_column", "path"),
         "patient": params.get("patient_column", "patient_id"),

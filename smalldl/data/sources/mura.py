@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from smalldl.data.index import check_listed_images
 from smalldl.errors import InputError
 
 STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
@@ -97,13 +98,7 @@ def build_index(params: Mapping[str, Any], dataset: str = "mura", check_files: b
     table = table[
         ["image_id", "patient_id", "path", *[c for c in table.columns if c not in ("image_id", "patient_id", "path")]]
     ]
-    dup = table["image_id"].duplicated()
-    if dup.any():
-        raise InputError(f"dataset {dataset}: image {table['image_id'][dup].iloc[0]!r} is listed twice")
-    if check_files:
-        for p in table["path"]:
-            if not Path(p).is_file():
-                raise InputError(f"dataset {dataset}: image {p} (listed in {root}) does not exist")
+    check_listed_images(table, dataset, root, check_files)
     print(
         f"{dataset}: {len(table)} images, {table['study_id'].nunique()} studies, {table['patient_id'].nunique()} "
         f"patients, {int(table['abnormal'].sum())} abnormal, from {root}",

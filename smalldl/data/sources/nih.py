@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from smalldl.data.download import download, safe_extract, verify_file
+from smalldl.data.index import read_text_csv
 from smalldl.errors import InputError
 
 PAGE = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
@@ -297,12 +298,7 @@ def fetch(
 def read_entries(csv: str | Path) -> pd.DataFrame:
     """``Data_Entry_2017_v2020.csv`` -> image_id, patient_id, view and the 14 labels (0/1), checked."""
     csv = Path(csv)
-    try:
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"{csv} does not exist") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"{csv} is not a readable CSV: {exc}") from None
+    raw = read_text_csv(csv)
     need = ["Image Index", "Finding Labels", "Patient ID", "View Position"]
     lacking = [c for c in need if c not in raw.columns]
     if lacking:
