@@ -33,14 +33,28 @@ def roc_auc_score(y_true: np.ndarray, score: np.ndarray) -> float:
 
 
 def auc_per_label(y_true: np.ndarray, prob: np.ndarray, labels: list[str]) -> dict[str, float]:
-    """AUC for each label column; NaN where a label has only one class in ``y_true``."""
+    """AUC for each label column over the images where that label is known (a negative value, -1 =
+    uncertain, masks it); NaN where a label has only one class among them."""
     y_true = np.asarray(y_true).reshape(len(y_true), -1)
     prob = np.asarray(prob).reshape(len(prob), -1)
     out: dict[str, float] = {}
     for j, name in enumerate(labels):
-        col = y_true[:, j]
-        out[name] = float(roc_auc_score(col, prob[:, j])) if 0 < col.sum() < len(col) else math.nan
+        known = y_true[:, j] >= 0
+        col, score = y_true[known, j], prob[known, j]
+        out[name] = float(roc_auc_score(col, score)) if 0 < col.sum() < len(col) else math.nan
     return out
+
+
+def masked_bce(y_true: np.ndarray, prob: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities over the known labels (negative = masked);
+    NaN when none is known."""
+    y = np.asarray(y_true, dtype=np.float64).reshape(len(prob), -1)
+    known = y >= 0
+    if not known.any():
+        return math.nan
+    p = np.clip(np.asarray(prob, dtype=np.float64).reshape(y.shape), eps, 1 - eps)
+    terms = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(terms.mean() if known.all() else terms[known].mean())
 
 
 def mean_auc(per_label: dict[str, float]) -> float:

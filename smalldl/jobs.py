@@ -134,6 +134,9 @@ def make_split(
     manifest["excluded_patients"] = len(excluded)
     manifest["excluded_patients_of"] = list(task["exclude_patients_of"])
     manifest["selection"] = selection
+    if selection.get("uncertain_masked"):
+        masked = ", ".join(f"{c} {k}" for c, k in selection["uncertain_masked"].items())
+        print(f"{task_name}: uncertain labels masked (left out of loss and AUC): {masked}", file=sys.stderr)
     for name, labels in manifest.get("labels_without_positives", {}).items():
         print(f"WARNING: {task_name}: no positive image in the {name} split for {', '.join(labels)}", file=sys.stderr)
     with atomic_path(out_parquet) as tmp:
@@ -529,7 +532,7 @@ def finetune(
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
-        "train_positives": {c: int(subset[c].sum()) for c in labels},
+        "train_positives": {c: int((subset[c] == 1).sum()) for c in labels},
         "val_auc": result["val_auc"],
         "val_auc_tta": val_tta["auc"] if val_tta else None,
         "val_loss": result["val_loss"],
@@ -721,7 +724,7 @@ def radiomics_model(
         "n_val": len(val_table),
         "n_test": len(test_table),
         "n_features": int(x["train"].shape[1]),
-        "train_positives": {c: int(subset[c].sum()) for c in labels},
+        "train_positives": {c: int((subset[c] == 1).sum()) for c in labels},
         "val_auc": val["auc"],
         "val_auc_tta": None,  # no test-time augmentation: aggregation falls back to the plain AUC
         "val_loss": val["loss"],

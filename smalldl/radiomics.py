@@ -400,7 +400,10 @@ def fit_predict(
     infos: dict[str, dict[str, Any]] = {}
     tracker = Progress(len(labels), desc=f"fit {model}", unit="label", every=10.0)
     for j, label in enumerate(labels):
-        est, info = fit_label(x_train, y_train[:, j], model, settings, derive_seed(seed, label), threads)
+        known = y_train[:, j] >= 0  # uncertain (-1) labels are left out of this label's classifier
+        est, info = fit_label(x_train[known], y_train[known, j], model, settings, derive_seed(seed, label), threads)
+        if not known.all():
+            info["uncertain_masked"] = int((~known).sum())
         for part, x in x_eval.items():
             probs[part][:, j] = est.predict_proba(x)[:, 1] if len(x) else []
         infos[label] = info
@@ -413,12 +416,10 @@ def fit_predict(
 
 def scores(y: np.ndarray, prob: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     """Loss (mean binary cross-entropy) and AUC as the CNN runs report them."""
-    from smalldl.evaluate import auc_per_label, mean_auc  # scikit-learn: imported only where needed
+    from smalldl.evaluate import auc_per_label, masked_bce, mean_auc
 
     y = np.asarray(y, dtype=np.float64).reshape(len(prob), -1)
-    eps = 1e-7
-    p = np.clip(prob, eps, 1 - eps)
-    loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if len(y) else math.nan
+    loss = masked_bce(y, prob) if len(y) else math.nan  # uncertain (-1) labels left out, as for the CNNs
     per = auc_per_label(y, prob, list(labels))
     return {"loss": loss, "auc": mean_auc(per), "per_label": per}
 

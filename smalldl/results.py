@@ -178,8 +178,8 @@ def aggregate(paths: Sequence[str | Path], out_parquet: str | Path, out_csv: str
 
 
 def table1(manifests: Mapping[str, str | Path], config: Mapping[str, Any]) -> pd.DataFrame:
-    """Images, patients and positives per task, label and split, from the split manifests
-    (``counts`` as written by smalldl.data.splits.split_counts); one row per (task, label)."""
+    """Images, patients, positives and masked uncertain labels per task, label and split, from the split
+    manifests (``counts`` as written by smalldl.data.splits.split_counts); one row per (task, label)."""
     rows = []
     targets = set(config["study"]["targets"])
     for task, path in manifests.items():
@@ -201,6 +201,7 @@ def table1(manifests: Mapping[str, str | Path], config: Mapping[str, Any]) -> pd
                 row[f"{split}_images"] = entry.get("images")
                 row[f"{split}_patients"] = entry.get("patients")
                 row[f"{split}_positives"] = (entry.get("positives") or {}).get(label)
+                row[f"{split}_uncertain"] = (entry.get("uncertain_masked") or {}).get(label, 0)
                 if "classes" in entry:
                     row[f"{split}_classes"] = entry["classes"]
             rows.append(row)

@@ -71,11 +71,19 @@ def weighted_auc(scores: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.n
 
 def mean_auc_replicates(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Mean over labels of the per-label weighted AUC (labels undefined in a replicate are skipped),
-    the multilabel metric of the paper; one value per row of ``weights``."""
+    the multilabel metric of the paper; one value per row of ``weights``. A negative label (-1,
+    uncertain) is masked: that image has no weight in that label's AUC."""
     y = np.asarray(y).reshape(len(y), -1)
     p = np.asarray(p, dtype=np.float64).reshape(len(p), -1)
     weights = np.atleast_2d(weights)
-    per_label = np.stack([weighted_auc(p[:, j], y[:, j], weights) for j in range(y.shape[1])], axis=1)
+
+    def label_auc(j: int) -> np.ndarray:
+        known = y[:, j] >= 0
+        if known.all():
+            return weighted_auc(p[:, j], y[:, j], weights)
+        return weighted_auc(p[known, j], y[known, j], weights[:, known])
+
+    per_label = np.stack([label_auc(j) for j in range(y.shape[1])], axis=1)
     defined = ~np.isnan(per_label)
     total = np.where(defined, per_label, 0.0).sum(axis=1)
     count = defined.sum(axis=1)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smalldl import models, schedules
-from smalldl.evaluate import auc_per_label, mean_auc, multiclass_scores
+from smalldl.evaluate import auc_per_label, masked_bce, mean_auc, multiclass_scores
 from smalldl.utils import derive_seed
 
 
@@ -123,8 +123,27 @@ def tta_views(
     return out
 
 
-def loss_function(task_type: str) -> nn.Module:
-    return nn.CrossEntropyLoss() if task_type == "multiclass" else nn.BCEWithLogitsLoss()
+class MaskedBCEWithLogitsLoss(nn.Module):
+    """Binary cross-entropy averaged over the known labels: a negative target (-1, uncertain) adds
+    nothing to the loss or the gradient. Equals ``BCEWithLogitsLoss`` when every label is known."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        known = (target >= 0).to(logits.dtype)
+        terms = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0), reduction="none")
+        return (terms * known).sum() / known.sum().clamp(min=1)
+
+
+def loss_function(task_type: str, masked: bool = False) -> nn.Module:
+    """Cross-entropy for multiclass, BCE with logits otherwise; ``masked`` (targets hold -1 for
+    uncertain labels) leaves those labels out. Unmasked data keeps torch's plain BCE, bit for bit."""
+    if task_type == "multiclass":
+        return nn.CrossEntropyLoss()
+    return MaskedBCEWithLogitsLoss() if masked else nn.BCEWithLogitsLoss()
+
+
+def has_masked_labels(data: Data, task_type: str) -> bool:
+    """Targets hold uncertain (-1) labels: a check on the host, once per job, not a device sync."""
+    return task_type != "multiclass" and bool((np.asarray(data.targets) < 0).any())
 
 
 def _targets(y: np.ndarray, task_type: str, device: torch.device) -> torch.Tensor:
@@ -187,8 +206,7 @@ def scores(prob: np.ndarray, data: Data, task_type: str, labels: list[str]) -> d
         sc = multiclass_scores(y, prob)
         return {"loss": loss, "auc": sc["auc"], "accuracy": sc["accuracy"], "per_label": {}, "prob": prob}
     y = data.targets.reshape(len(prob), -1)
-    p = np.clip(prob, eps, 1 - eps)
-    loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    loss = masked_bce(y, prob, eps)  # uncertain (-1) labels are left out, as in the training loss
     per = auc_per_label(y, prob, labels)
     return {"loss": loss, "auc": mean_auc(per), "per_label": per, "prob": prob}
 
@@ -450,7 +468,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     groups = models.layer_groups(model)
     plan = make_plan(transfer, total, settings)
-    criterion = loss_function(task_type)
+    criterion = loss_function(task_type, has_masked_labels(train, task_type))
     optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings)
     sched = make_schedule(schedule, max_lr, total, settings)
     history: list[dict[str, Any]] = []
@@ -574,7 +592,7 @@ def lr_sweep(
     trainable = plan.trainable(10**9)
     set_trainable(model, groups, trainable)
     optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings)
-    criterion = loss_function(task_type)
+    criterion = loss_function(task_type, has_masked_labels(train, task_type))
     torch.manual_seed(derive_seed(seed, "lr_finder"))
     rng = np.random.default_rng(derive_seed(seed, "lr_finder", "batches"))
     gen = torch.Generator().manual_seed(derive_seed(seed, "lr_finder", "augment"))

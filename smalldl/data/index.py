@@ -2,7 +2,8 @@
 
 Optional columns an adapter may add: ``official_split`` (``train_val`` / ``test``: a dataset's fixed test
 set, used by tasks with ``test_split: official``), ``study_id``, ``study_type``, ``body_part``. Label
-values are integers; -1 marks an uncertain label that tasks on it leave out.
+values are integers; -1 marks an uncertain label: multilabel tasks mask it (loss and AUC), binary tasks
+on it leave the image out.
 """
 
 from __future__ import annotations

@@ -30,8 +30,12 @@ def task_table(
 ) -> pd.DataFrame:
     """The task's images: label columns checked, exclusions applied, optional cap drawn at random.
 
-    Images with an uncertain label (-1) in one of the task's labels are left out. ``info``, when given,
-    receives what was dropped and why (written to the split manifest).
+    Uncertain labels (-1, e.g. CheXpert's ``ignore`` policy): a binary task leaves the image out (its
+    only label is unknown). A multilabel task with ``uncertain: mask`` (the default) keeps the image
+    and its -1, which training leaves out of the loss and evaluation out of that label's AUC; images
+    with every label uncertain are left out. ``uncertain: drop`` leaves out every image with an
+    uncertain label. ``info``, when given, receives what was dropped or masked and why (written to the
+    split manifest).
     """
     labels = list(task["labels"])
     where = f"task {task_name}"
@@ -54,11 +58,20 @@ def task_table(
     if task["type"] in ("binary", "multilabel"):
         uncertain = table[labels] == -1
         if uncertain.to_numpy().any():
-            stats["uncertain_dropped"] = {c: int(uncertain[c].sum()) for c in labels if uncertain[c].any()}
-            table = table[~uncertain.any(axis=1)]
-        bad = ~table[labels].isin([0, 1]).all(axis=1)
+            mask = task["type"] == "multilabel" and task.get("uncertain", "mask") == "mask"
+            drop = uncertain.all(axis=1) if mask else uncertain.any(axis=1)
+            if mask:
+                kept = uncertain[~drop]
+                stats["uncertain_masked"] = {c: int(kept[c].sum()) for c in labels if kept[c].any()}
+            gone = uncertain[drop]
+            stats["uncertain_dropped"] = {c: int(gone[c].sum()) for c in labels if gone[c].any()}
+            stats["uncertain_dropped_images"] = int(drop.sum())
+            table = table[~drop]
+        bad = ~table[labels].isin([0, 1, -1]).all(axis=1)
         if bad.any():
-            raise InputError(f"{where}: image {table.loc[bad.idxmax(), 'image_id']!r} has a label other than 0/1")
+            raise InputError(
+                f"{where}: image {table.loc[bad.idxmax(), 'image_id']!r} has a label other than 0/1 (or -1, uncertain)"
+            )
     cap = task.get("max_images")
     if cap is not None and len(table) > cap:
         rng = np.random.default_rng(derive_seed(seed, "cap", task_name))
@@ -188,7 +201,10 @@ def split_counts(split: pd.DataFrame, task: Mapping[str, Any]) -> dict[str, Any]
         part = used[used["split"] == name]
         entry: dict[str, Any] = {"images": int(len(part)), "patients": int(part["patient_id"].nunique())}
         if task["type"] != "multiclass":
-            entry["positives"] = {c: int(part[c].sum()) for c in task["labels"]}
+            entry["positives"] = {c: int((part[c] == 1).sum()) for c in task["labels"]}
+            uncertain = {c: int((part[c] == -1).sum()) for c in task["labels"] if (part[c] == -1).any()}
+            if uncertain:
+                entry["uncertain_masked"] = uncertain
             if task["type"] == "binary":
                 entry["negatives"] = int((part[task["labels"][0]] == 0).sum())
         else:
@@ -278,7 +294,10 @@ def draw_subset(
                 "'fill' tops up with negatives)"
             )
     elif task["type"] == "multilabel":
-        info["positives"] = {c: int(subset[c].sum()) for c in task["labels"]}
+        info["positives"] = {c: int((subset[c] == 1).sum()) for c in task["labels"]}
+        uncertain = {c: int((subset[c] == -1).sum()) for c in task["labels"] if (subset[c] == -1).any()}
+        if uncertain:
+            info["uncertain_masked"] = uncertain
     assert subset["image_id"].is_unique
     return subset, info
 

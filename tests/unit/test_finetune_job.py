@@ -123,6 +123,54 @@ def test_recipes_with_a_source_init_and_transfer_method(prepared):
     assert abs(float(w.mean()) - 0.5) < 0.1  # the moments of the source survive (before training drifts them)
 
 
+def test_uncertain_labels_are_masked_from_split_to_metrics_and_bootstrap(prepared):
+    """CheXpert's ``ignore`` policy writes -1 into the index. A multilabel task keeps those images, counts
+    the masked labels in its manifest, trains without them, and scores each label's AUC on the images
+    where it is known, in metrics.json and again in the results' bootstrap from predictions.parquet."""
+    from smalldl import results
+    from smalldl.evaluate import roc_auc_score
+
+    tmp, config = prepared
+    raw = copy.deepcopy(config)
+    labels = ["Emphysema", "Effusion", "Atelectasis"]
+    raw["tasks"]["chest3"] = {"dataset": "synth_chest", "type": "multilabel", "labels": labels,
+                              "val_fraction": 0.2, "test_fraction": 0.3}  # fmt: skip
+    config = cfg.validate(raw)
+    index = pd.read_parquet(tmp / "index.parquet")
+    rng = np.random.default_rng(0)
+    index.loc[rng.random(len(index)) < 0.3, "Emphysema"] = -1
+    index.loc[index.index[:4], labels] = -1  # every label uncertain: the image is left out
+    index.to_parquet(tmp / "index_unc.parquet")
+    jobs.make_split(config, "chest3", tmp / "index_unc.parquet", [], tmp / "split3.parquet", tmp / "m3.json")
+    manifest = json.loads((tmp / "m3.json").read_text())
+    split = pd.read_parquet(tmp / "split3.parquet")
+    assert len(split) == len(index) - 4 and manifest["selection"]["uncertain_dropped_images"] == 4
+    masked = int((index["Emphysema"].iloc[4:] == -1).sum())
+    assert manifest["selection"]["uncertain_masked"] == {"Emphysema": masked}
+    jobs.make_subset(config, "chest3", tmp / "split3.parquet", 40, 0, tmp / "s3.csv", tmp / "s3.json")
+    subset = pd.read_csv(tmp / "s3.csv")
+    assert (subset["Emphysema"] == -1).any()
+    out = tmp / "unc"
+    out.mkdir()
+    metrics = jobs.finetune(
+        config, "chest3", "smallcnn", "onecycle-finetune-none-default", 40, 0, tmp / "c.npy", tmp / "c.json",
+        tmp / "split3.parquet", tmp / "s3.csv", None, out / "metrics.json", out / "predictions.parquet",
+        out / "history.csv",
+    )  # fmt: skip
+    assert metrics["train_positives"]["Emphysema"] == int((subset["Emphysema"] == 1).sum())
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert (preds["y_Emphysema"] == -1).any()
+    for label in labels:
+        known = preds[f"y_{label}"] >= 0
+        want = roc_auc_score(preds.loc[known, f"y_{label}"], preds.loc[known, f"p_tta_{label}"])
+        assert metrics["test_auc_per_label_tta"][label] == pytest.approx(want, abs=1e-12)
+    history = pd.read_csv(out / "history.csv")
+    assert np.isfinite(history.query("kind == 'epoch'")["val_loss"]).all()
+    scores = results.run_scores({"path": str(out), "headline_metric": "test_auc_tta"}, "test_auc_tta")
+    point = results.stats.mean_auc_replicates(scores["y"], scores["p"], np.ones((1, len(preds))))[0]
+    assert point == pytest.approx(metrics["test_auc_tta"], abs=1e-9)
+
+
 def test_every_checkpoint_loads_weights_only(prepared):
     tmp, _ = prepared
     for path in tmp.rglob("*.pt"):

@@ -295,6 +295,21 @@ def test_labels_with_too_few_positives_are_handled_and_recorded():
     assert est.predict_proba(x).shape == (20, 2)
 
 
+def test_uncertain_labels_are_left_out_of_the_classifier_and_its_scores():
+    x, y = separable(60)
+    y2 = np.c_[y, y].astype(np.float64)
+    y2[:30, 1] = -1  # label b is uncertain for the first 30 images
+    probs, infos = rad.fit_predict(x, y2, {"test": x}, ["a", "b"], "l2", SETTINGS, seed=0)
+    assert "uncertain_masked" not in infos["a"] and infos["b"]["uncertain_masked"] == 30
+    known_probs, _ = rad.fit_predict(x[30:], y[30:, None], {"test": x}, ["b"], "l2", SETTINGS, seed=0)
+    np.testing.assert_array_equal(probs["test"][:, 1], known_probs["test"][:, 0])  # fitted on the 30 known only
+    sc = rad.scores(y2, probs["test"], ["a", "b"])
+    from smalldl.evaluate import roc_auc_score
+
+    assert sc["per_label"]["b"] == roc_auc_score(y[30:], probs["test"][30:, 1])
+    assert np.isfinite(sc["loss"])
+
+
 def test_select_best_takes_the_highest_validation_auc_first_on_ties():
     runs = {"l1": {"val_auc": 0.7}, "l2": {"val_auc": 0.8}, "elasticnet": {"val_auc": 0.8}, "rf": {"val_auc": None}}
     assert rad.select_best(runs) == "l2"

@@ -166,3 +166,16 @@ def test_chexpert_train_csv_at_full_scale():
     split, manifest = splits.make_split(splits.task_table(table, "chexpert5", t5), "chexpert5", t5, SEED, "chexpert")
     assert (split.groupby("patient_id")["split"].nunique() == 1).all()
     assert manifest["counts"]["val"]["patients"] == round(0.05 * 64_534)
+    # ignore on every class: -1 stays in the index, the multilabel task masks it label by label
+    ignore = chexpert.policies({"uncertain": {c: "ignore" for c in chexpert.CLASSES5}})
+    table = chexpert.table_from_csv(DATA / "chexpert_train.csv.gz", ignore, None, "train_val")
+    info = {}
+    t5_table = splits.task_table(table, "chexpert5", t5, info=info)
+    raw_unc = frontal[list(chexpert.CLASSES5)] == "-1.0"
+    all_unc = int(raw_unc.all(axis=1).sum())
+    assert info["uncertain_dropped_images"] == all_unc and len(t5_table) == len(frontal) - all_unc
+    kept = raw_unc[~raw_unc.all(axis=1)]
+    assert info["uncertain_masked"] == {c: int(kept[c].sum()) for c in chexpert.CLASSES5}
+    assert info["uncertain_masked"]["Atelectasis"] > 20_000  # ~29k uncertain Atelectasis labels kept masked
+    for c in chexpert.CLASSES5:  # no positive is lost: the images left out have no known label at all
+        assert (t5_table[c] == 1).sum() == (frontal[c] == "1.0").sum()

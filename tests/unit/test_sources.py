@@ -102,15 +102,33 @@ def test_chexpert_layouts_paths_policies_and_ignore(tmp_path):
     for c in chexpert.CLASSES5:
         want = 1 if chexpert.DEFAULT_UNCERTAIN[c] == "ones" else 0
         assert (table[c].to_numpy()[(raw[c] == "-1.0").to_numpy()] == want).all()
-    # ignore: a task on that class leaves the uncertain images out, others keep them
+    # ignore: -1 in the index. A multilabel task keeps the image and masks that label (leaves it out of
+    # the loss and of its AUC); an image whose every label is uncertain, or a binary task's, is left out
     table = chexpert.build_index({"path": str(root), "uncertain": {"Edema": "ignore"}}, check_files=False)
-    task = {"type": "multilabel", "labels": ["Edema"], "exclude_positive": [], "max_images": None}
+    n_unc = int((table["Edema"] == -1).sum())
+    assert n_unc > 0
+    task = {"type": "multilabel", "labels": list(chexpert.CLASSES5), "exclude_positive": [], "max_images": None}
     info = {}
-    edema = splits.task_table(table, "edema", task, info=info)
-    assert len(edema) == (table["Edema"] != -1).sum() and info["uncertain_dropped"] == {
-        "Edema": (table["Edema"] == -1).sum()
-    }
+    five = splits.task_table(table, "chexpert5", task, info=info)
+    assert len(five) == len(table) and (five["Edema"] == -1).sum() == n_unc
+    assert info["uncertain_masked"] == {"Edema": n_unc} and info["uncertain_dropped_images"] == 0
+    info = {}
+    edema = splits.task_table(table, "edema", {**task, "labels": ["Edema"]}, info=info)
+    assert len(edema) == len(table) - n_unc and info["uncertain_dropped"] == {"Edema": n_unc}
+    binary = splits.task_table(table, "edema", {**task, "type": "binary", "labels": ["Edema"]})
+    assert len(binary) == len(table) - n_unc and set(binary["Edema"]) <= {0, 1}
+    info = {}
+    dropped = splits.task_table(table, "chexpert5", {**task, "uncertain": "drop"}, info=info)
+    assert len(dropped) == len(table) - n_unc and info["uncertain_dropped_images"] == n_unc
     assert len(splits.task_table(table, "card", {**task, "labels": ["Cardiomegaly"]})) == len(table)
+    # the split manifest counts masked labels apart from positives (uncertain is never a positive)
+    t5 = {**task, "val_fraction": 0.25, "test_fraction": 0.25}
+    split, manifest = splits.make_split(five, "chexpert5", t5, 0, "cx")
+    counts = manifest["counts"]
+    assert sum(counts[s].get("uncertain_masked", {}).get("Edema", 0) for s in splits.SPLITS) == n_unc
+    used = split[split["selected"]]
+    for s in splits.SPLITS:
+        assert counts[s]["positives"]["Edema"] == int((used.loc[used["split"] == s, "Edema"] == 1).sum())
 
 
 def test_chexpert_bad_input_names_file_and_row(tmp_path):

@@ -57,6 +57,17 @@ def test_mean_auc_replicates_skips_undefined_labels_like_the_paper_metric():
     assert stats.mean_auc_replicates(y2, p2, ones)[0] == pytest.approx(roc_auc_score(y, p))
 
 
+def test_mean_auc_replicates_masks_uncertain_labels():
+    y, p = scored(m=40)
+    y2 = np.c_[y, y].astype(np.int8)
+    y2[::3, 1] = -1  # uncertain: that image has no weight in label 2's AUC
+    rng = np.random.default_rng(0)
+    w = rng.integers(0, 3, size=(5, len(y))).astype(np.float32)
+    known = y2[:, 1] >= 0
+    want = (stats.weighted_auc(p, y, w) + stats.weighted_auc(p[known], y[known], w[:, known])) / 2
+    np.testing.assert_allclose(stats.mean_auc_replicates(y2, np.c_[p, p], w), want)
+
+
 def test_percentile_ci_and_bootstrap_p():
     reps = np.linspace(0, 1, 1001)
     assert stats.percentile_ci(reps, 0.9) == pytest.approx((0.05, 0.95))

@@ -288,3 +288,54 @@ def test_a_training_job_does_not_import_scikit_learn():
     code = "import sys, smalldl.jobs, smalldl.train, smalldl.models, smalldl.init; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_masked_bce_leaves_uncertain_labels_out_of_loss_and_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3, requires_grad=True)
+    target = torch.randint(0, 2, (6, 3)).float()
+    plain = torch.nn.BCEWithLogitsLoss()(logits, target)
+    assert torch.allclose(train.MaskedBCEWithLogitsLoss()(logits, target), plain)  # nothing masked: the same
+    target[[0, 2, 5], 1] = -1
+    target[3, 0] = -1
+    loss = train.MaskedBCEWithLogitsLoss()(logits, target)
+    known = target >= 0
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logits[known], target[known])
+    assert torch.allclose(loss, want)
+    loss.backward()
+    assert (logits.grad[~known] == 0).all() and (logits.grad[known] != 0).all()
+    # the loss of probabilities (validation) and the AUC skip the same entries
+    from smalldl.evaluate import auc_per_label, masked_bce
+
+    prob = logits.detach().sigmoid().numpy()
+    y = target.numpy()
+    assert masked_bce(y, prob) == pytest.approx(float(want.detach()), rel=1e-5)
+    per = auc_per_label(y, prob, ["a", "b", "c"])
+    from smalldl.evaluate import roc_auc_score
+
+    for j, name in enumerate("abc"):
+        k = y[:, j] >= 0
+        if 0 < y[k, j].sum() < k.sum():
+            assert per[name] == roc_auc_score(y[k, j], prob[k, j])
+        else:
+            assert math.isnan(per[name])
+
+
+def test_fit_never_learns_from_a_label_uncertain_in_every_training_image():
+    """Label b is -1 (uncertain) for every image: its head row gets no gradient at all, so it keeps its
+    initial weights bit for bit, while label a's row learns. Plain BCE would train it towards -1."""
+    data, val = blobs(32, 0), blobs(16, 1)
+    for d in (data, val):
+        d.targets = np.concatenate([d.targets, -np.ones_like(d.targets)], axis=1)
+    assert train.has_masked_labels(data, "multilabel") and not train.has_masked_labels(blobs(8, 0), "binary")
+    torch.manual_seed(0)
+    model = models.build("smallcnn", 2)
+    head0 = {k: v.clone() for k, v in model.head.state_dict().items()}
+    result = train.fit(model, data, val, {**SETTINGS, "epochs": 2}, "multilabel", ["a", "b"], seed=0)
+    head = model.head.state_dict()
+    assert torch.equal(head["weight"][1], head0["weight"][1]) and torch.equal(head["bias"][1], head0["bias"][1])
+    assert not torch.equal(head["weight"][0], head0["weight"][0])
+    steps = [r for r in result["history"] if r["kind"] == "step"]
+    assert all(r["train_loss"] >= 0 for r in steps)
+    assert math.isnan(result["val_per_label"]["b"]) and result["val_auc"] == result["val_per_label"]["a"]
+    assert math.isfinite(result["val_loss"])

@@ -9,7 +9,8 @@ Label rules, identical for every class and not configurable where the paper's co
 
 - blank (not mentioned) -> 0. Always. A blank is never a positive.
 - ``-1.0`` (uncertain) -> the class's policy: ``ones`` (1), ``zeros`` (0) or ``ignore`` (-1 in the index:
-  tasks on that class leave the image out, as the trainer has no per-label loss mask).
+  a multilabel task masks that label of that image, out of the loss and out of the label's AUC; a
+  binary task on that class leaves the image out; see the task key ``uncertain``).
 
 Only frontal images are kept (``Frontal/Lateral == Frontal``); ``view`` is the ``AP/PA`` column.
 ``official_split`` is ``train_val`` for ``train.csv`` and ``test`` for ``valid.csv`` (the radiologist-

@@ -4,7 +4,8 @@ CSV (``params.csv``, default ``labels.csv`` in ``params.path``), one row per ima
 
 - ``path`` (``params.path_column``): the image file, relative to ``params.path`` (or absolute);
 - one or more label columns: integers (0/1 for binary and multilabel tasks, class numbers for
-  multiclass; -1 = uncertain, left out of tasks on that label). ``params.labels`` names them; by default
+  multiclass; -1 = uncertain: masked in the loss and AUC of multilabel tasks, the image left out of
+  binary tasks on that label). ``params.labels`` names them; by default
   every other numeric column is a label;
 - optional ``patient_id`` (``params.patient_column``): without it every image is its own patient;
 - optional ``view`` (``params.view_column``), ``image_id`` (``params.image_id_column``; default the path
