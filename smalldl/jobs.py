@@ -127,7 +127,7 @@ def make_split(
     for split_path, subset_paths in excluded_from:
         other = pd.read_parquet(split_path)
         subsets = [pd.read_csv(p, dtype={"image_id": str, "patient_id": str}) for p in subset_paths]
-        excluded |= splits_mod.used_patients(other, subsets)
+        excluded |= splits_mod.used_patients(other, subsets, task.get("exclude_patients_scope", "used"))
     selection: dict[str, Any] = {}
     table = splits_mod.task_table(index, task_name, task, excluded, seed=config["seed"], info=selection)
     split, manifest = splits_mod.make_split(table, task_name, task, config["seed"], task["dataset"])

@@ -302,9 +302,16 @@ def draw_subset(
     return subset, info
 
 
-def used_patients(split: pd.DataFrame, subsets: Iterable[pd.DataFrame]) -> set[str]:
-    """Patients a target task uses: everyone assigned to val/test, plus every training subset."""
-    used = set(split.loc[split["split"].isin(["val", "test"]), "patient_id"])
+def used_patients(split: pd.DataFrame, subsets: Iterable[pd.DataFrame], scope: str = "used") -> set[str]:
+    """Patients of a target task's images: those of its validation and test images and of every training
+    subset (``scope="used"``, the paper's "no overlap with the target set"), or with ``scope="split"``
+    everyone assigned to val/test, including patients none of whose images was sampled there."""
+    eval_rows = split["split"].isin(["val", "test"])
+    if scope == "used":
+        eval_rows &= split["selected"]
+    elif scope != "split":
+        raise ValueError(f"unknown scope {scope!r}")
+    used = set(split.loc[eval_rows, "patient_id"])
     for sub in subsets:
         used.update(sub["patient_id"])
     return used

@@ -136,11 +136,15 @@ def test_cxr14_multilabel_and_cxr13_source_disjoint_from_the_emphysema_target(ni
     table13 = splits.task_table(nih_index, "cxr13", t13, excluded_patients=used, seed=SEED, info=info)
     split13, manifest13 = splits.make_split(table13, "cxr13", t13, SEED, "nih")
     assert not set(split13["patient_id"]) & used  # no patient shared with Emphysema's train/val/test
-    assert not set(split13["patient_id"]) & set(emph.loc[emph["split"] != "train", "patient_id"])
+    assert not set(split13["patient_id"]) & set(emph.loc[(emph["split"] != "train") & emph["selected"], "patient_id"])
     assert nih_index.set_index("image_id").loc[split13["image_id"], "Emphysema"].sum() == 0
-    # paper: about 75k; excluding every patient the target assigns to val/test (not only the images it
-    # samples there) and every patient of its 35 training subsets leaves ~47k with this stand-in test set
-    assert 45_000 <= len(split13) <= 75_000 and info["images"] == len(split13)
+    # paper: about 75k. Excluding the patients of the target's balanced val/test images and of its 35
+    # training subsets leaves ~62k with this stand-in test set (patients with many images weigh heavily);
+    # scope "split" also drops every val/test patient whose images were not sampled: ~47k
+    assert 58_000 <= len(split13) <= 75_000 and info["images"] == len(split13)
+    strict = splits.used_patients(emph, subsets, scope="split")
+    table13s = splits.task_table(nih_index, "cxr13", t13, excluded_patients=strict, seed=SEED)
+    assert 45_000 <= len(table13s) < len(split13) - 10_000
     assert info["excluded_positive"]["Emphysema"] == 2516
     assert manifest13["counts"]["test"]["images"] == 0 and manifest13["counts"]["val"]["images"] > 4000
 

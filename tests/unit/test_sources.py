@@ -434,7 +434,10 @@ def test_official_test_list_chestxray13_and_table1_counts(tmp_path):
     info = {}
     source = splits.task_table(index, "cxr13", cxr13, excluded_patients=used, info=info)
     assert not set(source["patient_id"]) & used  # no patient shared with the Emphysema target
-    assert not set(source["patient_id"]) & test_patients
+    tested = set(split.loc[(split["split"] == "test") & split["selected"], "patient_id"])
+    assert tested <= used and not set(source["patient_id"]) & tested
+    strict = splits.task_table(index, "cxr13", cxr13, excluded_patients=splits.used_patients(split, subsets, "split"))
+    assert not set(strict["patient_id"]) & test_patients and len(strict) < len(source)
     assert index.set_index("image_id").loc[source["image_id"], "Emphysema"].sum() == 0
     assert info["excluded_positive"]["Emphysema"] > 0 and info["excluded_patient_images"] > 0
 
@@ -556,7 +559,7 @@ def test_real_sources_pretrain_and_finetune_through_snakemake(tmp_path):
     emph = pd.read_parquet(tmp_path / "splits" / "emphysema" / "split.parquet")
     assert set(emph.loc[emph["split"] == "test", "patient_id"]) == {str(p) for p in range(4, 81, 4)}
     cxr13 = pd.read_parquet(tmp_path / "splits" / "cxr13" / "split.parquet")
-    used = set(emph.loc[emph["split"] != "train", "patient_id"]) | set(
+    used = set(emph.loc[(emph["split"] != "train") & emph["selected"], "patient_id"]) | set(
         pd.read_csv(tmp_path / "splits" / "emphysema" / "train_n8_s0.csv", dtype=str)["patient_id"]
     )
     assert not used & set(cxr13["patient_id"])

@@ -116,7 +116,15 @@ def test_exclusions_drop_positives_and_patients_of_other_tasks():
     table = splits.task_table(index, "cxr13", source, excluded_patients=used, seed=7)
     assert not set(table["patient_id"]) & used
     assert index.set_index("image_id").loc[table["image_id"], "Emphysema"].sum() == 0
-    assert set(split.loc[split["split"] == "test", "patient_id"]) <= used
+    tested = split[(split["split"] == "test") & split["selected"]]
+    assert set(tested["patient_id"]) <= used and set(sub["patient_id"]) <= used
+    # only the patients whose images the target uses; scope "split": every val/test patient as well
+    unsampled = set(split.loc[split["split"].isin(["val", "test"]), "patient_id"]) - set(
+        split.loc[split["split"].isin(["val", "test"]) & split["selected"], "patient_id"]
+    )
+    assert unsampled and not unsampled & (used - set(sub["patient_id"]))
+    strict = splits.used_patients(split, [sub], scope="split")
+    assert strict == used | unsampled
 
 
 def test_label_columns_are_checked():
