@@ -159,12 +159,24 @@ def current_momentum(group: Mapping[str, Any]) -> float:
     return schedules.get_momentum(dict(group))
 
 
-def make_optimizer(param_groups: list[list[nn.Parameter]], settings: Mapping[str, Any]) -> torch.optim.Optimizer:
+def use_fused(settings: Mapping[str, Any], device: torch.device | None) -> bool:
+    """Fused optimizer kernels (one launch per step for all parameters, instead of a few per layer
+    group): ``fused: auto`` turns them on for CUDA; ``on`` / ``off`` force it."""
+    mode = settings.get("fused", "auto")
+    return mode == "on" or (mode == "auto" and device is not None and device.type == "cuda")
+
+
+def make_optimizer(
+    param_groups: list[list[nn.Parameter]], settings: Mapping[str, Any], device: torch.device | None = None
+) -> torch.optim.Optimizer:
     """One optimizer param group per layer group (lr and momentum are written by the schedule)."""
     groups = [{"params": ps} for ps in param_groups]
+    fused = {"fused": True} if use_fused(settings, device) else {}
     if settings["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=settings["max_lr"], momentum=0.9, weight_decay=settings["weight_decay"])
-    return torch.optim.AdamW(groups, lr=settings["max_lr"], weight_decay=settings["weight_decay"])
+        return torch.optim.SGD(
+            groups, lr=settings["max_lr"], momentum=0.9, weight_decay=settings["weight_decay"], **fused
+        )
+    return torch.optim.AdamW(groups, lr=settings["max_lr"], weight_decay=settings["weight_decay"], **fused)
 
 
 @torch.no_grad()
@@ -469,7 +481,7 @@ def fit(
     groups = models.layer_groups(model)
     plan = make_plan(transfer, total, settings)
     criterion = loss_function(task_type, has_masked_labels(train, task_type))
-    optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings)
+    optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings, device=device)
     sched = make_schedule(schedule, max_lr, total, settings)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"loss": math.inf}
@@ -591,7 +603,7 @@ def lr_sweep(
     plan = make_plan(transfer, 1, settings)
     trainable = plan.trainable(10**9)
     set_trainable(model, groups, trainable)
-    optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings)
+    optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings, device=device)
     criterion = loss_function(task_type, has_masked_labels(train, task_type))
     torch.manual_seed(derive_seed(seed, "lr_finder"))
     rng = np.random.default_rng(derive_seed(seed, "lr_finder", "batches"))

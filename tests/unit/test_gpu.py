@@ -39,4 +39,28 @@ def test_auto_settings_pick_bf16_and_channels_last_only_on_cuda():
     s = train_settings({})
     assert train.use_bf16(s, torch.device("cuda")) and train.use_channels_last(s, torch.device("cuda"))
     assert not train.use_bf16(s, torch.device("cpu")) and not train.use_channels_last(s, torch.device("cpu"))
+    assert train.use_fused(s, torch.device("cuda")) and not train.use_fused(s, torch.device("cpu"))
     assert train.use_bf16(train_settings({"amp": "bf16"}), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fused_optimizer_trains_like_the_per_group_one(optimizer):
+    """Fused kernels (the CUDA default) follow the schedule's lr and momentum per layer group like the
+    default implementation: the same run ends with the same weights up to rounding."""
+    states = {}
+    for fused in ("on", "off"):
+        settings = train_settings(
+            {"epochs": 2, "batch_size": 8, "max_lr": 0.01, "crop": 20, "device": DEVICE.type, "amp": "off",
+             "fused": fused, "optimizer": optimizer, "checkpoint": False}
+        )  # fmt: skip
+        seen = []
+        torch.manual_seed(0)
+        model = models.build("smallcnn", 1).to(DEVICE)
+        train.fit(
+            model, blobs(32, 0), blobs(16, 1), settings, "binary", ["y"], seed=0, transfer="gradual",
+            on_step=lambda i, m, opt, seen=seen: seen.append(opt.defaults.get("fused")),
+        )  # fmt: skip
+        assert seen and all(bool(f) == (fused == "on") for f in seen)
+        states[fused] = {k: v.float().cpu() for k, v in model.state_dict().items()}
+    for k, v in states["on"].items():
+        torch.testing.assert_close(v, states["off"][k], rtol=1e-4, atol=1e-5, msg=k)

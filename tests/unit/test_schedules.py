@@ -82,8 +82,8 @@ def test_fit_writes_lr_and_momentum_into_the_optimizer_at_every_step(optimizer):
     seen_groups = []
     orig = train.make_optimizer
 
-    def make_opt(groups, s):
-        opt = orig(groups, s)
+    def make_opt(groups, s, **kw):
+        opt = orig(groups, s, **kw)
         opt.register_step_pre_hook(hook)
         return opt
 
