@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
     ap.add_argument("--repeats", type=int, default=4, help="repeats in alternating order; the best of each is kept")
+    ap.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     args = ap.parse_args()
 
     import numpy as np
@@ -155,6 +156,12 @@ def main() -> None:
     )
     overhead = min(measure_overhead(args) for _ in range(2))
     print(f"per-job fixed overhead (process start -> first optimizer step): {overhead:.2f} s (target <= 5 s on CPU)")
+    misses = [f"ratio {ratio:.3f} < 0.95"] if ratio < 0.95 else []
+    if args.device == "cpu" and overhead > 5:
+        misses.append(f"overhead {overhead:.2f} s > 5 s")
+    print("FAIL: " + "; ".join(misses) if misses else "PASS: both targets met")
+    if misses and args.check:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
