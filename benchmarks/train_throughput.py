@@ -138,7 +138,7 @@ def main() -> None:
             torch.cuda.synchronize()
         return args.n * args.epochs / (time.perf_counter() - t0)
 
-    ours_best, bare_best = 0.0, 0.0
+    ours_best, bare_best, pair_ratios = 0.0, 0.0, []
     with tempfile.TemporaryDirectory() as tmp:
         run_bare()  # warm-up (allocator, cuDNN algorithm choice, clocks): not timed
         for rep in range(args.repeats):
@@ -149,10 +149,13 @@ def main() -> None:
                 bare, ours = run_bare(), run_ours(ckpt)
             print(f"  repeat {rep + 1}: bare loop {bare:8.1f} img/s   our trainer {ours:8.1f} img/s")
             ours_best, bare_best = max(ours_best, ours), max(bare_best, bare)
-    ratio = ours_best / bare_best
+            pair_ratios.append(ours / bare)
+    # The target is judged on the median of the back-to-back pairs' ratios: a burst of load on this shared
+    # machine moves both members of a pair, while the best of each side can come from different moments.
+    ratio = float(np.median(pair_ratios))
     print(
-        f"training: our trainer {ours_best:.1f} img/s, bare loop {bare_best:.1f} img/s, "
-        f"ratio {ratio:.3f} (target >= 0.95)"
+        f"training: our trainer {ours_best:.1f} img/s, bare loop {bare_best:.1f} img/s (best of each, "
+        f"{ours_best / bare_best:.3f}); median ratio of the {len(pair_ratios)} pairs {ratio:.3f} (target >= 0.95)"
     )
     overhead = min(measure_overhead(args) for _ in range(2))
     print(f"per-job fixed overhead (process start -> first optimizer step): {overhead:.2f} s (target <= 5 s on CPU)")
