@@ -478,7 +478,14 @@ def test_real_sources_pretrain_and_finetune_through_snakemake(tmp_path):
         config = {
             "datasets": {
                 "nih": {"kind": "nih", "params": nih_params(files, srv.url), "workers": 2},
-                "chexpert": {"kind": "chexpert", "params": {"path": str(tmp_path / "data")}, "workers": 1},
+                "chexpert": {
+                    "kind": "chexpert",
+                    "params": {
+                        "path": str(tmp_path / "data"),
+                        "uncertain": {"Edema": "ignore", "Atelectasis": "ignore"},
+                    },
+                    "workers": 1,
+                },
                 "mura": {"kind": "mura", "params": {"path": str(tmp_path / "data" / "MURA-v1.1")}, "workers": 1},
             },
             "preprocess": {"width": 32},
@@ -554,6 +561,13 @@ def test_real_sources_pretrain_and_finetune_through_snakemake(tmp_path):
         run = tmp_path / "runs" / "emphysema" / "smallcnn" / f"onecycle-finetune-{source}-transfer" / "n8" / "s0"
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["source_checkpoint"] == f"models/source/{source}/smallcnn.pt" and metrics["n_train"] == 8
+    # CheXpert's ignore policy: the source task keeps those images and pretrains with the labels masked
+    cx = json.loads((tmp_path / "splits" / "chexpert5" / "manifest.json").read_text())
+    raw = raw_values(tmp_path / "data" / "CheXpert-v1.0-small")
+    masked = cx["selection"]["uncertain_masked"]
+    assert set(masked) == {"Edema", "Atelectasis"} and masked["Edema"] == (raw["Edema"] == "-1.0").sum() > 0
+    cx_meta = json.loads((tmp_path / "models" / "source" / "chexpert" / "smallcnn.json").read_text())
+    assert np.isfinite(cx_meta["val_loss"]) and cx_meta["val_loss"] > 0
     manifest = json.loads((tmp_path / "splits" / "emphysema" / "manifest.json").read_text())
     assert manifest["test_split"] == "official"
     emph = pd.read_parquet(tmp_path / "splits" / "emphysema" / "split.parquet")
