@@ -5,6 +5,11 @@
 #      a few seconds were too noisy on an H200 (20% spread of the bare loop alone);
 #   2. the trainer's tests that exercise one-cycle, transfer methods, TTA and model selection, on CUDA.
 # Usage: bash benchmarks/gpu_check.sh [outdir]   (wheels of missing packages may sit in .whl/)
+# A GPU machine without jsonschema (the lent ones have torch, timm, pandas): fetch its wheels here first,
+#   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 -d .whl jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
+#     referencing==0.37.0 rpds-py==2026.9.1
+# and carry .whl/ along.
 set -uo pipefail
 OUTDIR=${1:-${OUT:-/tmp/gpu_check}}
 mkdir -p "$OUTDIR"
