@@ -532,7 +532,7 @@ def finetune(
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
-        "train_positives": {c: int((subset[c] == 1).sum()) for c in labels},
+        "train_positives": splits_mod.positive_counts(subset, labels),
         "val_auc": result["val_auc"],
         "val_auc_tta": val_tta["auc"] if val_tta else None,
         "val_loss": result["val_loss"],
@@ -724,7 +724,7 @@ def radiomics_model(
         "n_val": len(val_table),
         "n_test": len(test_table),
         "n_features": int(x["train"].shape[1]),
-        "train_positives": {c: int((subset[c] == 1).sum()) for c in labels},
+        "train_positives": splits_mod.positive_counts(subset, labels),
         "val_auc": val["auc"],
         "val_auc_tta": None,  # no test-time augmentation: aggregation falls back to the plain AUC
         "val_loss": val["loss"],

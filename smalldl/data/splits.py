@@ -61,10 +61,8 @@ def task_table(
             mask = task["type"] == "multilabel" and task.get("uncertain", "mask") == "mask"
             drop = uncertain.all(axis=1) if mask else uncertain.any(axis=1)
             if mask:
-                kept = uncertain[~drop]
-                stats["uncertain_masked"] = {c: int(kept[c].sum()) for c in labels if kept[c].any()}
-            gone = uncertain[drop]
-            stats["uncertain_dropped"] = {c: int(gone[c].sum()) for c in labels if gone[c].any()}
+                stats["uncertain_masked"] = uncertain_counts(table[~drop], labels)
+            stats["uncertain_dropped"] = uncertain_counts(table[drop], labels)
             stats["uncertain_dropped_images"] = int(drop.sum())
             table = table[~drop]
         bad = ~table[labels].isin([0, 1, -1]).all(axis=1)
@@ -84,6 +82,17 @@ def task_table(
     if info is not None:
         info.update(stats)
     return table.reset_index(drop=True)
+
+
+def positive_counts(table: pd.DataFrame, labels: Iterable[str]) -> dict[str, int]:
+    """Positives (1) per label column; an uncertain -1 is not a positive."""
+    return {c: int((table[c] == 1).sum()) for c in labels}
+
+
+def uncertain_counts(table: pd.DataFrame, labels: Iterable[str]) -> dict[str, int]:
+    """Uncertain labels (-1) per label column, for the labels that have any."""
+    counts = {c: int((table[c] == -1).sum()) for c in labels}
+    return {c: k for c, k in counts.items() if k}
 
 
 def assign_patients(patients: Iterable[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
@@ -201,8 +210,8 @@ def split_counts(split: pd.DataFrame, task: Mapping[str, Any]) -> dict[str, Any]
         part = used[used["split"] == name]
         entry: dict[str, Any] = {"images": int(len(part)), "patients": int(part["patient_id"].nunique())}
         if task["type"] != "multiclass":
-            entry["positives"] = {c: int((part[c] == 1).sum()) for c in task["labels"]}
-            uncertain = {c: int((part[c] == -1).sum()) for c in task["labels"] if (part[c] == -1).any()}
+            entry["positives"] = positive_counts(part, task["labels"])
+            uncertain = uncertain_counts(part, task["labels"])
             if uncertain:
                 entry["uncertain_masked"] = uncertain
             if task["type"] == "binary":
@@ -294,8 +303,8 @@ def draw_subset(
                 "'fill' tops up with negatives)"
             )
     elif task["type"] == "multilabel":
-        info["positives"] = {c: int((subset[c] == 1).sum()) for c in task["labels"]}
-        uncertain = {c: int((subset[c] == -1).sum()) for c in task["labels"] if (subset[c] == -1).any()}
+        info["positives"] = positive_counts(subset, task["labels"])
+        uncertain = uncertain_counts(subset, task["labels"])
         if uncertain:
             info["uncertain_masked"] = uncertain
     assert subset["image_id"].is_unique
