@@ -78,6 +78,18 @@ def _grid(rows: int, cols: int, sharex: bool = True) -> tuple[plt.Figure, np.nda
     return plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharex=sharex)
 
 
+def _arch_task_panels(means: pd.DataFrame, sharex: bool = True):
+    """A row of panels per architecture, a column per task, one colour per recipe ("no runs" if empty).
+    Returns (figure, axes, archs, tasks, colours)."""
+    tasks = sorted(means["task"].unique()) if len(means) else []
+    archs = list(dict.fromkeys(means["arch"])) if len(means) else []
+    fig, axes = _grid(max(1, len(archs)), max(1, len(tasks)), sharex=sharex)
+    colors = _palette(list(means["recipe"].astype(str))) if len(means) else {}
+    if not len(means):
+        _empty(axes[0][0], "no runs")
+    return fig, axes, archs, tasks, colors
+
+
 def _line(ax: plt.Axes, rows: pd.DataFrame, label: str, color: Any, errorbar: str, style: str = "-") -> None:
     rows = rows.sort_values("n")
     x = rows["n"].to_numpy(dtype=float)
@@ -132,12 +144,7 @@ def auc_vs_size(
     """Mean test AUC over seeds against training size with a band (plots.errorbar), one line per recipe,
     one panel per task and a row per architecture."""
     _theme(options)
-    tasks = sorted(means["task"].unique()) if len(means) else []
-    archs = list(dict.fromkeys(means["arch"])) if len(means) else []
-    fig, axes = _grid(max(1, len(archs)), max(1, len(tasks)))
-    colors = _palette(list(means["recipe"].astype(str))) if len(means) else {}
-    if not len(means):
-        _empty(axes[0][0], "no runs")
+    fig, axes, archs, tasks, colors = _arch_task_panels(means)
     for i, arch in enumerate(archs):
         for j, task in enumerate(tasks):
             ax = axes[i][j]
@@ -382,12 +389,7 @@ def learning_curves_figure(
     10x the largest size), seed means (points), the target AUC (dashed) and each fit's size (ticks)."""
     _theme(options)
     fits = curves[curves["status"] == "ok"] if len(curves) else curves
-    tasks = sorted(means["task"].unique()) if len(means) else []
-    archs = list(dict.fromkeys(means["arch"])) if len(means) else []
-    fig, axes = _grid(max(1, len(archs)), max(1, len(tasks)), sharex=False)
-    colors = _palette(list(means["recipe"].astype(str))) if len(means) else {}
-    if not len(means):
-        _empty(axes[0][0], "no runs")
+    fig, axes, archs, tasks, colors = _arch_task_panels(means, sharex=False)
     for i, arch in enumerate(archs):
         for j, task in enumerate(tasks):
             ax = axes[i][j]
