@@ -27,12 +27,13 @@ OVERHEAD_SNIPPET = r"""
 import os, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
-from smalldl import jobs  # what a finetune job imports
+from smalldl.jobs import train as train_jobs  # what a finetune job imports
+from smalldl.jobs._shared import setup_torch
 from smalldl import models, train
 from smalldl.config import train_settings
 s = train_settings({{"epochs": 1, "batch_size": {batch}, "crop": {crop}, "threads": {threads}, "device": {device!r},
                     "checkpoint": False}})
-torch, device = jobs._setup_torch(s, {threads})
+torch, device = setup_torch(s, {threads})
 rng = np.random.default_rng(0)
 data = train.Data(rng.integers(0, 255, ({n}, {width}, {width}), dtype=np.uint8),
                   (rng.random(({n}, 1)) < 0.5).astype(np.float32))
@@ -40,7 +41,7 @@ model = models.build({arch!r}, 1).to(device)
 def first(i, m, o):
     print(f"FIRST_STEP {{time.time()}}", flush=True)
     os._exit(0)
-train.fit(model, data, data, s, "binary", ["y"], seed=0, on_step=first)
+train.fit(model, data, data, s, task_type="binary", labels=["y"], seed=0, on_step=first)
 """
 
 
@@ -60,25 +61,26 @@ def bare_loop(model, data, val, settings, device, epochs):
     import numpy as np
     import torch
 
-    from smalldl import train
+    from smalldl import evaluate, train
+    from smalldl.data.transforms import augment, to_tensor
 
     opt = torch.optim.AdamW(model.parameters(), lr=settings["max_lr"], weight_decay=settings["weight_decay"])
     crit = torch.nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
-    fmt = torch.channels_last if train.use_channels_last(settings, device) else torch.contiguous_format
+    fmt = torch.channels_last if evaluate.use_channels_last(settings, device) else torch.contiguous_format
     model.to(memory_format=fmt)
     for _ in range(epochs):
         model.train()
         for idx in train.make_batches(len(data), settings["batch_size"], rng):
-            x = train.augment(train.to_tensor(data.images[idx], device), settings["crop"], True, 10.0, gen)
+            x = augment(to_tensor(data.images[idx], device), settings["crop"], True, 10.0, gen)
             y = torch.from_numpy(data.targets[idx]).to(device)
             opt.zero_grad(set_to_none=True)
-            with train.autocast(settings, device):
+            with evaluate.autocast(settings, device):
                 logits = model(x.contiguous(memory_format=fmt))
             crit(logits.float(), y).backward()
             opt.step()
-        train.predict(model, val, settings["crop"], device, "binary", settings=settings)
+        evaluate.predict(model, val, settings, device=device, task_type="binary")
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -101,7 +103,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from smalldl import models, train
+    from smalldl import evaluate, models, train
     from smalldl.config import train_settings
 
     torch.set_num_threads(args.threads)
@@ -118,8 +120,8 @@ def main() -> None:
     val = train.Data(data.images[:64], data.targets[:64])
     print(
         f"{args.arch} @ {args.crop}px, batch {args.batch}, {args.n} images x {args.epochs} epochs, {args.device}, "
-        f"{args.threads} threads, bf16 {train.use_bf16(settings, device)}, "
-        f"channels_last {train.use_channels_last(settings, device)}"
+        f"{args.threads} threads, bf16 {evaluate.use_bf16(settings, device)}, "
+        f"channels_last {evaluate.use_channels_last(settings, device)}"
     )
 
     def run_bare() -> float:
@@ -133,7 +135,17 @@ def main() -> None:
         torch.manual_seed(0)
         model = models.build(args.arch, 1).to(device)
         t0 = time.perf_counter()
-        train.fit(model, data, val, settings, "binary", ["y"], seed=0, log=open(os.devnull, "w"), checkpoint=ckpt)
+        train.fit(
+            model,
+            data,
+            val,
+            settings,
+            task_type="binary",
+            labels=["y"],
+            seed=0,
+            log=open(os.devnull, "w"),
+            checkpoint=ckpt,
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         return args.n * args.epochs / (time.perf_counter() - t0)

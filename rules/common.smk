@@ -1,5 +1,9 @@
 # Wildcards, paths and input functions shared by the rules. Everything here is cheap to evaluate:
 # the DAG is built without importing torch.
+#
+# Each file path is written once: as a rule's output, referenced downstream as rules.X.output.Y, or,
+# where an input function fills in wildcards of another rule, as one of the named templates below (the
+# producing rule's output uses the same template).
 
 import json
 import re
@@ -11,6 +15,23 @@ from smalldl.utils import derive_seed
 
 WIDTH = config["preprocess"]["width"]
 STUDY = config["study"]
+
+# ------------------------------------------------------------------------------- path templates
+RAW = "raw/{dataset}"
+FETCHED = "raw/{dataset}/fetched.json"
+INDEX = "index/{dataset}.parquet"
+CACHE = "cache/{dataset}/w{width}.npy"
+CACHE_META = "cache/{dataset}/w{width}.json"
+SPLIT = "splits/{task}/split.parquet"
+MANIFEST = "splits/{task}/manifest.json"
+SUBSET = "splits/{task}/train_n{n}_s{seed}.csv"
+SOURCE_MODEL = "models/source/{source}/{arch}.pt"
+LR_FIND = "runs/{task}/{arch}/{recipe}/lr_find.json"
+RUN_DIR = "runs/{task}/{arch}/{recipe}/n{n}/s{seed}"
+RUN = f"{RUN_DIR}/metrics.json"
+STAGE = figplan.STAGE_PATH  # results/stages/{task}/{arch}/stage{k}.json
+RADIOMICS_FEATURES = "radiomics/{dataset}-{featureset}.parquet"
+RADIOMICS_RUN = "runs/{task}/radiomics_{featureset}/{model}/n{n}/s{seed}"
 
 
 wildcard_constraints:
@@ -34,10 +55,15 @@ def dataset_of(task):
     return config["tasks"][task]["dataset"]
 
 
+def task_spec(wildcards):
+    """params: the task of the job's {task} wildcard."""
+    return config["tasks"][wildcards.task]
+
+
 def cache_files(dataset):
     return {
-        "cache": f"cache/{dataset}/w{WIDTH}.npy",
-        "cache_meta": f"cache/{dataset}/w{WIDTH}.json",
+        "cache": CACHE.format(dataset=dataset, width=WIDTH),
+        "cache_meta": CACHE_META.format(dataset=dataset, width=WIDTH),
     }
 
 
@@ -45,14 +71,9 @@ def subset_paths(task):
     """Training subsets of a task for the study's sizes and seeds, and the lr finder's (targets only)."""
     if task not in STUDY["targets"]:
         return []
-    paths = expand(
-        "splits/{task}/train_n{n}_s{seed}.csv",
-        task=task,
-        n=STUDY["sizes"],
-        seed=STUDY["seeds"],
-    )
+    paths = expand(SUBSET, task=task, n=STUDY["sizes"], seed=STUDY["seeds"])
     if config["train"]["lr_finder"]["enabled"]:
-        tuning = f"splits/{task}/train_n{cfg.tuning_size(config)}_s{STUDY['seeds'][0]}.csv"
+        tuning = SUBSET.format(task=task, n=cfg.tuning_size(config), seed=STUDY["seeds"][0])
         paths += [] if tuning in paths else [tuning]
     return paths
 
@@ -67,7 +88,6 @@ IMAGENET_SOURCES = regex_of([s for s, v in config.get("sources", {}).items() if 
 
 
 SYNTHETIC_KINDS = ("synthetic_chest", "synthetic_limb", "fractal")
-LOCAL_KINDS = ("chexpert", "mura", "folder")
 
 
 def datasets_of_kind(*kinds):
@@ -82,13 +102,18 @@ NIH_DATASETS = regex_of(datasets_of_kind("nih"))
 ALL_DATASETS = regex_of(sorted(config["datasets"]))
 
 
+def dataset_spec(wildcards):
+    """params: the dataset of the job's {dataset} wildcard."""
+    return config["datasets"][wildcards.dataset]
+
+
 def index_inputs(wildcards):
     """Inputs of the index job (synthetic folder, NIH fetch record, or none for a local copy)."""
     kind = config["datasets"][wildcards.dataset]["kind"]
     if kind in SYNTHETIC_KINDS:
-        return {"raw": f"raw/{wildcards.dataset}"}
+        return {"raw": RAW.format(dataset=wildcards.dataset)}
     if kind == "nih":
-        return {"fetched": f"raw/{wildcards.dataset}/fetched.json"}
+        return {"fetched": FETCHED.format(dataset=wildcards.dataset)}
     return {}
 
 
@@ -99,30 +124,36 @@ def cache_runtime(wildcards):
 
 
 def split_inputs(wildcards):
-    """A task's index, plus the splits and subsets of every task whose patients it must avoid."""
+    """A task's index, plus the splits and subsets of every task whose patients it must avoid
+    (``exclude_split_{i}``, ``exclude_subsets_{i}``: smalldl.jobs.splits.excluded_inputs reads them).
+    """
     task = config["tasks"][wildcards.task]
-    inputs = {"index": f"index/{task['dataset']}.parquet"}
+    inputs = {"index": INDEX.format(dataset=task["dataset"])}
     for i, other in enumerate(task["exclude_patients_of"]):
-        inputs[f"exclude_split_{i}"] = f"splits/{other}/split.parquet"
-        for j, path in enumerate(subset_paths(other)):
-            inputs[f"exclude_subset_{i}_{j}"] = path
+        inputs[f"exclude_split_{i}"] = SPLIT.format(task=other)
+        inputs[f"exclude_subsets_{i}"] = subset_paths(other)
     return inputs
 
 
+def source_task(wildcards):
+    """params: the task a source is pretrained on (name)."""
+    return config["sources"][wildcards.source]["task"]
+
+
 def pretrain_inputs(wildcards):
-    task = config["sources"][wildcards.source]["task"]
-    return {"split": f"splits/{task}/split.parquet", **cache_files(dataset_of(task))}
+    task = source_task(wildcards)
+    return {"split": SPLIT.format(task=task), **cache_files(dataset_of(task))}
 
 
 def _training_inputs(wildcards, n, seed):
     recipe = cfg.Recipe.parse(wildcards.recipe, config.get("sources", {}))
     inputs = {
-        "split": f"splits/{wildcards.task}/split.parquet",
-        "subset": f"splits/{wildcards.task}/train_n{n}_s{seed}.csv",
+        "split": SPLIT.format(task=wildcards.task),
+        "subset": SUBSET.format(task=wildcards.task, n=n, seed=seed),
         **cache_files(dataset_of(wildcards.task)),
     }
     if recipe.source != cfg.NO_SOURCE:
-        inputs["source"] = f"models/source/{recipe.source}/{wildcards.arch}.pt"
+        inputs["source"] = SOURCE_MODEL.format(source=recipe.source, arch=wildcards.arch)
     return inputs
 
 
@@ -134,11 +165,11 @@ def lr_find_inputs(wildcards):
 def finetune_inputs(wildcards):
     inputs = _training_inputs(wildcards, wildcards.n, wildcards.seed)
     if config["train"]["lr_finder"]["enabled"]:
-        inputs["lr"] = "runs/{task}/{arch}/{recipe}/lr_find.json".format(**wildcards)
+        inputs["lr"] = LR_FIND.format(**wildcards)
     return inputs
 
 
-RUN = "runs/{task}/{arch}/{recipe}/n{n}/s{seed}/metrics.json"
+# ---------------------------------------------------------------------------------- the stages
 
 
 def stage_winner(task, arch, k):
@@ -148,17 +179,20 @@ def stage_winner(task, arch, k):
         return json.load(fh)["winner"]
 
 
-def stage_metrics(wildcards):
-    """Runs of every candidate of stage k: the previous stage's winner varied along stage k's axis."""
-    k = int(wildcards.k)
-    previous = stage_winner(wildcards.task, wildcards.arch, k - 1) if k > 0 else None
-    names = cfg.stage_candidates(config, k, previous)
+def recipe_runs(task, arch, recipes):
+    """metrics.json of every run of ``recipes`` for (task, arch) over the study's sizes and seeds."""
     return [
-        RUN.format(task=wildcards.task, arch=wildcards.arch, recipe=r, n=n, seed=s)
-        for r in names
+        RUN.format(task=task, arch=arch, recipe=r, n=n, seed=s)
+        for r in recipes
         for n in STUDY["sizes"]
         for s in STUDY["seeds"]
     ]
+
+
+def stage_runs(task, arch, k, previous):
+    """Runs of every candidate of stage k: ``previous`` (the winner of stage k-1, None for the start
+    recipe) varied along stage k's axis."""
+    return recipe_runs(task, arch, cfg.stage_candidates(config, k, previous))
 
 
 def stage_previous(wildcards):
@@ -166,17 +200,17 @@ def stage_previous(wildcards):
     return stage_winner(wildcards.task, wildcards.arch, k - 1) if k > 0 else None
 
 
+def stage_metrics(wildcards):
+    """Input function of select_stage: the runs of stage k's candidates."""
+    return stage_runs(wildcards.task, wildcards.arch, int(wildcards.k), stage_previous(wildcards))
+
+
 def stage_files():
     """Every stage's decision file (a plain list, known from the config alone)."""
     stages = STUDY.get("stages")
     if not stages:
         return []
-    return expand(
-        "results/stages/{task}/{arch}/stage{k}.json",
-        task=STUDY["targets"],
-        arch=STUDY["archs"],
-        k=range(len(stages["vary"])),
-    )
+    return expand(STAGE, task=STUDY["targets"], arch=STUDY["archs"], k=range(len(stages["vary"])))
 
 
 def stage_run_metrics(decided_only=False):
@@ -191,12 +225,7 @@ def stage_run_metrics(decided_only=False):
         for arch in STUDY["archs"]:
             winner = None
             for k in range(len(stages["vary"])):
-                for name in cfg.stage_candidates(config, k, winner):
-                    paths += [
-                        RUN.format(task=task, arch=arch, recipe=name, n=n, seed=s)
-                        for n in STUDY["sizes"]
-                        for s in STUDY["seeds"]
-                    ]
+                paths += stage_runs(task, arch, k, winner)
                 try:
                     winner = stage_winner(task, arch, k)
                 except IncompleteCheckpointException:
@@ -211,7 +240,7 @@ def listed_run_metrics():
     return [RUN.format(**run) for run in cfg.runs(config)]
 
 
-RADIOMICS_RUN = "runs/{task}/radiomics_{featureset}/{model}/n{n}/s{seed}"
+# ---------------------------------------------------------------------------------- radiomics
 
 
 def radiomics_metrics():
@@ -234,7 +263,7 @@ def radiomics_feature_inputs(wildcards):
     inputs = dict(cache_files(wildcards.dataset))
     if config["radiomics"]["images"] == "used":
         targets = [t for t in STUDY["targets"] if dataset_of(t) == wildcards.dataset]
-        inputs["splits"] = [f"splits/{t}/split.parquet" for t in targets]
+        inputs["splits"] = [SPLIT.format(task=t) for t in targets]
         inputs["subsets"] = [p for t in targets for p in subset_paths(t)]
     return inputs
 
@@ -254,6 +283,9 @@ def radiomics_model_runs(name):
     ]
 
 
+# ---------------------------------------------------------------------------------- the results
+
+
 def run_metrics(wildcards=None):
     """Every run's metrics.json: listed recipes, radiomics, then the stages' (checkpoint-aware input
     function)."""
@@ -271,31 +303,19 @@ def figure_paths(kind=None):
     return figplan.figure_files(FIGURES, config["plots"]["formats"], kind)
 
 
-def result_tables():
-    return [
-        "results/table1.csv",
-        "results/run_ci.csv",
-        "results/seed_means.csv",
-        "results/comparisons.csv",
-        "results/stages.csv",
-        "results/learning_curves.csv",
-        "results/README.md",
-    ]
-
-
 def run_predictions(wildcards=None):
     """predictions.parquet next to every run's metrics.json."""
     return [p[: -len("metrics.json")] + "predictions.parquet" for p in run_metrics(wildcards)]
 
 
 def split_manifests(wildcards=None):
-    return {t: f"splits/{t}/manifest.json" for t in cfg.used_tasks(config)}
+    return {t: MANIFEST.format(task=t) for t in cfg.used_tasks(config)}
 
 
 def figure_outputs(caption):
     """The outputs of a plotting rule with a {figure} wildcard, marked for the report."""
     return report(
-        expand("results/figures/{{figure}}.{fmt}", fmt=config["plots"]["formats"]),
+        [figplan.FIGURE_PATH.replace("{fmt}", fmt) for fmt in config["plots"]["formats"]],
         caption=caption,
         category="Figures",
         subcategory="{figure}",
@@ -305,6 +325,11 @@ def figure_outputs(caption):
 def results_settings(*keys):
     """The results: settings a statistics rule uses (a change reruns only the rules that use it)."""
     return {k: config["results"][k] for k in keys}
+
+
+def figure_spec(*keys):
+    """params: the keys of a figure's spec (FIGURES[{figure}]) that its plotting job draws from."""
+    return lambda wc: {k: v for k, v in FIGURES[wc.figure].items() if k in keys}
 
 
 def figures_of(*kinds):
@@ -322,8 +347,12 @@ def all_results(wildcards=None):
         *radiomics_metrics(),
         *stage_files(),
         *stage_run_metrics(decided_only=True),
-        "results/summary.csv",
-        "results/summary.parquet",
-        *result_tables(),
+        *rules.aggregate.output,
+        rules.table1.output.csv,
+        rules.bootstrap.output.run_ci,
+        rules.bootstrap.output.seed_means,
+        *rules.compare.output,
+        rules.learning_curves.output.csv,
+        rules.results_readme.output.readme,
         *figure_paths(),
     ]

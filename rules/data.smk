@@ -8,7 +8,7 @@
 
 rule generate_synthetic:
     output:
-        directory("raw/{dataset}"),
+        raw=directory(RAW),
     log:
         "logs/generate_synthetic/{dataset}.log",
     benchmark:
@@ -22,7 +22,7 @@ rule generate_synthetic:
         mem_mb=2000,
         runtime=60,
     params:
-        dataset=lambda wc: config["datasets"][wc.dataset],
+        dataset=dataset_spec,
         seed=lambda wc: cfg_seed("dataset", wc.dataset),
     script:
         "../workflow_scripts/generate_synthetic.py"
@@ -30,7 +30,7 @@ rule generate_synthetic:
 
 rule fetch_nih:
     output:
-        "raw/{dataset}/fetched.json",
+        fetched=FETCHED,
     log:
         "logs/fetch_nih/{dataset}.log",
     benchmark:
@@ -44,7 +44,7 @@ rule fetch_nih:
         mem_mb=2000,
         runtime=1440,
     params:
-        dataset=lambda wc: config["datasets"][wc.dataset],
+        dataset=dataset_spec,
     script:
         "../workflow_scripts/fetch_nih.py"
 
@@ -53,7 +53,7 @@ rule index:
     input:
         unpack(index_inputs),
     output:
-        "index/{dataset}.parquet",
+        index=INDEX,
     log:
         "logs/index/{dataset}.log",
     benchmark:
@@ -67,17 +67,17 @@ rule index:
         mem_mb=4000,
         runtime=60,
     params:
-        dataset=lambda wc: config["datasets"][wc.dataset],
+        dataset=dataset_spec,
     script:
         "../workflow_scripts/index.py"
 
 
 rule cache:
     input:
-        index="index/{dataset}.parquet",
+        index=rules.index.output.index,
     output:
-        cache="cache/{dataset}/w{width}.npy",
-        meta="cache/{dataset}/w{width}.json",
+        cache=CACHE,
+        meta=CACHE_META,
     log:
         "logs/cache/{dataset}_w{width}.log",
     benchmark:

@@ -6,9 +6,9 @@ rule pretrain:
     input:
         unpack(pretrain_inputs),
     output:
-        model="models/source/{source}/{arch}.pt",
-        metrics="models/source/{source}/{arch}.json",
-        history="models/source/{source}/{arch}.history.csv",
+        model=SOURCE_MODEL,
+        metrics=SOURCE_MODEL.replace(".pt", ".json"),
+        history=SOURCE_MODEL.replace(".pt", ".history.csv"),
     log:
         "logs/pretrain/{source}_{arch}.log",
     benchmark:
@@ -24,15 +24,17 @@ rule pretrain:
         gpu=lambda wc: cfg.source_settings(config, wc.source)["gpu"],
     params:
         settings=lambda wc: cfg.source_settings(config, wc.source),
-        task=lambda wc: config["tasks"][config["sources"][wc.source]["task"]],
+        task_name=source_task,
+        task=lambda wc: config["tasks"][source_task(wc)],
+        seed=config["seed"],
     script:
         "../workflow_scripts/pretrain.py"
 
 
 rule imagenet_weights:
     output:
-        model="models/source/{source}/{arch}.pt",
-        metrics="models/source/{source}/{arch}.json",
+        model=SOURCE_MODEL,
+        metrics=SOURCE_MODEL.replace(".pt", ".json"),
     log:
         "logs/imagenet_weights/{source}_{arch}.log",
     benchmark:

@@ -3,15 +3,16 @@
 # (task, featureset, n, seed) on validation AUC. No job exists while radiomics.featuresets is empty.
 
 RADIOMICS = config["radiomics"]
-RADIOMICS_FEATURESETS = r"paper79|pyradiomics"
-RADIOMICS_MODELS = r"l1|l2|elasticnet|rf"  # never "best", never a recipe (recipes have dashes)
+RADIOMICS_FEATURESETS = regex_of(cfg.RADIOMICS_FEATURESETS)
+# never "best", never a recipe (recipes have dashes)
+RADIOMICS_MODELS = regex_of(cfg.RADIOMICS_MODELS)
 
 
 rule radiomics_features:
     input:
         unpack(radiomics_feature_inputs),
     output:
-        features="radiomics/{dataset}-{featureset}.parquet",
+        features=RADIOMICS_FEATURES,
     log:
         "logs/radiomics_features/{dataset}-{featureset}.log",
     benchmark:
@@ -33,9 +34,11 @@ rule radiomics_features:
 
 rule radiomics_model:
     input:
-        features=lambda wc: f"radiomics/{dataset_of(wc.task)}-{wc.featureset}.parquet",
-        split="splits/{task}/split.parquet",
-        subset="splits/{task}/train_n{n}_s{seed}.csv",
+        features=lambda wc: RADIOMICS_FEATURES.format(
+            dataset=dataset_of(wc.task), featureset=wc.featureset
+        ),
+        split=rules.split.output.split,
+        subset=rules.subset.output.subset,
     output:
         metrics=f"{RADIOMICS_RUN}/metrics.json",
         predictions=f"{RADIOMICS_RUN}/predictions.parquet",
@@ -54,7 +57,7 @@ rule radiomics_model:
         runtime=RADIOMICS["runtime"],
     params:
         settings={k: RADIOMICS[k] for k in ("cv_folds", "n_iter", "rf_trees")},
-        task=lambda wc: config["tasks"][wc.task],
+        task=task_spec,
         seed=config["seed"],
     script:
         "../workflow_scripts/radiomics_model.py"
@@ -65,8 +68,8 @@ rule radiomics_best:
         metrics=radiomics_model_runs("metrics.json"),
         predictions=radiomics_model_runs("predictions.parquet"),
     output:
-        metrics="runs/{task}/radiomics_{featureset}/best/n{n}/s{seed}/metrics.json",
-        predictions="runs/{task}/radiomics_{featureset}/best/n{n}/s{seed}/predictions.parquet",
+        metrics=f"{RADIOMICS_RUN}/metrics.json".replace("{model}", "best"),
+        predictions=f"{RADIOMICS_RUN}/predictions.parquet".replace("{model}", "best"),
     log:
         "logs/radiomics_best/{task}/{featureset}/n{n}_s{seed}.log",
     benchmark:

@@ -1,6 +1,8 @@
 # Results: aggregation, Table 1 and statistics (config["results"]; no plot settings), then the
 # figures (the only rules that read config["plots"]), then results/README.md.
 # Which figures exist is decided from the config alone (FIGURES, rules/common.smk).
+# Each rule's script calls smalldl.jobs.results.<rule>. Every path is written once: a rule refers to an
+# upstream file as rules.<rule>.output.<name>, so rules come after the rules they read from.
 
 RESULTS = config["results"]
 
@@ -12,6 +14,12 @@ AXIS_SPECS = {
     f: {k: v for k, v in s.items() if k in ("kind", "axis", "archs", "stage", "recipes")}
     for f, s in FIGURES.items()
     if s["kind"] == "axis"
+}
+
+
+TABLE1_TASKS = {
+    t: {"type": config["tasks"][t]["type"], "labels": config["tasks"][t]["labels"]}
+    for t in split_manifests()
 }
 
 
@@ -57,13 +65,16 @@ rule table1:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        targets=STUDY["targets"],
+        tasks=TABLE1_TASKS,
     script:
         "../workflow_scripts/table1.py"
 
 
 rule bootstrap:
     input:
-        summary="results/summary.parquet",
+        summary=rules.aggregate.output.parquet,
         predictions=run_predictions,
     output:
         run_ci="results/run_ci.csv",
@@ -88,8 +99,8 @@ rule bootstrap:
 
 rule compare:
     input:
-        summary="results/summary.parquet",
-        replicates="results/bootstrap.npz",
+        summary=rules.aggregate.output.parquet,
+        replicates=rules.bootstrap.output.replicates,
         predictions=run_predictions,
         stages=stage_files(),
     output:
@@ -124,7 +135,7 @@ rule compare:
 
 rule learning_curves:
     input:
-        summary="results/summary.parquet",
+        summary=rules.aggregate.output.parquet,
     output:
         csv=report(
             "results/learning_curves.csv",
@@ -150,7 +161,7 @@ rule learning_curves:
 
 rule plot_auc_vs_n:
     input:
-        seed_means="results/seed_means.csv",
+        seed_means=rules.bootstrap.output.seed_means,
     output:
         figures=report(
             figure_paths("auc_vs_n"),
@@ -170,14 +181,14 @@ rule plot_auc_vs_n:
         runtime=10,
     params:
         plots=config["plots"],
-        spec=FIGURES["auc_vs_n"],
+        title=FIGURES["auc_vs_n"]["title"],
     script:
         "../workflow_scripts/plot_auc_vs_n.py"
 
 
 rule plot_history:
     input:
-        summary="results/summary.parquet",
+        summary=rules.aggregate.output.parquet,
         metrics=run_metrics,
     output:
         figures=figure_outputs("../report/history.rst"),
@@ -195,7 +206,7 @@ rule plot_history:
         runtime=10,
     params:
         plots=config["plots"],
-        spec=lambda wc: FIGURES[wc.figure],
+        spec=figure_spec("id", "title", "select"),
         targets=STUDY["targets"],
         archs=STUDY["archs"],
     script:
@@ -204,8 +215,8 @@ rule plot_history:
 
 rule plot_axis:
     input:
-        summary="results/summary.parquet",
-        seed_means="results/seed_means.csv",
+        summary=rules.aggregate.output.parquet,
+        seed_means=rules.bootstrap.output.seed_means,
         stages=lambda wc: FIGURES[wc.figure].get("stage_files", []),
     output:
         figures=figure_outputs("../report/axis.rst"),
@@ -223,15 +234,15 @@ rule plot_axis:
         runtime=10,
     params:
         plots=config["plots"],
-        spec=lambda wc: FIGURES[wc.figure],
+        spec=figure_spec("kind", "title", "axis", "archs", "stage", "recipes"),
     script:
         "../workflow_scripts/plot_axis.py"
 
 
 rule plot_learning_curves:
     input:
-        curves="results/learning_curves.csv",
-        seed_means="results/seed_means.csv",
+        curves=rules.learning_curves.output.csv,
+        seed_means=rules.bootstrap.output.seed_means,
     output:
         figures=report(
             figure_paths("learning_curves"),
@@ -258,12 +269,12 @@ rule plot_learning_curves:
 
 rule results_readme:
     input:
-        summary="results/summary.parquet",
-        seed_means="results/seed_means.csv",
-        stages="results/stages.csv",
-        curves="results/learning_curves.csv",
-        table1="results/table1.csv",
-        comparisons="results/comparisons.csv",
+        summary=rules.aggregate.output.parquet,
+        seed_means=rules.bootstrap.output.seed_means,
+        stages=rules.compare.output.stages,
+        curves=rules.learning_curves.output.csv,
+        table1=rules.table1.output.csv,
+        comparisons=rules.compare.output.comparisons,
     output:
         readme="results/README.md",
     log:

@@ -5,8 +5,8 @@ rule split:
     input:
         unpack(split_inputs),
     output:
-        split="splits/{task}/split.parquet",
-        manifest="splits/{task}/manifest.json",
+        split=SPLIT,
+        manifest=MANIFEST,
     log:
         "logs/split/{task}.log",
     benchmark:
@@ -18,7 +18,7 @@ rule split:
         mem_mb=2000,
         runtime=20,
     params:
-        task=lambda wc: config["tasks"][wc.task],
+        task=task_spec,
         seed=config["seed"],
     script:
         "../workflow_scripts/split.py"
@@ -26,10 +26,10 @@ rule split:
 
 rule subset:
     input:
-        split="splits/{task}/split.parquet",
+        split=rules.split.output.split,
     output:
-        subset="splits/{task}/train_n{n}_s{seed}.csv",
-        info="splits/{task}/train_n{n}_s{seed}.json",
+        subset=SUBSET,
+        info=SUBSET.replace(".csv", ".json"),
     log:
         "logs/subset/{task}_n{n}_s{seed}.log",
     benchmark:
@@ -41,7 +41,7 @@ rule subset:
         mem_mb=1000,
         runtime=10,
     params:
-        task=lambda wc: config["tasks"][wc.task],
+        task=task_spec,
         seed=config["seed"],
     script:
         "../workflow_scripts/subset.py"

@@ -6,9 +6,9 @@ rule lr_find:
     input:
         unpack(lr_find_inputs),
     output:
-        csv="runs/{task}/{arch}/{recipe}/lr_find.csv",
-        json="runs/{task}/{arch}/{recipe}/lr_find.json",
-        png="runs/{task}/{arch}/{recipe}/lr_find.png",
+        csv=LR_FIND.replace(".json", ".csv"),
+        json=LR_FIND,
+        png=LR_FIND.replace(".json", ".png"),
     log:
         "logs/lr_find/{task}/{arch}/{recipe}.log",
     benchmark:
@@ -22,7 +22,8 @@ rule lr_find:
         gpu=config["train"]["gpu"],
     params:
         settings=config["train"],
-        task=lambda wc: config["tasks"][wc.task],
+        task=task_spec,
+        seed=config["seed"],
     script:
         "../workflow_scripts/lr_find.py"
 
@@ -31,9 +32,9 @@ rule finetune:
     input:
         unpack(finetune_inputs),
     output:
-        metrics="runs/{task}/{arch}/{recipe}/n{n}/s{seed}/metrics.json",
-        predictions="runs/{task}/{arch}/{recipe}/n{n}/s{seed}/predictions.parquet",
-        history="runs/{task}/{arch}/{recipe}/n{n}/s{seed}/history.csv",
+        metrics=RUN,
+        predictions=f"{RUN_DIR}/predictions.parquet",
+        history=f"{RUN_DIR}/history.csv",
     log:
         "logs/finetune/{task}/{arch}/{recipe}/n{n}_s{seed}.log",
     benchmark:
@@ -47,7 +48,8 @@ rule finetune:
         gpu=config["train"]["gpu"],
     params:
         settings=config["train"],
-        task=lambda wc: config["tasks"][wc.task],
+        task=task_spec,
+        seed=config["seed"],
     script:
         "../workflow_scripts/finetune.py"
 
@@ -56,7 +58,7 @@ checkpoint select_stage:
     input:
         metrics=stage_metrics,
     output:
-        json="results/stages/{task}/{arch}/stage{k}.json",
+        json=STAGE,
     log:
         "logs/select_stage/{task}/{arch}/stage{k}.log",
     benchmark:

@@ -27,7 +27,11 @@ TRANSFERS = ("extractor", "finetune", "gradual")
 #: PyTorch's default. Both moment-preserving variants set BatchNorm to identity.
 INITS = ("default", "transfer", "moments", "momentsconv")
 NO_SOURCE = "none"
+#: The recipe axes, in the order of a recipe's name.
 AXES = ("schedule", "transfer", "source", "init")
+#: Radiomics feature sets and classifiers (smalldl/radiomics.py; the rules' wildcard values).
+RADIOMICS_FEATURESETS = ("paper79", "pyradiomics")
+RADIOMICS_MODELS = ("l1", "l2", "elasticnet", "rf")
 
 
 @dataclass(frozen=True)
@@ -260,10 +264,6 @@ def used_tasks(config: Mapping[str, Any]) -> list[str]:
             seen.append(name)
             wanted.extend(tasks[name]["exclude_patients_of"])
     return seen
-
-
-def used_datasets(config: Mapping[str, Any]) -> list[str]:
-    return sorted({config["tasks"][t]["dataset"] for t in used_tasks(config)})
 
 
 def runs(config: Mapping[str, Any], recipe_names: list[str] | None = None) -> list[dict[str, Any]]:

@@ -1,4 +1,11 @@
-"""Metrics: ROC AUC per label and their mean, for binary, multilabel and multiclass.
+"""Evaluation: predictions of a model on cached images (centre crop or test-time augmentation), their
+loss and ROC AUC per label and the mean, for binary, multilabel and multiclass; and the precision
+settings (bf16 autocast, channels_last) that training and evaluation share.
+
+``predict`` and ``evaluate`` take the crop, flip, rotation, amp and channels_last of evaluation from the
+``settings`` mapping (the ``train_settings`` schema) and nothing else, so every caller evaluates as the
+model was trained. Torch is imported inside the functions that need it: the AUC helpers alone (radiomics)
+import only numpy.
 
 The AUC is the Mann-Whitney statistic with average ranks for ties, which is exactly scikit-learn's
 ``roc_auc_score`` for binary labels (a test checks it) without importing scikit-learn, which costs
@@ -8,8 +15,16 @@ every training job a second or more of start-up.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from smalldl.train import Data
 
 
 def roc_auc_score(y_true: np.ndarray, score: np.ndarray) -> float:
@@ -72,3 +87,94 @@ def multiclass_scores(y_true: np.ndarray, prob: np.ndarray) -> dict[str, float]:
         return {"accuracy": acc, "auc": math.nan}
     aucs = [roc_auc_score(y_true == c, prob[:, c]) for c in present]
     return {"accuracy": acc, "auc": float(np.mean(aucs))}
+
+
+# ----------------------------------------------------------------------------------------- precision
+
+
+def use_bf16(settings: Mapping[str, Any], device: torch.device) -> bool:
+    """bf16 autocast: ``amp: auto`` turns it on for CUDA, off on CPU; ``bf16`` / ``off`` force it."""
+    amp = settings.get("amp", "auto")
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
+def use_channels_last(settings: Mapping[str, Any], device: torch.device) -> bool:
+    mode = settings.get("channels_last", "auto")
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+def autocast(settings: Mapping[str, Any], device: torch.device) -> torch.autocast:
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(settings, device))
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+
+
+def _probs(logits: torch.Tensor, task_type: str) -> torch.Tensor:
+    return logits.softmax(1) if task_type == "multiclass" else logits.sigmoid()
+
+
+def predict(
+    model: nn.Module,
+    data: Data,
+    settings: Mapping[str, Any],
+    *,
+    device: torch.device,
+    task_type: str,
+    tta: int = 0,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """Probabilities in data order: on the centre crop (``settings["crop"]``), or (tta > 0) averaged over
+    the original plus ``tta`` views augmented by ``settings["flip"]`` and ``settings["rotate"]``, drawn
+    from a generator seeded with ``seed``; bf16 autocast and channels_last as ``settings`` says."""
+    import torch
+
+    from smalldl.data.transforms import to_tensor, tta_views
+
+    crop, flip, rotate = settings["crop"], settings["flip"], settings["rotate"]
+    with torch.no_grad():
+        model.eval()
+        fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
+        gen = torch.Generator().manual_seed(int(seed))
+        out = []
+        for i in range(0, len(data), batch_size):
+            x = to_tensor(data.images[i : i + batch_size], device)
+            views = tta_views(x, crop, flip, rotate, tta, gen)
+            with autocast(settings, device):
+                prob = torch.stack([_probs(model(v.contiguous(memory_format=fmt)).float(), task_type) for v in views])
+            out.append(prob.mean(0).cpu())
+        return torch.cat(out).numpy()
+
+
+def scores(prob: np.ndarray, data: Data, *, task_type: str, labels: list[str]) -> dict[str, Any]:
+    """Loss (from probabilities) and AUC, mean and per label."""
+    eps = 1e-7
+    if task_type == "multiclass":
+        y = data.targets.astype(int)
+        loss = float(-np.log(np.clip(prob[np.arange(len(y)), y], eps, 1)).mean())
+        sc = multiclass_scores(y, prob)
+        return {"loss": loss, "auc": sc["auc"], "accuracy": sc["accuracy"], "per_label": {}, "prob": prob}
+    y = data.targets.reshape(len(prob), -1)
+    loss = masked_bce(y, prob, eps)  # uncertain (-1) labels are left out, as in the training loss
+    per = auc_per_label(y, prob, labels)
+    return {"loss": loss, "auc": mean_auc(per), "per_label": per, "prob": prob}
+
+
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    settings: Mapping[str, Any],
+    *,
+    device: torch.device,
+    task_type: str,
+    labels: list[str],
+    tta: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Loss and AUC (mean and per label) on ``data``, with ``tta`` augmented views (0: centre crop only);
+    crop, augmentation and precision from ``settings``, as in ``predict``."""
+    prob = predict(model, data, settings, device=device, task_type=task_type, tta=tta, seed=seed)
+    return scores(prob, data, task_type=task_type, labels=labels)

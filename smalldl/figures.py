@@ -35,6 +35,7 @@ AXIS_TITLES = {
 }
 PAPER_SOURCE_FIGURES = {"densenet121": "fig6", "resnet50": "fig7"}
 STAGE_PATH = "results/stages/{task}/{arch}/stage{k}.json"
+FIGURE_PATH = "results/figures/{figure}.{fmt}"
 
 
 def source_figure_id(arch: str) -> str:
@@ -206,7 +207,7 @@ def plan(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def figure_files(figures: Mapping[str, Mapping[str, Any]], formats: Sequence[str], kind: str | None = None) -> list:
     """results/figures/{id}.{fmt} of every planned figure (of one kind)."""
     return [
-        f"results/figures/{fig_id}.{fmt}"
+        FIGURE_PATH.format(figure=fig_id, fmt=fmt)
         for fig_id, spec in figures.items()
         if kind is None or spec["kind"] == kind
         for fmt in formats

@@ -157,11 +157,12 @@ def layer_groups(model: Classifier) -> list[list[nn.Module]]:
     return groups
 
 
-def save_source(model: Classifier, path: str | Path, meta: dict[str, Any]) -> None:
-    """Save the body of a pretrained source model (the head is task-specific and dropped)."""
-    state = {k: v.detach().cpu() for k, v in model.body.state_dict().items()}
+def save_source(path: str | Path, *, arch: str, body: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a source checkpoint: the body weights of ``arch`` (a pretrained model's body, the head being
+    task-specific and dropped, or published ImageNet weights) and their meta, read by ``read_source``."""
+    state = {k: v.detach().cpu() for k, v in body.items()}
     with atomic_path(path) as tmp:
-        torch.save({"arch": model.arch, "body": state, "meta": meta}, tmp)
+        torch.save({"arch": arch, "body": state, "meta": meta}, tmp)
 
 
 def _load_weights(path: str | Path, what: str) -> Any:
@@ -182,16 +183,6 @@ def read_source(path: str | Path, arch: str) -> tuple[dict[str, torch.Tensor], d
     if ckpt.get("arch") != arch:
         raise InputError(f"source checkpoint {path} is a {ckpt.get('arch')!r}, not a {arch!r}")
     return ckpt["body"], dict(ckpt.get("meta", {}))
-
-
-def load_source(model: Classifier, path: str | Path) -> dict[str, Any]:
-    """Copy a source checkpoint's body weights into ``model`` (standard transfer). Returns its meta."""
-    state, meta = read_source(path, model.arch)
-    try:
-        model.body.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise InputError(f"source checkpoint {path} does not fit {model.arch}: {exc}") from None
-    return meta
 
 
 # ------------------------------------------------------------------------------------ ImageNet weights
@@ -280,9 +271,3 @@ def imagenet_body_state(arch: str, local_file: str | Path | None = None, source:
     except RuntimeError as exc:
         raise InputError(f"ImageNet weights {origin} do not fit the body of {arch}: {str(exc)[:500]}") from None
     return body_state, origin
-
-
-def save_body(arch: str, body_state: dict[str, torch.Tensor], path: str | Path, meta: dict[str, Any]) -> None:
-    """Write a source checkpoint (same format as save_source) from a body state_dict."""
-    with atomic_path(path) as tmp:
-        torch.save({"arch": arch, "body": body_state, "meta": meta}, tmp)

@@ -1,6 +1,7 @@
 """The figures (seaborn/matplotlib). Plot settings come from config['plots'] and only plotting rules read
 them; the statistics they draw (means over seeds, confidence bands, learning-curve fits) are computed by
-the results rules and read from their tables, so restyling a figure recomputes nothing.
+the results rules and read from their tables (by the plotting jobs, smalldl.jobs.results), so restyling a
+figure recomputes nothing.
 
 Which runs and recipes a figure shows is decided here from those tables (``history_run``, ``axis_panels``,
 ``radiomics_lines``), plain functions with unit tests.
@@ -417,66 +418,3 @@ def learning_curves_figure(
     fig.suptitle(f"Learning curves (target AUC {target})")
     fig.tight_layout()
     save(fig, outputs, options)
-
-
-# ------------------------------------------------------------------------------------ rule entry points
-
-
-def _read_table(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    try:
-        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except (OSError, ValueError) as exc:
-        raise InputError(f"results table {path} cannot be read ({exc})") from None
-
-
-def auc_vs_size_job(
-    seed_means_csv: str | Path, spec: Mapping[str, Any], options: Mapping[str, Any], outputs: Sequence
-) -> None:
-    auc_vs_size(_read_table(seed_means_csv), options, outputs, title=spec["title"])
-
-
-def history_job(
-    summary_parquet: str | Path,
-    spec: Mapping[str, Any],
-    targets: Sequence[str],
-    archs: Sequence[str],
-    options: Mapping[str, Any],
-    outputs: Sequence,
-) -> dict[str, Any]:
-    """Figures 1-2: pick the run (``history_run``), read its history.csv next to its metrics.json."""
-    run = history_run(_read_table(summary_parquet), spec["select"], targets, archs)
-    steps = read_history(Path(run["path"]) / "history.csv")
-    history_figure(spec, run, steps, options, outputs)
-    return run
-
-
-def axis_job(
-    summary_parquet: str | Path,
-    seed_means_csv: str | Path,
-    stage_files: Sequence[str | Path],
-    spec: Mapping[str, Any],
-    options: Mapping[str, Any],
-    outputs: Sequence,
-) -> None:
-    """Figures 3-8."""
-    from smalldl.results import read_stage
-
-    summary = _read_table(summary_parquet)
-    means = _read_table(seed_means_csv)
-    if spec["kind"] == "radiomics":
-        radiomics_figure(spec, summary, means, options, outputs)
-        return
-    stages = {}
-    for path in stage_files:
-        stage = read_stage(path)
-        stages[(stage["task"], stage["arch"])] = stage
-    axis_figure(spec, means, axis_panels(spec, summary, stages), options, outputs)
-
-
-def learning_curves_job(
-    curves_csv: str | Path, seed_means_csv: str | Path, target: float, options: Mapping[str, Any], outputs: Sequence
-) -> None:
-    learning_curves_figure(_read_table(curves_csv), _read_table(seed_means_csv), target, options, outputs)

@@ -35,11 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smalldl.config import RADIOMICS_FEATURESETS as FEATURESETS
+from smalldl.config import RADIOMICS_MODELS as MODELS
 from smalldl.errors import InputError
 from smalldl.utils import Progress, derive_seed
-
-FEATURESETS = ("paper79", "pyradiomics")
-MODELS = ("l1", "l2", "elasticnet", "rf")
 
 GLCM_DISTANCES = (1, 2, 4, 6)
 GLCM_ANGLES = (0, 45, 90)  # degrees; scikit-image: 0 = right neighbour, 90 = the pixel above

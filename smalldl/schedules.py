@@ -4,13 +4,13 @@ The schedules here are plain objects that *write* the lr and momentum of every o
 before each step (``apply``), so what the optimizer uses is exactly what the formula says, per layer
 group (discriminative lrs divide the schedule by each group's divisor). Momentum is written where the
 optimizer reads it: SGD's ``momentum`` or Adam's ``betas[0]`` (the authors' code wrote it to a key the
-optimizer ignored).
+optimizer ignored). ``make_schedule`` builds a recipe's schedule from the training settings.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,18 @@ class Plateau:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.current, self.best = float(state["current"]), float(state["best"])
+
+
+def make_schedule(name: str, settings: Mapping[str, Any], *, max_lr: float, total: int) -> OneCycle | Plateau:
+    """The schedule of a recipe: "onecycle" over ``total`` iterations or "regular" (Plateau), with the
+    rest of its parameters from ``settings`` (the ``train_settings`` schema)."""
+    if name == "onecycle":
+        return OneCycle(
+            max_lr, total, settings["pct_start"], settings["div_factor"], settings["final_div"], settings["moms"]
+        )
+    if name == "regular":
+        return Plateau(max_lr, settings["plateau_factor"], settings["min_lr_ratio"], settings["momentum"])
+    raise ValueError(f"unknown schedule {name!r}")
 
 
 def apply(schedule: OneCycle | Plateau, optimizer: Any, i: int, divisors: Sequence[float]) -> None:

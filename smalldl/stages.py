@@ -8,12 +8,19 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from smalldl.tta import tta_else_plain
+
 
 def _score(row: Mapping[str, Any], select_on: str) -> float:
-    value = row.get(select_on)
-    if value is None and select_on != "val_auc":
-        value = row.get("val_auc")
+    value = row.get(tta_else_plain(select_on, lambda key: row.get(key) is not None))
     return math.nan if value is None else float(value)
+
+
+def best_candidate(scores: Mapping[str, float | None], candidates: Sequence[str]) -> str | None:
+    """The candidate with the highest score; ties go to the earlier candidate. A candidate whose score is
+    missing, None or NaN cannot be chosen; None when no candidate has a score."""
+    ranked = [c for c in candidates if scores.get(c) is not None and not math.isnan(scores[c])]
+    return max(ranked, key=lambda c: (scores[c], -candidates.index(c))) if ranked else None
 
 
 def select_winner(rows: Iterable[Mapping[str, Any]], candidates: Sequence[str], select_on: str) -> dict[str, Any]:
@@ -29,10 +36,9 @@ def select_winner(rows: Iterable[Mapping[str, Any]], candidates: Sequence[str], 
     for name, vals in values.items():
         finite = [v for v in vals if math.isfinite(v)]
         scores[name] = sum(finite) / len(finite) if finite else None
-    ranked = [c for c in candidates if scores[c] is not None]
-    if not ranked:
+    winner = best_candidate(scores, candidates)
+    if winner is None:
         raise ValueError(f"no candidate has a defined {select_on}: {list(candidates)}")
-    winner = max(ranked, key=lambda c: (scores[c], -candidates.index(c)))
     return {
         "candidates": list(candidates),
         "scores": scores,

@@ -1,9 +1,14 @@
-"""The training loop: batches from the uint8 cache, augmentation and TTA, the paper's schedules
-(one-cycle, regular), transfer methods (feature extractor, fine-tune all, discriminative lrs with
-gradual unfreezing), best-validation-loss model selection, and resumable per-epoch checkpoints.
+"""The training loop: batches from the uint8 cache, the transfer methods (feature extractor, fine-tune
+all, discriminative lrs with gradual unfreezing), best-validation-loss model selection, resumable
+per-epoch checkpoints, and the lr finder.
 
 Plain functions per phase (as torchvision's references/classification/train.py): ``make_batches``,
-``augment``, ``tta_views``, ``train_one_epoch``, ``evaluate``, ``fit``, ``predict``, ``lr_sweep``.
+``train_one_epoch``, ``fit``, ``lr_sweep``; what every step of a run uses (model, optimizer, schedule,
+transfer plan, layer groups, loss, device, settings, task type) travels in one ``Loop``. The phases
+shared with evaluation live elsewhere: the transforms (``to_tensor``, ``augment``, ``tta_views``) in
+``smalldl.data.transforms``; ``predict``, ``evaluate``, ``scores`` and the precision settings (bf16
+autocast, channels_last) in ``smalldl.evaluate``; the schedules and ``make_schedule`` in
+``smalldl.schedules``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from smalldl import models, schedules
-from smalldl.evaluate import auc_per_label, masked_bce, mean_auc, multiclass_scores
-from smalldl.utils import derive_seed
+from smalldl.data.transforms import augment, to_tensor
+from smalldl.evaluate import autocast, evaluate, use_channels_last
+from smalldl.utils import atomic_path, derive_seed
 
 
 @dataclass
@@ -46,21 +52,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def use_bf16(settings: Mapping[str, Any], device: torch.device) -> bool:
-    """bf16 autocast: ``amp: auto`` turns it on for CUDA, off on CPU; ``bf16`` / ``off`` force it."""
-    amp = settings.get("amp", "auto")
-    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
-
-
-def use_channels_last(settings: Mapping[str, Any], device: torch.device) -> bool:
-    mode = settings.get("channels_last", "auto")
-    return mode == "on" or (mode == "auto" and device.type == "cuda")
-
-
-def autocast(settings: Mapping[str, Any], device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(settings, device))
-
-
 def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """A shuffled partition of range(n) into batches; a last batch of one joins the previous one
     (BatchNorm cannot train on a single image)."""
@@ -75,52 +66,6 @@ def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.n
 def steps_per_epoch(n: int, batch_size: int) -> int:
     steps = math.ceil(n / batch_size)
     return steps - 1 if steps > 1 and n % batch_size == 1 else steps
-
-
-def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W) -> float (B, 1, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float().div_(255.0)
-
-
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top : top + size, left : left + size]
-
-
-def augment(x: torch.Tensor, crop: int, flip: bool, rotate: float, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation (uniform in +-rotate degrees, about the crop's centre), horizontal flip (p=0.5)
-    and random crop, per image, as one affine resampling (one grid_sample for the whole batch: no
-    per-image Python work, so it keeps a GPU busy). Pixels rotated in from outside the image are 0."""
-    b, _, h, w = x.shape
-    if crop > h or crop > w:
-        raise ValueError(f"crop {crop} is larger than the images ({h}x{w})")
-    angle = (torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(rotate)
-    sign = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
-    tops = torch.randint(0, h - crop + 1, (b,), generator=gen)
-    lefts = torch.randint(0, w - crop + 1, (b,), generator=gen)
-    if rotate == 0 and not flip:  # a plain crop: exact pixels, no resampling
-        pairs = zip(tops.tolist(), lefts.tolist(), strict=True)
-        return torch.stack([x[i, :, t : t + crop, l_ : l_ + crop] for i, (t, l_) in enumerate(pairs)])
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    sx, sy = crop / w, crop / h
-    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0], theta[:, 0, 1] = sx * cos * sign, -sx * sin
-    theta[:, 1, 0], theta[:, 1, 1] = sy * sin * sign, sy * cos
-    theta[:, 0, 2] = (lefts + crop / 2) / w * 2 - 1
-    theta[:, 1, 2] = (tops + crop / 2) / h * 2 - 1
-    grid = F.affine_grid(theta.to(x.device, x.dtype), [b, x.shape[1], crop, crop], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def tta_views(
-    x: torch.Tensor, crop: int, flip: bool, rotate: float, views: int, gen: torch.Generator
-) -> list[torch.Tensor]:
-    """Test-time augmentation: the original (centre crop) first, then ``views`` augmented copies
-    (random flip, rotation and crop, as in training). The authors' code left the original out."""
-    out = [center_crop(x, crop)]
-    out.extend(augment(x, crop, flip, rotate, gen) for _ in range(views))
-    return out
 
 
 class MaskedBCEWithLogitsLoss(nn.Module):
@@ -151,10 +96,6 @@ def _targets(y: np.ndarray, task_type: str, device: torch.device) -> torch.Tenso
     return t.long() if task_type == "multiclass" else t.float()
 
 
-def _probs(logits: torch.Tensor, task_type: str) -> torch.Tensor:
-    return logits.softmax(1) if task_type == "multiclass" else logits.sigmoid()
-
-
 def current_momentum(group: Mapping[str, Any]) -> float:
     return schedules.get_momentum(dict(group))
 
@@ -177,71 +118,6 @@ def make_optimizer(
             groups, lr=settings["max_lr"], momentum=0.9, weight_decay=settings["weight_decay"], **fused
         )
     return torch.optim.AdamW(groups, lr=settings["max_lr"], weight_decay=settings["weight_decay"], **fused)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    data: Data,
-    crop: int,
-    device: torch.device,
-    task_type: str,
-    batch_size: int = 128,
-    tta: int = 0,
-    flip: bool = True,
-    rotate: float = 10.0,
-    seed: int = 0,
-    settings: Mapping[str, Any] | None = None,
-) -> np.ndarray:
-    """Probabilities in data order: on the centre crop, or (tta > 0) averaged over the original plus
-    ``tta`` augmented views, drawn from a generator seeded with ``seed``."""
-    model.eval()
-    settings = settings or {}
-    fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
-    gen = torch.Generator().manual_seed(int(seed))
-    out = []
-    for i in range(0, len(data), batch_size):
-        x = to_tensor(data.images[i : i + batch_size], device)
-        views = tta_views(x, crop, flip, rotate, tta, gen)
-        with autocast(settings, device):
-            prob = torch.stack([_probs(model(v.contiguous(memory_format=fmt)).float(), task_type) for v in views])
-        out.append(prob.mean(0).cpu())
-    return torch.cat(out).numpy()
-
-
-def scores(prob: np.ndarray, data: Data, task_type: str, labels: list[str]) -> dict[str, Any]:
-    """Loss (from probabilities) and AUC, mean and per label."""
-    eps = 1e-7
-    if task_type == "multiclass":
-        y = data.targets.astype(int)
-        loss = float(-np.log(np.clip(prob[np.arange(len(y)), y], eps, 1)).mean())
-        sc = multiclass_scores(y, prob)
-        return {"loss": loss, "auc": sc["auc"], "accuracy": sc["accuracy"], "per_label": {}, "prob": prob}
-    y = data.targets.reshape(len(prob), -1)
-    loss = masked_bce(y, prob, eps)  # uncertain (-1) labels are left out, as in the training loss
-    per = auc_per_label(y, prob, labels)
-    return {"loss": loss, "auc": mean_auc(per), "per_label": per, "prob": prob}
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: Data,
-    crop: int,
-    device: torch.device,
-    task_type: str,
-    labels: list[str],
-    tta: int = 0,
-    flip: bool = True,
-    rotate: float = 10.0,
-    seed: int = 0,
-    settings: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Loss and AUC (mean and per label) on ``data``, with ``tta`` augmented views (0: centre crop only)."""
-    prob = predict(
-        model, data, crop, device, task_type, tta=tta, flip=flip, rotate=rotate, seed=seed, settings=settings
-    )
-    return scores(prob, data, task_type, labels)
 
 
 # ----------------------------------------------------------------------------------- transfer methods
@@ -285,40 +161,42 @@ def set_trainable(model: nn.Module, groups: list[list[nn.Module]], trainable: tu
                 m.eval()
 
 
-def make_schedule(name: str, max_lr: float, total: int, settings: Mapping[str, Any]):
-    if name == "onecycle":
-        return schedules.OneCycle(
-            max_lr, total, settings["pct_start"], settings["div_factor"], settings["final_div"], settings["moms"]
-        )
-    if name == "regular":
-        return schedules.Plateau(max_lr, settings["plateau_factor"], settings["min_lr_ratio"], settings["momentum"])
-    raise ValueError(f"unknown schedule {name!r}")
-
-
 # --------------------------------------------------------------------------------------------- loop
 
 
+@dataclass
+class Loop:
+    """What every training step uses: the model and its layer groups, the optimizer and the schedule
+    that writes its lrs, the transfer plan (lr divisors, unfreezing), the loss, the device, the
+    settings (batch size, augmentation, precision) and the task type."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: schedules.OneCycle | schedules.Plateau
+    plan: Plan
+    groups: list[list[nn.Module]]
+    criterion: nn.Module
+    device: torch.device
+    settings: Mapping[str, Any]
+    task_type: str
+
+
 def train_one_epoch(
-    model: nn.Module,
+    loop: Loop,
     data: Data,
-    optimizer: torch.optim.Optimizer,
-    schedule: Any,
-    plan: Plan,
-    groups: list[list[nn.Module]],
-    criterion: nn.Module,
-    settings: Mapping[str, Any],
-    task_type: str,
+    *,
     epoch: int,
     step0: int,
     rng: np.random.Generator,
     gen: torch.Generator,
-    device: torch.device,
     log: TextIO | None = None,
     progress_every: float = 30.0,
     on_step: Any = None,
 ) -> list[dict[str, Any]]:
     """One pass over ``data``; returns one history row per optimizer step (the lr of every layer group
     and the momentum as the optimizer holds them for that step, the unfrozen groups, the loss)."""
+    model, optimizer, plan, groups = loop.model, loop.optimizer, loop.plan, loop.groups
+    settings, device = loop.settings, loop.device
     rows = []
     fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
     batches = make_batches(len(data), settings["batch_size"], rng)
@@ -332,13 +210,13 @@ def train_one_epoch(
             set_trainable(model, groups, trainable)
             if log is not None:
                 print(f"step {i}: layer groups {','.join(map(str, trainable))} trainable", file=log, flush=True)
-        schedules.apply(schedule, optimizer, i, plan.divisors)
+        schedules.apply(loop.schedule, optimizer, i, plan.divisors)
         x = augment(to_tensor(data.images[idx], device), settings["crop"], settings["flip"], settings["rotate"], gen)
-        y = _targets(data.targets[idx], task_type, device)
+        y = _targets(data.targets[idx], loop.task_type, device)
         optimizer.zero_grad(set_to_none=True)
         with autocast(settings, device):
             logits = model(x.contiguous(memory_format=fmt))
-        loss = criterion(logits.float(), y)
+        loss = loop.criterion(logits.float(), y)
         loss.backward()
         pg = optimizer.param_groups
         rows.append(
@@ -395,9 +273,8 @@ def _cpu_copy(obj: Any) -> Any:
 
 
 def _save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 class _CheckpointWriter:
@@ -447,17 +324,17 @@ def fit(
     train: Data,
     val: Data,
     settings: Mapping[str, Any],
+    *,
     task_type: str,
     labels: list[str],
     seed: int,
-    *,
     schedule: str = "onecycle",
     transfer: str = "finetune",
     max_lr: float | None = None,
-    log: TextIO | None = None,
-    progress_every: float = 30.0,
     checkpoint: str | os.PathLike | None = None,
     signature: str = "",
+    log: TextIO | None = None,
+    progress_every: float = 30.0,
     on_epoch: Any = None,
     on_step: Any = None,
 ) -> dict[str, Any]:
@@ -482,7 +359,11 @@ def fit(
     plan = make_plan(transfer, total, settings)
     criterion = loss_function(task_type, has_masked_labels(train, task_type))
     optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings, device=device)
-    sched = make_schedule(schedule, max_lr, total, settings)
+    sched = schedules.make_schedule(schedule, settings, max_lr=max_lr, total=total)
+    loop = Loop(
+        model=model, optimizer=optimizer, schedule=sched, plan=plan, groups=groups, criterion=criterion,
+        device=device, settings=settings, task_type=task_type,
+    )  # fmt: skip
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"loss": math.inf}
     best_state: dict[str, torch.Tensor] | None = None
@@ -508,12 +389,12 @@ def fit(
         rng = np.random.default_rng(derive_seed(seed, "batches", epoch))
         gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
         rows = train_one_epoch(
-            model, train, optimizer, sched, plan, groups, criterion, settings, task_type, epoch, step,
-            rng, gen, device, log=log, progress_every=progress_every, on_step=on_step,
+            loop, train, epoch=epoch, step0=step, rng=rng, gen=gen, log=log, progress_every=progress_every,
+            on_step=on_step,
         )  # fmt: skip
         step += len(rows)
         history.extend(rows)
-        sc = evaluate(model, val, settings["crop"], device, task_type, labels, settings=settings)
+        sc = evaluate(model, val, settings, device=device, task_type=task_type, labels=labels)
         train_loss = float(np.mean([r["train_loss"] for r in rows]))
         history.append(
             {
@@ -587,6 +468,7 @@ def lr_sweep(
     model: nn.Module,
     train: Data,
     settings: Mapping[str, Any],
+    *,
     task_type: str,
     seed: int,
     transfer: str = "finetune",

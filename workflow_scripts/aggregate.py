@@ -2,21 +2,19 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import results, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    table = results.aggregate(
-        list(smk.input.metrics),
-        smk.output.parquet,
-        smk.output.csv,
+    results.aggregate(
+        metrics=list(smk.input.metrics),
+        out_parquet=smk.output.parquet,
+        out_csv=smk.output.csv,
         metric=smk.params.metric,
         select_on=smk.params.select_on,
-        workers=max(4, smk.threads),
+        threads=smk.threads,
     )
-    print(f"{len(table)} runs")
-    if len(table):
-        print(results.mean_table(table).to_string(index=False))
 
 
 workflow.run(main, snakemake)  # noqa: F821

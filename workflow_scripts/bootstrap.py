@@ -2,17 +2,18 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import results, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    results.bootstrap_job(
-        smk.input.summary,
-        smk.params.results,
-        smk.params.seed,
-        smk.output.run_ci,
-        smk.output.seed_means,
-        smk.output.replicates,
+    results.bootstrap(
+        summary_parquet=smk.input.summary,
+        settings=smk.params.results,
+        global_seed=smk.params.seed,
+        out_run_ci=smk.output.run_ci,
+        out_seed_means=smk.output.seed_means,
+        out_replicates=smk.output.replicates,
     )
 
 

@@ -2,14 +2,15 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import data
 
 
 def main(smk):
-    jobs.make_cache(
-        smk.input.index,
-        smk.output.cache,
-        smk.output.meta,
+    data.cache(
+        index_parquet=smk.input.index,
+        out_npy=smk.output.cache,
+        out_meta=smk.output.meta,
         width=int(smk.wildcards.width),
         aspect=smk.params.aspect,
         workers=smk.threads,

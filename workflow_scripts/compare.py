@@ -2,20 +2,21 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import results, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    results.compare_job(
-        smk.input.summary,
-        smk.input.replicates,
-        list(smk.input.stages),
-        smk.params.figures,
-        smk.params.results,
-        smk.params.select_on,
-        smk.params.seed,
-        smk.output.comparisons,
-        smk.output.stages,
+    results.compare(
+        summary_parquet=smk.input.summary,
+        replicates_npz=smk.input.replicates,
+        stage_files=list(smk.input.stages),
+        figures=smk.params.figures,
+        settings=smk.params.results,
+        select_on=smk.params.select_on,
+        global_seed=smk.params.seed,
+        out_comparisons=smk.output.comparisons,
+        out_stages=smk.output.stages,
     )
 
 

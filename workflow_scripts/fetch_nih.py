@@ -2,11 +2,12 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import data
 
 
 def main(smk):
-    jobs.fetch_dataset(smk.wildcards.dataset, smk.params.dataset, smk.output[0])
+    data.fetch_nih(dataset_name=smk.wildcards.dataset, dataset=smk.params.dataset, out_json=smk.output.fetched)
 
 
 workflow.run(main, snakemake)  # noqa: F821

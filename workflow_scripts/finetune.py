@@ -2,28 +2,31 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import train
 
 
 def main(smk):
     w = smk.wildcards
-    jobs.finetune(
-        smk.config,
-        w.task,
-        w.arch,
-        w.recipe,
-        int(w.n),
-        int(w.seed),
-        smk.input.cache,
-        smk.input.cache_meta,
-        smk.input.split,
-        smk.input.subset,
-        smk.input.get("source"),
-        smk.output.metrics,
-        smk.output.predictions,
-        smk.output.history,
-        threads=smk.threads,
+    train.finetune(
+        task_name=w.task,
+        task=smk.params.task,
+        arch=w.arch,
+        recipe_name=w.recipe,
+        n=int(w.n),
+        seed=int(w.seed),
+        settings=smk.params.settings,
+        global_seed=smk.params.seed,
+        cache_npy=smk.input.cache,
+        cache_meta=smk.input.cache_meta,
+        split_parquet=smk.input.split,
+        subset_csv=smk.input.subset,
+        source_ckpt=smk.input.get("source"),
         lr_json=smk.input.get("lr"),
+        out_metrics=smk.output.metrics,
+        out_predictions=smk.output.predictions,
+        out_history=smk.output.history,
+        threads=smk.threads,
     )
 
 

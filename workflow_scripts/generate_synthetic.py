@@ -2,12 +2,14 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import data
 
 
 def main(smk):
-    ds = smk.params.dataset
-    jobs.generate(ds["kind"], ds["params"], smk.output[0], seed=smk.params.seed, workers=smk.threads)
+    data.generate_synthetic(
+        dataset=smk.params.dataset, out_dir=smk.output.raw, seed=smk.params.seed, workers=smk.threads
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

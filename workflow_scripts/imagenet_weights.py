@@ -2,11 +2,18 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import pretrain
 
 
 def main(smk):
-    jobs.imagenet_weights(smk.config, smk.wildcards.source, smk.wildcards.arch, smk.output.model, smk.output.metrics)
+    pretrain.imagenet_weights(
+        source=smk.wildcards.source,
+        arch=smk.wildcards.arch,
+        files=smk.params.files,
+        out_ckpt=smk.output.model,
+        out_metrics=smk.output.metrics,
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

@@ -2,14 +2,15 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import data
 
 
 def main(smk):
-    jobs.index_dataset(
-        smk.wildcards.dataset,
-        smk.params.dataset,
-        smk.output[0],
+    data.index(
+        dataset_name=smk.wildcards.dataset,
+        dataset=smk.params.dataset,
+        out_parquet=smk.output.index,
         raw=smk.input.get("raw"),
         fetched=smk.input.get("fetched"),
     )

@@ -2,12 +2,17 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import results, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    table = results.learning_curves_job(smk.input.summary, smk.params.results, smk.params.seed, smk.output.csv)
-    print(table.to_string(index=False))
+    results.learning_curves(
+        summary_parquet=smk.input.summary,
+        settings=smk.params.results,
+        global_seed=smk.params.seed,
+        out_csv=smk.output.csv,
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

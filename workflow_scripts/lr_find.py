@@ -2,24 +2,27 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import train
 
 
 def main(smk):
     w = smk.wildcards
-    jobs.lr_find(
-        smk.config,
-        w.task,
-        w.arch,
-        w.recipe,
-        smk.input.cache,
-        smk.input.cache_meta,
-        smk.input.split,
-        smk.input.subset,
-        smk.input.get("source"),
-        smk.output.csv,
-        smk.output.json,
-        smk.output.png,
+    train.lr_find(
+        task_name=w.task,
+        task=smk.params.task,
+        arch=w.arch,
+        recipe_name=w.recipe,
+        settings=smk.params.settings,
+        global_seed=smk.params.seed,
+        cache_npy=smk.input.cache,
+        cache_meta=smk.input.cache_meta,
+        split_parquet=smk.input.split,
+        subset_csv=smk.input.subset,
+        source_ckpt=smk.input.get("source"),
+        out_csv=smk.output.csv,
+        out_json=smk.output.json,
+        out_png=smk.output.png,
         threads=smk.threads,
     )
 

@@ -2,11 +2,17 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import plots, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    plots.auc_vs_size_job(smk.input.seed_means, smk.params.spec, smk.params.plots, list(smk.output.figures))
+    results.plot_auc_vs_n(
+        seed_means_csv=smk.input.seed_means,
+        title=smk.params.title,
+        options=smk.params.plots,
+        out_figures=list(smk.output.figures),
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

@@ -2,17 +2,18 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import plots, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    plots.axis_job(
-        smk.input.summary,
-        smk.input.seed_means,
-        list(smk.input.stages),
-        smk.params.spec,
-        smk.params.plots,
-        list(smk.output.figures),
+    results.plot_axis(
+        summary_parquet=smk.input.summary,
+        seed_means_csv=smk.input.seed_means,
+        stage_files=list(smk.input.stages),
+        spec=smk.params.spec,
+        options=smk.params.plots,
+        out_figures=list(smk.output.figures),
     )
 
 

@@ -2,19 +2,19 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import plots, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    run = plots.history_job(
-        smk.input.summary,
-        smk.params.spec,
-        smk.params.targets,
-        smk.params.archs,
-        smk.params.plots,
-        list(smk.output.figures),
+    results.plot_history(
+        summary_parquet=smk.input.summary,
+        spec=smk.params.spec,
+        targets=smk.params.targets,
+        archs=smk.params.archs,
+        options=smk.params.plots,
+        out_figures=list(smk.output.figures),
     )
-    print(f"{smk.wildcards.figure}: history of {run['path']}")
 
 
 workflow.run(main, snakemake)  # noqa: F821

@@ -2,12 +2,17 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import plots, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    plots.learning_curves_job(
-        smk.input.curves, smk.input.seed_means, smk.params.target, smk.params.plots, list(smk.output.figures)
+    results.plot_learning_curves(
+        curves_csv=smk.input.curves,
+        seed_means_csv=smk.input.seed_means,
+        target=smk.params.target,
+        options=smk.params.plots,
+        out_figures=list(smk.output.figures),
     )
 
 

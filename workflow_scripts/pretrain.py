@@ -2,21 +2,24 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import pretrain
 
 
 def main(smk):
-    jobs.pretrain(
-        smk.config,
-        smk.wildcards.source,
-        smk.wildcards.arch,
-        smk.params.settings,
-        smk.input.cache,
-        smk.input.cache_meta,
-        smk.input.split,
-        smk.output.model,
-        smk.output.metrics,
-        smk.output.history,
+    pretrain.pretrain(
+        source=smk.wildcards.source,
+        arch=smk.wildcards.arch,
+        task_name=smk.params.task_name,
+        task=smk.params.task,
+        settings=smk.params.settings,
+        global_seed=smk.params.seed,
+        cache_npy=smk.input.cache,
+        cache_meta=smk.input.cache_meta,
+        split_parquet=smk.input.split,
+        out_ckpt=smk.output.model,
+        out_metrics=smk.output.metrics,
+        out_history=smk.output.history,
         threads=smk.threads,
     )
 

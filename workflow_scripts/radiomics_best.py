@@ -2,15 +2,16 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import radiomics
 
 
 def main(smk):
-    jobs.radiomics_best(
-        list(smk.input.metrics),
-        list(smk.input.predictions),
-        smk.output.metrics,
-        smk.output.predictions,
+    radiomics.radiomics_best(
+        model_metrics=list(smk.input.metrics),
+        model_predictions=list(smk.input.predictions),
+        out_metrics=smk.output.metrics,
+        out_predictions=smk.output.predictions,
     )
 
 

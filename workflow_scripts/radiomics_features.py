@@ -2,7 +2,8 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import radiomics
 
 
 def _paths(value):
@@ -10,15 +11,15 @@ def _paths(value):
 
 
 def main(smk):
-    jobs.radiomics_features(
-        smk.wildcards.featureset,
-        smk.input.cache,
-        smk.input.cache_meta,
-        _paths(smk.input.get("splits", [])),
-        _paths(smk.input.get("subsets", [])),
-        smk.params.images,
-        dict(smk.params.settings),
-        smk.output.features,
+    radiomics.radiomics_features(
+        featureset=smk.wildcards.featureset,
+        cache_npy=smk.input.cache,
+        cache_meta=smk.input.cache_meta,
+        split_parquets=_paths(smk.input.get("splits", [])),
+        subset_csvs=_paths(smk.input.get("subsets", [])),
+        images=smk.params.images,
+        settings=dict(smk.params.settings),
+        out_parquet=smk.output.features,
         threads=smk.threads,
     )
 

@@ -2,24 +2,26 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import radiomics
 
 
 def main(smk):
     w = smk.wildcards
-    jobs.radiomics_model(
-        smk.config,
-        w.task,
-        w.featureset,
-        w.model,
-        int(w.n),
-        int(w.seed),
-        dict(smk.params.settings),
-        smk.input.features,
-        smk.input.split,
-        smk.input.subset,
-        smk.output.metrics,
-        smk.output.predictions,
+    radiomics.radiomics_model(
+        task_name=w.task,
+        task=smk.params.task,
+        global_seed=smk.params.seed,
+        featureset=w.featureset,
+        model=w.model,
+        n=int(w.n),
+        seed=int(w.seed),
+        settings=dict(smk.params.settings),
+        features_parquet=smk.input.features,
+        split_parquet=smk.input.split,
+        subset_csv=smk.input.subset,
+        out_metrics=smk.output.metrics,
+        out_predictions=smk.output.predictions,
         threads=smk.threads,
     )
 

@@ -2,11 +2,22 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import results, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    results.readme_job(dict(smk.input.items()), smk.params.figures, smk.params.results, smk.output.readme)
+    results.results_readme(
+        summary_parquet=smk.input.summary,
+        seed_means_csv=smk.input.seed_means,
+        stages_csv=smk.input.stages,
+        curves_csv=smk.input.curves,
+        table1_csv=smk.input.table1,
+        comparisons_csv=smk.input.comparisons,
+        figures=smk.params.figures,
+        settings=smk.params.results,
+        out_readme=smk.output.readme,
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

@@ -2,12 +2,20 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import train
 
 
 def main(smk):
-    w = smk.wildcards
-    jobs.select_stage(smk.config, w.task, w.arch, int(w.k), smk.params.previous, smk.input.metrics, smk.output.json)
+    train.select_stage(
+        task_name=smk.wildcards.task,
+        arch=smk.wildcards.arch,
+        stage=int(smk.wildcards.k),
+        stages=smk.params.stages,
+        previous=smk.params.previous,
+        metrics_paths=list(smk.input.metrics),
+        out_json=smk.output.json,
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

@@ -2,17 +2,21 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import splits
 
 
 def main(smk):
-    config = smk.config
-    task = config["tasks"][smk.wildcards.task]
-    excluded = []
-    for i, _other in enumerate(task["exclude_patients_of"]):
-        subsets = [v for k, v in smk.input.items() if k.startswith(f"exclude_subset_{i}_")]
-        excluded.append((smk.input[f"exclude_split_{i}"], subsets))
-    jobs.make_split(config, smk.wildcards.task, smk.input.index, excluded, smk.output.split, smk.output.manifest)
+    task = smk.params.task
+    splits.split(
+        task_name=smk.wildcards.task,
+        task=task,
+        global_seed=smk.params.seed,
+        index_parquet=smk.input.index,
+        excluded_from=splits.excluded_inputs(smk.input, len(task["exclude_patients_of"])),
+        out_split=smk.output.split,
+        out_manifest=smk.output.manifest,
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

@@ -2,12 +2,21 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import jobs, workflow
+from smalldl import workflow
+from smalldl.jobs import splits
 
 
 def main(smk):
-    w = smk.wildcards
-    jobs.make_subset(smk.config, w.task, smk.input.split, int(w.n), int(w.seed), smk.output.subset, smk.output.info)
+    splits.subset(
+        task_name=smk.wildcards.task,
+        task=smk.params.task,
+        global_seed=smk.params.seed,
+        split_parquet=smk.input.split,
+        n=int(smk.wildcards.n),
+        seed=int(smk.wildcards.seed),
+        out_csv=smk.output.subset,
+        out_json=smk.output.info,
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

@@ -2,12 +2,17 @@
 
 import _bootstrap  # noqa: F401
 
-from smalldl import results, workflow
+from smalldl import workflow
+from smalldl.jobs import results
 
 
 def main(smk):
-    manifests = {name: path for name, path in smk.input.items()}
-    print(results.table1_job(manifests, smk.config, smk.output.csv).to_string(index=False))
+    results.table1(
+        manifests=dict(smk.input.items()),
+        targets=smk.params.targets,
+        tasks=smk.params.tasks,
+        out_csv=smk.output.csv,
+    )
 
 
 workflow.run(main, snakemake)  # noqa: F821

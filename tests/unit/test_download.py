@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from smalldl import jobs
 from smalldl.data import download as dl
 from smalldl.data.sources import nih
 from smalldl.errors import InputError
+from smalldl.jobs import data as data_jobs
 
 # ------------------------------------------------------------------------------------- local server
 
@@ -277,7 +277,9 @@ def test_nih_download_resumes_verifies_extracts_and_indexes(tmp_path, capsys):
     out = tmp_path / "raw" / "nih" / "fetched.json"
     with FileServer(files) as srv:
         srv.cuts["images_003.tar.gz"] = [len(files["images_003.tar.gz"]) // 2]
-        info = jobs.fetch_dataset("nih", {"kind": "nih", "params": nih_params(files, srv.url)}, out, backoff=0)
+        info = data_jobs.fetch_nih(
+            dataset_name="nih", dataset={"kind": "nih", "params": nih_params(files, srv.url)}, out_json=out, backoff=0
+        )
     requested = [name for name, _ in srv.log]
     assert sorted(set(requested)) == sorted(files) and requested.count("images_003.tar.gz") == 2
     assert ("images_003.tar.gz", f"bytes={len(files['images_003.tar.gz']) // 2}-") in srv.log
@@ -285,7 +287,9 @@ def test_nih_download_resumes_verifies_extracts_and_indexes(tmp_path, capsys):
     assert info["images"] == len(rows) == len(list((root / "images").glob("*.png")))
     assert not list(root.glob("images_*.tar.gz"))  # archives removed after extraction (keep_archives: false)
     assert json.loads(out.read_text())["files"][nih.ENTRY]["checksum"] == sha256(files[nih.ENTRY])
-    table = jobs.index_dataset("nih", {"kind": "nih"}, tmp_path / "index.parquet", fetched=out)
+    table = data_jobs.index(
+        dataset_name="nih", dataset={"kind": "nih"}, out_parquet=tmp_path / "index.parquet", fetched=out
+    )
     assert len(table) == len(rows) and list(table.columns[:4]) == ["image_id", "patient_id", "path", "view"]
     assert list(table.columns[4:18]) == list(nih.LABELS)
     assert (table["official_split"] == "test").sum() == sum(p % 4 == 0 for *_x, p, _v in rows)
@@ -294,7 +298,9 @@ def test_nih_download_resumes_verifies_extracts_and_indexes(tmp_path, capsys):
     assert "download images_001.tar.gz:" in capsys.readouterr().err
     # a second fetch (forced rerun) downloads nothing: files verified, archives marked extracted
     with FileServer(files) as srv2:
-        jobs.fetch_dataset("nih", {"kind": "nih", "params": nih_params(files, srv2.url)}, out)
+        data_jobs.fetch_nih(
+            dataset_name="nih", dataset={"kind": "nih", "params": nih_params(files, srv2.url)}, out_json=out
+        )
     assert srv2.log == []
 
 
@@ -307,7 +313,7 @@ def test_nih_corrupted_archive_fails_naming_it_and_no_record_is_written(tmp_path
     with FileServer(bad) as srv:
         params["base_url"] = srv.url
         with pytest.raises(InputError, match=r"images_007\.tar\.gz.*checksum mismatch"):
-            jobs.fetch_dataset("nih", {"kind": "nih", "params": params}, out, backoff=0)
+            data_jobs.fetch_nih(dataset_name="nih", dataset={"kind": "nih", "params": params}, out_json=out, backoff=0)
     assert not out.exists()
     assert not (tmp_path / "raw" / "nih" / "images_007.tar.gz").exists()
     assert not (tmp_path / "raw" / "nih" / "images_007.tar.gz.part").exists()
@@ -327,20 +333,22 @@ def test_nih_local_copy_is_verified_in_place_and_nothing_is_downloaded(tmp_path)
                         (copy / m.name).write_bytes(tar.extractfile(m).read())
     params = nih_params(files, closed_port_url(), path=str(copy), download=False)
     out = tmp_path / "raw" / "nih" / "fetched.json"
-    info = jobs.fetch_dataset("nih", {"kind": "nih", "params": params}, out)
+    info = data_jobs.fetch_nih(dataset_name="nih", dataset={"kind": "nih", "params": params}, out_json=out)
     assert info["root"] == str(copy) and info["images"] == len(rows)
     assert sorted(p.name for p in out.parent.iterdir()) == ["fetched.json"]  # no copy in raw/
-    table = jobs.index_dataset("nih", {"kind": "nih"}, tmp_path / "i.parquet", fetched=out)
+    table = data_jobs.index(
+        dataset_name="nih", dataset={"kind": "nih"}, out_parquet=tmp_path / "i.parquet", fetched=out
+    )
     assert all(p.startswith(str(copy / "images")) for p in table["path"])
     # a local file with the wrong content is named
     (copy / nih.TEST).write_bytes(files[nih.TEST] + b"00000001_000.png\n")
     with pytest.raises(InputError, match=r"test_list\.txt: .*checksum mismatch"):
-        jobs.fetch_dataset("nih", {"kind": "nih", "params": params}, out)
+        data_jobs.fetch_nih(dataset_name="nih", dataset={"kind": "nih", "params": params}, out_json=out)
     # a missing image is named
     (copy / nih.TEST).write_bytes(files[nih.TEST])
     (copy / "images" / "00000005_000.png").unlink()
     with pytest.raises(InputError, match=r"1 image\(s\) listed in .*Data_Entry_2017_v2020\.csv .*00000005_000\.png"):
-        jobs.fetch_dataset("nih", {"kind": "nih", "params": params}, out)
+        data_jobs.fetch_nih(dataset_name="nih", dataset={"kind": "nih", "params": params}, out_json=out)
     assert not out.exists()
 
 
@@ -348,14 +356,20 @@ def test_nih_offline_or_download_off_says_what_to_place_where(tmp_path):
     out = tmp_path / "raw" / "nih" / "fetched.json"
     t0 = time.monotonic()
     with pytest.raises(InputError, match=r"cannot download Data_Entry_2017_v2020\.csv .*place them in .*raw/nih/"):
-        jobs.fetch_dataset("nih", {"kind": "nih", "params": {"download": True, "base_url": closed_port_url()}}, out)
+        data_jobs.fetch_nih(
+            dataset_name="nih",
+            dataset={"kind": "nih", "params": {"download": True, "base_url": closed_port_url()}},
+            out_json=out,
+        )
     assert time.monotonic() - t0 < 5
     with pytest.raises(
         InputError, match=r"16 file\(s\) missing in .*raw/nih: Data_Entry_2017_v2020\.csv, .*download: true"
     ):
-        jobs.fetch_dataset("nih", {"kind": "nih", "params": {"download": False}}, out)
+        data_jobs.fetch_nih(dataset_name="nih", dataset={"kind": "nih", "params": {"download": False}}, out_json=out)
     with pytest.raises(InputError, match=r"params\.path: folder /nonexistent/cxr14 does not exist"):
-        jobs.fetch_dataset("nih", {"kind": "nih", "params": {"path": "/nonexistent/cxr14"}}, out)
+        data_jobs.fetch_nih(
+            dataset_name="nih", dataset={"kind": "nih", "params": {"path": "/nonexistent/cxr14"}}, out_json=out
+        )
     assert not out.exists()
 
 

@@ -11,8 +11,13 @@ import torch
 import yaml
 
 from smalldl import config as cfg
-from smalldl import jobs, models, train
+from smalldl import models, train
 from smalldl.data import cache as cache_mod
+from smalldl.evaluate import predict
+from smalldl.jobs import _shared as shared_jobs
+from smalldl.jobs import data as data_jobs
+from smalldl.jobs import splits as split_jobs
+from smalldl.jobs import train as train_jobs
 
 from ..conftest import ROOT
 
@@ -29,14 +34,38 @@ def prepared(tmp_path_factory):
     config = cfg.validate(config)
     raw = tmp / "raw"
     params = {"n_patients": 200, "images_per_patient": [1, 2], "image_size": 40, "prevalence": {"Emphysema": 0.3}}
-    jobs.generate("synthetic_chest", params, raw, seed=1, workers=1)
-    jobs.make_index(raw / "index.csv", tmp / "index.parquet")
-    jobs.make_cache(tmp / "index.parquet", tmp / "c.npy", tmp / "c.json", 32, None, 1)
-    jobs.make_split(config, "emphysema", tmp / "index.parquet", [], tmp / "split.parquet", tmp / "manifest.json")
+    data_jobs.generate_synthetic(dataset={"kind": "synthetic_chest", "params": params}, out_dir=raw, seed=1, workers=1)
+    data_jobs.index(
+        dataset_name="synthetic", dataset={"kind": "synthetic_chest"}, raw=raw, out_parquet=tmp / "index.parquet"
+    )
+    data_jobs.cache(
+        index_parquet=tmp / "index.parquet",
+        out_npy=tmp / "c.npy",
+        out_meta=tmp / "c.json",
+        width=32,
+        aspect=None,
+        workers=1,
+    )
+    split_jobs.split(
+        task_name="emphysema",
+        task=config["tasks"]["emphysema"],
+        global_seed=config["seed"],
+        index_parquet=tmp / "index.parquet",
+        excluded_from=[],
+        out_split=tmp / "split.parquet",
+        out_manifest=tmp / "manifest.json",
+    )
     for n in (20, 40):
         for seed in (0, 1):
-            jobs.make_subset(
-                config, "emphysema", tmp / "split.parquet", n, seed, tmp / f"n{n}_s{seed}.csv", tmp / "x.json"
+            split_jobs.subset(
+                task_name="emphysema",
+                task=config["tasks"]["emphysema"],
+                global_seed=config["seed"],
+                split_parquet=tmp / "split.parquet",
+                n=n,
+                seed=seed,
+                out_csv=tmp / f"n{n}_s{seed}.csv",
+                out_json=tmp / "x.json",
             )
     return tmp, config
 
@@ -44,20 +73,46 @@ def prepared(tmp_path_factory):
 def run_job(tmp, config, recipe="onecycle-finetune-none-default", n=20, seed=0, lr_json=None, source=None, tag="a"):
     out = tmp / tag
     out.mkdir(exist_ok=True)
-    metrics = jobs.finetune(
-        config, "emphysema", "smallcnn", recipe, n, seed, tmp / "c.npy", tmp / "c.json", tmp / "split.parquet",
-        tmp / f"n{n}_s{seed}.csv", source, out / "metrics.json", out / "predictions.parquet", out / "history.csv",
+    metrics = train_jobs.finetune(
+        task_name="emphysema",
+        task=config["tasks"]["emphysema"],
+        global_seed=config["seed"],
+        settings=config["train"],
+        arch="smallcnn",
+        recipe_name=recipe,
+        n=n,
+        seed=seed,
+        cache_npy=tmp / "c.npy",
+        cache_meta=tmp / "c.json",
+        split_parquet=tmp / "split.parquet",
+        subset_csv=tmp / f"n{n}_s{seed}.csv",
+        source_ckpt=source,
+        out_metrics=out / "metrics.json",
+        out_predictions=out / "predictions.parquet",
+        out_history=out / "history.csv",
         lr_json=lr_json,
-    )  # fmt: skip
+    )
     return out, metrics
 
 
 def test_lr_finder_job_writes_the_sweep_and_finetune_uses_its_lr(prepared):
     tmp, config = prepared
-    info = jobs.lr_find(
-        config, "emphysema", "smallcnn", "onecycle-finetune-none-default", tmp / "c.npy", tmp / "c.json",
-        tmp / "split.parquet", tmp / "n40_s0.csv", None, tmp / "lr.csv", tmp / "lr.json", tmp / "lr.png",
-    )  # fmt: skip
+    info = train_jobs.lr_find(
+        task_name="emphysema",
+        task=config["tasks"]["emphysema"],
+        global_seed=config["seed"],
+        settings=config["train"],
+        arch="smallcnn",
+        recipe_name="onecycle-finetune-none-default",
+        cache_npy=tmp / "c.npy",
+        cache_meta=tmp / "c.json",
+        split_parquet=tmp / "split.parquet",
+        subset_csv=tmp / "n40_s0.csv",
+        source_ckpt=None,
+        out_csv=tmp / "lr.csv",
+        out_json=tmp / "lr.json",
+        out_png=tmp / "lr.png",
+    )
     sweep = pd.read_csv(tmp / "lr.csv")
     assert list(sweep.columns) == ["step", "lr", "loss", "smoothed_loss"] and len(sweep) >= 5
     assert info["n"] == 40 and info["rule"] == "minimum"
@@ -91,10 +146,10 @@ def test_run_outputs_and_the_evaluated_weights_are_the_selected_ones_of_this_run
     model.load_state_dict(saved["state"])
     split = pd.read_parquet(tmp / "split.parquet")
     arr, info = cache_mod.open_cache(tmp / "c.npy", tmp / "c.json")
-    test = jobs._data(arr, info, jobs._eval_part(split, "test"), config["tasks"]["emphysema"])
+    test = shared_jobs.cached_data(arr, info, shared_jobs.selected_rows(split, "test"), config["tasks"]["emphysema"])
     preds = pd.read_parquet(out / "predictions.parquet")
     assert list(preds["image_id"]) == test.image_ids
-    plain = train.predict(model, test, 28, torch.device("cpu"), "binary")
+    plain = predict(model, test, config["train"], device=torch.device("cpu"), task_type="binary")
     assert np.allclose(plain[:, 0], preds["p_Emphysema"], atol=1e-6)
     assert not np.allclose(preds["p_tta_Emphysema"], preds["p_Emphysema"])
     # ... and not another run's: another seed selects other weights with other predictions
@@ -111,7 +166,7 @@ def test_recipes_with_a_source_init_and_transfer_method(prepared):
     for p in model.body.parameters():
         p.data.normal_(0.5, 0.01)  # a recognisable 'pretrained' body
     src = tmp / "src.pt"
-    models.save_source(model, src, {"val_auc": 0.7})
+    models.save_source(src, arch=model.arch, body=model.body.state_dict(), meta={"val_auc": 0.7})
     out, m = run_job(tmp, config, "onecycle-extractor-cxr13-transfer", source=src, tag="ext")
     assert m["init_info"]["loaded"] > 0 and m["source_val_auc"] == 0.7
     hist = pd.read_csv(out / "history.csv", dtype={"trainable": str}).query("kind == 'step'")
@@ -127,8 +182,9 @@ def test_uncertain_labels_are_masked_from_split_to_metrics_and_bootstrap(prepare
     """CheXpert's ``ignore`` policy writes -1 into the index. A multilabel task keeps those images, counts
     the masked labels in its manifest, trains without them, and scores each label's AUC on the images
     where it is known, in metrics.json and again in the results' bootstrap from predictions.parquet."""
-    from smalldl import results
+    from smalldl import stats
     from smalldl.evaluate import roc_auc_score
+    from smalldl.results.intervals import run_scores
 
     tmp, config = prepared
     raw = copy.deepcopy(config)
@@ -141,22 +197,53 @@ def test_uncertain_labels_are_masked_from_split_to_metrics_and_bootstrap(prepare
     index.loc[rng.random(len(index)) < 0.3, "Emphysema"] = -1
     index.loc[index.index[:4], labels] = -1  # every label uncertain: the image is left out
     index.to_parquet(tmp / "index_unc.parquet")
-    jobs.make_split(config, "chest3", tmp / "index_unc.parquet", [], tmp / "split3.parquet", tmp / "m3.json")
+    split_jobs.split(
+        task_name="chest3",
+        task=config["tasks"]["chest3"],
+        global_seed=config["seed"],
+        index_parquet=tmp / "index_unc.parquet",
+        excluded_from=[],
+        out_split=tmp / "split3.parquet",
+        out_manifest=tmp / "m3.json",
+    )
     manifest = json.loads((tmp / "m3.json").read_text())
     split = pd.read_parquet(tmp / "split3.parquet")
     assert len(split) == len(index) - 4 and manifest["selection"]["uncertain_dropped_images"] == 4
     masked = int((index["Emphysema"].iloc[4:] == -1).sum())
     assert manifest["selection"]["uncertain_masked"] == {"Emphysema": masked}
-    jobs.make_subset(config, "chest3", tmp / "split3.parquet", 40, 0, tmp / "s3.csv", tmp / "s3.json")
+    split_jobs.subset(
+        task_name="chest3",
+        task=config["tasks"]["chest3"],
+        global_seed=config["seed"],
+        split_parquet=tmp / "split3.parquet",
+        n=40,
+        seed=0,
+        out_csv=tmp / "s3.csv",
+        out_json=tmp / "s3.json",
+    )
     subset = pd.read_csv(tmp / "s3.csv")
     assert (subset["Emphysema"] == -1).any()
     out = tmp / "unc"
     out.mkdir()
-    metrics = jobs.finetune(
-        config, "chest3", "smallcnn", "onecycle-finetune-none-default", 40, 0, tmp / "c.npy", tmp / "c.json",
-        tmp / "split3.parquet", tmp / "s3.csv", None, out / "metrics.json", out / "predictions.parquet",
-        out / "history.csv",
-    )  # fmt: skip
+    metrics = train_jobs.finetune(
+        task_name="chest3",
+        task=config["tasks"]["chest3"],
+        global_seed=config["seed"],
+        settings=config["train"],
+        arch="smallcnn",
+        recipe_name="onecycle-finetune-none-default",
+        n=40,
+        seed=0,
+        cache_npy=tmp / "c.npy",
+        cache_meta=tmp / "c.json",
+        split_parquet=tmp / "split3.parquet",
+        subset_csv=tmp / "s3.csv",
+        source_ckpt=None,
+        out_metrics=out / "metrics.json",
+        out_predictions=out / "predictions.parquet",
+        out_history=out / "history.csv",
+        lr_json=None,
+    )
     assert metrics["train_positives"]["Emphysema"] == int((subset["Emphysema"] == 1).sum())
     preds = pd.read_parquet(out / "predictions.parquet")
     assert (preds["y_Emphysema"] == -1).any()
@@ -166,8 +253,8 @@ def test_uncertain_labels_are_masked_from_split_to_metrics_and_bootstrap(prepare
         assert metrics["test_auc_per_label_tta"][label] == pytest.approx(want, abs=1e-12)
     history = pd.read_csv(out / "history.csv")
     assert np.isfinite(history.query("kind == 'epoch'")["val_loss"]).all()
-    scores = results.run_scores({"path": str(out), "headline_metric": "test_auc_tta"}, "test_auc_tta")
-    point = results.stats.mean_auc_replicates(scores["y"], scores["p"], np.ones((1, len(preds))))[0]
+    scores = run_scores({"path": str(out), "headline_metric": "test_auc_tta"}, "test_auc_tta")
+    point = stats.mean_auc_replicates(scores["y"], scores["p"], np.ones((1, len(preds))))[0]
     assert point == pytest.approx(metrics["test_auc_tta"], abs=1e-9)
 
 
@@ -176,3 +263,27 @@ def test_every_checkpoint_loads_weights_only(prepared):
     for path in tmp.rglob("*.pt"):
         torch.load(path, map_location="cpu", weights_only=True)
     assert json.loads((tmp / "sel" / "metrics.json").read_text())["family"] == "cnn"
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_every_evaluation_of_a_run_takes_amp_from_the_settings(prepared, monkeypatch, amp):
+    """Validation inside training, the validation TTA and both test passes enter bf16 autocast exactly
+    when train.amp says so (the test set was once evaluated without the settings, so train.amp and
+    train.channels_last were ignored there: stage winners are picked on the validation TTA)."""
+    tmp, config = prepared
+    config = copy.deepcopy(config)
+    config["train"].update({"amp": amp, "tta": 2, "epochs": 2})
+    evaluations = []  # (enabled, grad enabled) of every autocast region entered without gradients
+    real_autocast = torch.autocast
+
+    def spy(device_type, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            evaluations.append(kwargs.get("enabled", True))
+        return real_autocast(device_type, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    _, metrics = run_job(tmp, config, tag=f"amp_{amp}")
+    batches = -(-metrics["n_val"] // 128) * 2 + -(-metrics["n_test"] // 128) * 2 + -(-metrics["n_val"] // 128)
+    assert len(evaluations) == batches  # 2 epochs' validation, test plain + TTA, validation TTA
+    assert set(evaluations) == {amp == "bf16"}
+    assert metrics["test_auc_tta"] is not None and metrics["val_auc_tta"] is not None

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from smalldl import models, train
+from smalldl import evaluate, models, train
 from smalldl.config import train_settings
 
 from .test_train import blobs
@@ -21,15 +21,15 @@ def test_bf16_channels_last_training_learns_and_selects(transfer):
         {"epochs": 4, "batch_size": 8, "max_lr": 0.01, "crop": 20, "device": DEVICE.type, "amp": "bf16",
          "channels_last": "on"}
     )  # fmt: skip
-    assert train.use_bf16(settings, DEVICE) and train.use_channels_last(settings, DEVICE)
+    assert evaluate.use_bf16(settings, DEVICE) and evaluate.use_channels_last(settings, DEVICE)
     torch.manual_seed(0)
     model = models.build("smallcnn", 1).to(DEVICE)
     data, val = blobs(64, 0), blobs(32, 1)
-    result = train.fit(model, data, val, settings, "binary", ["y"], seed=0, transfer=transfer)
+    result = train.fit(model, data, val, settings, task_type="binary", labels=["y"], seed=0, transfer=transfer)
     assert next(model.parameters()).device.type == DEVICE.type
     epochs = [r for r in result["history"] if r["kind"] == "epoch"]
     assert result["best_epoch"] == min(epochs, key=lambda r: r["val_loss"])["epoch"]
-    prob = train.predict(model, val, 20, DEVICE, "binary", tta=4, settings=settings)
+    prob = evaluate.predict(model, val, settings, device=DEVICE, task_type="binary", tta=4)
     assert prob.shape == (32, 1) and np.isfinite(prob).all()
     if transfer != "extractor":
         assert result["val_auc"] > 0.8
@@ -37,10 +37,10 @@ def test_bf16_channels_last_training_learns_and_selects(transfer):
 
 def test_auto_settings_pick_bf16_and_channels_last_only_on_cuda():
     s = train_settings({})
-    assert train.use_bf16(s, torch.device("cuda")) and train.use_channels_last(s, torch.device("cuda"))
-    assert not train.use_bf16(s, torch.device("cpu")) and not train.use_channels_last(s, torch.device("cpu"))
+    assert evaluate.use_bf16(s, torch.device("cuda")) and evaluate.use_channels_last(s, torch.device("cuda"))
+    assert not evaluate.use_bf16(s, torch.device("cpu")) and not evaluate.use_channels_last(s, torch.device("cpu"))
     assert train.use_fused(s, torch.device("cuda")) and not train.use_fused(s, torch.device("cpu"))
-    assert train.use_bf16(train_settings({"amp": "bf16"}), torch.device("cpu"))
+    assert evaluate.use_bf16(train_settings({"amp": "bf16"}), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
@@ -57,7 +57,7 @@ def test_fused_optimizer_trains_like_the_per_group_one(optimizer):
         torch.manual_seed(0)
         model = models.build("smallcnn", 1).to(DEVICE)
         train.fit(
-            model, blobs(32, 0), blobs(16, 1), settings, "binary", ["y"], seed=0, transfer="gradual",
+            model, blobs(32, 0), blobs(16, 1), settings, task_type="binary", labels=["y"], seed=0, transfer="gradual",
             on_step=lambda i, m, opt, seen=seen: seen.append(opt.defaults.get("fused")),
         )  # fmt: skip
         assert seen and all(bool(f) == (fused == "on") for f in seen)

@@ -7,14 +7,23 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from smalldl import jobs, models
+from smalldl import models
 from smalldl.errors import InputError
+from smalldl.init import initialise
+from smalldl.jobs import pretrain as pretrain_jobs
 
 
 def photo(name):
     img = Image.fromarray(getattr(skdata, name)()).resize((224, 224), Image.BICUBIC)
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255)
     return (x * 2 - 1)[None]  # tf_efficientnet_lite0 takes [-1, 1]
+
+
+def load_source(model, path):
+    """The body of a source checkpoint into ``model`` the way a run with init 'transfer' loads it."""
+    body, meta = models.read_source(path, model.arch)
+    initialise(model, "transfer", body, seed=0)
+    return meta
 
 
 def test_packaged_efficientnet_lite0_weights_are_real_imagenet_weights():
@@ -29,11 +38,17 @@ def test_packaged_efficientnet_lite0_weights_are_real_imagenet_weights():
 def test_imagenet_source_checkpoint_carries_those_weights_into_the_classifier(tmp_path):
     config = {"sources": {"imagenet": {"weights": "imagenet", "files": {}}}}
     ckpt = tmp_path / "imagenet" / "efficientnet_lite0.pt"
-    jobs.imagenet_weights(config, "imagenet", "efficientnet_lite0", ckpt, tmp_path / "meta.json")
+    pretrain_jobs.imagenet_weights(
+        source="imagenet",
+        arch="efficientnet_lite0",
+        files=config["sources"]["imagenet"].get("files", {}),
+        out_ckpt=ckpt,
+        out_metrics=tmp_path / "meta.json",
+    )
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # every checkpoint loads weights_only
     assert raw["arch"] == "efficientnet_lite0" and len(raw["body"]) == 294  # 296 minus the ImageNet head
     clf = models.build("efficientnet_lite0", 1)
-    models.load_source(clf, ckpt)
+    load_source(clf, ckpt)
     full = models.lite0_imagenet_model().eval()
     clf.eval()
     x = torch.rand(1, 1, 96, 96)
@@ -52,16 +67,28 @@ def test_torchvision_weights_from_a_local_file_take_the_same_path(tmp_path):
     torch.save(tv.state_dict(), path)
     config = {"sources": {"imagenet": {"weights": "imagenet", "files": {"resnet18": str(path)}}}}
     ckpt = tmp_path / "src.pt"
-    jobs.imagenet_weights(config, "imagenet", "resnet18", ckpt, tmp_path / "meta.json")
+    pretrain_jobs.imagenet_weights(
+        source="imagenet",
+        arch="resnet18",
+        files=config["sources"]["imagenet"].get("files", {}),
+        out_ckpt=ckpt,
+        out_metrics=tmp_path / "meta.json",
+    )
     clf = models.build("resnet18", 2)
-    meta = models.load_source(clf, ckpt)
+    meta = load_source(clf, ckpt)
     assert meta["origin"] == str(path) and meta["weights"] == "imagenet"
     assert torch.equal(clf.body.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
     assert torch.equal(clf.body.bn1.running_var, tv.bn1.running_var)
     # a file for another architecture is refused with a message naming it
     config["sources"]["imagenet"]["files"]["densenet121"] = str(path)
     with pytest.raises(InputError, match="do not fit densenet121"):
-        jobs.imagenet_weights(config, "imagenet", "densenet121", tmp_path / "x.pt", tmp_path / "x.json")
+        pretrain_jobs.imagenet_weights(
+            source="imagenet",
+            arch="densenet121",
+            files=config["sources"]["imagenet"].get("files", {}),
+            out_ckpt=tmp_path / "x.pt",
+            out_metrics=tmp_path / "x.json",
+        )
 
 
 def test_offline_download_says_which_file_to_put_where(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""The figure plan (smalldl.figures, decided from the config at DAG time) and the figures (smalldl.plots)."""
+"""The figure plan (smalldl.figures, decided from the config at DAG time) and the figures (smalldl.plots, drawn
+by the plotting jobs of smalldl.jobs.results)."""
 
 import json
 import subprocess
@@ -9,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smalldl import figures, plots, results
+from smalldl import figures, plots
 from smalldl.config import Recipe
 from smalldl.errors import InputError
+from smalldl.jobs import results as jobs
+from smalldl.results import curves, intervals
 
 from .results_fixtures import make_study, write_history, write_run
 
@@ -117,10 +120,11 @@ def tables(tmp_path, monkeypatch):
         for n in (20, 40, 80)
         for s in (0, 1)
     ]
-    summary = results.aggregate(paths, "summary.parquet", "summary.csv")
-    run_ci, _ = results.bootstrap(summary, 200, 0.95, 1)
-    results.write_csv(results.seed_means(summary, run_ci, 0.95), "seed_means.csv")
-    results.write_csv(results.learning_curves(summary, 0.8, "auto", 0.95, 20, 1), "curves.csv")
+    summary = jobs.aggregate(metrics=paths, out_parquet="summary.parquet", out_csv="summary.csv",
+                             metric="test_auc_tta", select_on="val_auc_tta")  # fmt: skip
+    run_ci, _ = intervals.bootstrap(summary, 200, 0.95, 1)
+    intervals.seed_means(summary, run_ci, 0.95).to_csv("seed_means.csv", index=False)
+    curves.learning_curves(summary, 0.8, "auto", 0.95, 20, 1).to_csv("curves.csv", index=False)
     return summary
 
 
@@ -140,13 +144,16 @@ def test_every_figure_of_a_plan_is_drawn_in_every_format(tables, tmp_path):
     for fig_id, spec in plan.items():
         out = outputs(tmp_path, fig_id)
         if spec["kind"] == "auc_vs_n":
-            plots.auc_vs_size_job("seed_means.csv", spec, OPTIONS, out)
+            jobs.plot_auc_vs_n(seed_means_csv="seed_means.csv", title=spec["title"], options=OPTIONS, out_figures=out)
         elif spec["kind"] == "history":
-            plots.history_job("summary.parquet", spec, ["emph", "multi"], ["resnet18"], OPTIONS, out)
+            jobs.plot_history(summary_parquet="summary.parquet", spec=spec, targets=["emph", "multi"],
+                              archs=["resnet18"], options=OPTIONS, out_figures=out)  # fmt: skip
         elif spec["kind"] in ("axis", "radiomics"):
-            plots.axis_job("summary.parquet", "seed_means.csv", [], spec, OPTIONS, out)
+            jobs.plot_axis(summary_parquet="summary.parquet", seed_means_csv="seed_means.csv", stage_files=[],
+                           spec=spec, options=OPTIONS, out_figures=out)  # fmt: skip
         else:
-            plots.learning_curves_job("curves.csv", "seed_means.csv", 0.8, OPTIONS, out)
+            jobs.plot_learning_curves(curves_csv="curves.csv", seed_means_csv="seed_means.csv", target=0.8,
+                                      options=OPTIONS, out_figures=out)  # fmt: skip
         assert_written(out)
 
 
@@ -182,7 +189,8 @@ def test_axis_panels_come_from_the_stage_files_or_the_listed_group(tables, tmp_p
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({k: v for k, v in stage.items() if k not in ("task", "arch")}))
     out = outputs(tmp_path, "stage_fig")
-    plots.axis_job("summary.parquet", "seed_means.csv", [path], spec, OPTIONS, out)
+    jobs.plot_axis(summary_parquet="summary.parquet", seed_means_csv="seed_means.csv", stage_files=[path], spec=spec,
+                   options=OPTIONS, out_figures=out)  # fmt: skip
     assert_written(out)
 
 

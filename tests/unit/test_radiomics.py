@@ -15,9 +15,9 @@ import yaml
 from skimage.feature import graycomatrix, graycoprops
 
 from smalldl import config as cfg
-from smalldl import jobs
 from smalldl import radiomics as rad
 from smalldl.errors import InputError
+from smalldl.jobs import radiomics as radiomics_jobs
 
 from ..conftest import ROOT
 
@@ -360,24 +360,49 @@ CNN_KEYS = {
 
 def run_model(tmp_path, task, model, features="paper79", subset="sub.csv", settings=SETTINGS, n=30):
     out = tmp_path / "runs" / task / model
-    metrics = jobs.radiomics_model(
-        CONFIG, task, features, model, n, 0, settings, tmp_path / f"{features}.parquet", tmp_path / "split.parquet",
-        tmp_path / subset, out / "metrics.json", out / "predictions.parquet",
-    )  # fmt: skip
+    metrics = radiomics_jobs.radiomics_model(
+        task_name=task,
+        task=CONFIG["tasks"][task],
+        global_seed=CONFIG["seed"],
+        featureset=features,
+        model=model,
+        n=n,
+        seed=0,
+        settings=settings,
+        features_parquet=tmp_path / f"{features}.parquet",
+        split_parquet=tmp_path / "split.parquet",
+        subset_csv=tmp_path / subset,
+        out_metrics=out / "metrics.json",
+        out_predictions=out / "predictions.parquet",
+    )
     return metrics, out
 
 
 def test_features_job_extracts_only_the_used_images_and_is_complete(tmp_path):
     ids, split, subset = textured_dataset(tmp_path)
-    table = jobs.radiomics_features(
-        "paper79", tmp_path / "c.npy", tmp_path / "c.json", [tmp_path / "split.parquet"], [tmp_path / "sub.csv"],
-        "used", {}, tmp_path / "paper79.parquet", threads=2,
-    )  # fmt: skip
+    table = radiomics_jobs.radiomics_features(
+        featureset="paper79",
+        cache_npy=tmp_path / "c.npy",
+        cache_meta=tmp_path / "c.json",
+        split_parquets=[tmp_path / "split.parquet"],
+        subset_csvs=[tmp_path / "sub.csv"],
+        images="used",
+        settings={},
+        out_parquet=tmp_path / "paper79.parquet",
+        threads=2,
+    )
     used = set(subset["image_id"]) | set(split.loc[split["split"] != "train", "image_id"])
     assert list(table["image_id"]) == [i for i in ids if i in used] and len(table) == 70
     assert pd.read_parquet(tmp_path / "paper79.parquet").equals(table)
-    every = jobs.radiomics_features(
-        "paper79", tmp_path / "c.npy", tmp_path / "c.json", [], [], "used", {}, tmp_path / "all.parquet"
+    every = radiomics_jobs.radiomics_features(
+        featureset="paper79",
+        cache_npy=tmp_path / "c.npy",
+        cache_meta=tmp_path / "c.json",
+        split_parquets=[],
+        subset_csvs=[],
+        images="used",
+        settings={},
+        out_parquet=tmp_path / "all.parquet",
     )
     assert list(every["image_id"]) == ids
     assert list(tmp_path.glob(".*.tmp")) == []
@@ -388,10 +413,16 @@ def dataset(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("rad")
     textured_dataset(tmp_path)
     for featureset in ("paper79", "pyradiomics"):
-        jobs.radiomics_features(
-            featureset, tmp_path / "c.npy", tmp_path / "c.json", [], [], "all", {"bin_width": 25},
-            tmp_path / f"{featureset}.parquet",
-        )  # fmt: skip
+        radiomics_jobs.radiomics_features(
+            featureset=featureset,
+            cache_npy=tmp_path / "c.npy",
+            cache_meta=tmp_path / "c.json",
+            split_parquets=[],
+            subset_csvs=[],
+            images="all",
+            settings={"bin_width": 25},
+            out_parquet=tmp_path / f"{featureset}.parquet",
+        )
     return tmp_path
 
 
@@ -477,10 +508,16 @@ def test_constant_images_get_defined_features_that_a_model_can_use(tmp_path):
     images[blank] = 0
     np.save(tmp_path / "c.npy", images)
     for featureset in ("paper79", "pyradiomics"):
-        table = jobs.radiomics_features(
-            featureset, tmp_path / "c.npy", tmp_path / "c.json", [], [], "all", {"bin_width": 25},
-            tmp_path / f"{featureset}.parquet",
-        )  # fmt: skip
+        table = radiomics_jobs.radiomics_features(
+            featureset=featureset,
+            cache_npy=tmp_path / "c.npy",
+            cache_meta=tmp_path / "c.json",
+            split_parquets=[],
+            subset_csvs=[],
+            images="all",
+            settings={"bin_width": 25},
+            out_parquet=tmp_path / f"{featureset}.parquet",
+        )
         assert np.isfinite(table.iloc[:, 1:].to_numpy()).all()
         metrics, _ = run_model(tmp_path, "rough", "elasticnet", featureset)
         assert math.isfinite(metrics["test_auc"]) and math.isfinite(metrics["val_loss"])
@@ -492,11 +529,11 @@ def test_best_job_copies_the_model_with_the_highest_validation_auc(dataset, tmp_
         metrics, out = run_model(dataset, "both", model, settings={**SETTINGS, "n_iter": 2})
         outs.append((model, metrics, out))
     best = max(outs, key=lambda o: o[1]["val_auc"])
-    result = jobs.radiomics_best(
-        [o / "metrics.json" for _, _, o in outs],
-        [o / "predictions.parquet" for _, _, o in outs],
-        tmp_path / "best" / "metrics.json",
-        tmp_path / "best" / "predictions.parquet",
+    result = radiomics_jobs.radiomics_best(
+        model_metrics=[o / "metrics.json" for _, _, o in outs],
+        model_predictions=[o / "predictions.parquet" for _, _, o in outs],
+        out_metrics=tmp_path / "best" / "metrics.json",
+        out_predictions=tmp_path / "best" / "predictions.parquet",
     )
     saved = json.loads((tmp_path / "best" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(result))
@@ -505,8 +542,11 @@ def test_best_job_copies_the_model_with_the_highest_validation_auc(dataset, tmp_
     assert saved["candidates_val_auc"] == {m: x["val_auc"] for m, x, _ in outs}
     assert (tmp_path / "best" / "predictions.parquet").read_bytes() == (best[2] / "predictions.parquet").read_bytes()
     with pytest.raises(InputError, match="not from the same run"):
-        jobs.radiomics_best(
-            [outs[0][2] / "metrics.json"], [outs[1][2] / "predictions.parquet"], tmp_path / "m", tmp_path / "p"
+        radiomics_jobs.radiomics_best(
+            model_metrics=[outs[0][2] / "metrics.json"],
+            model_predictions=[outs[1][2] / "predictions.parquet"],
+            out_metrics=tmp_path / "m",
+            out_predictions=tmp_path / "p",
         )
 
 

@@ -1,4 +1,5 @@
-"""smalldl.results on generated run folders (the schema the training and radiomics jobs write)."""
+"""smalldl.results and the results jobs (smalldl.jobs.results) on generated run folders (the schema the
+training and radiomics jobs write)."""
 
 import json
 import math
@@ -11,9 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smalldl import figures, results
+from smalldl import figures
 from smalldl.data.splits import split_counts
 from smalldl.errors import InputError
+from smalldl.jobs import results as jobs
+from smalldl.results import comparisons, intervals, summary
+from smalldl.results.curves import learning_curves
+from smalldl.stages import best_candidate
+from smalldl.tta import tta_else_plain
 
 from ..conftest import ROOT
 from .results_fixtures import make_study, write_run
@@ -32,15 +38,21 @@ SETTINGS = {
 }
 
 
+def aggregate(paths, out_parquet, out_csv):
+    return jobs.aggregate(
+        metrics=paths, out_parquet=out_parquet, out_csv=out_csv, metric="test_auc_tta", select_on="val_auc_tta"
+    )
+
+
 @pytest.fixture
 def study(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # run folders are relative to the working directory, as in the workflow
     paths = make_study(Path("."), [SCRATCH, CXR13, MURA, REGULAR])
-    results.aggregate(paths, "results/summary.parquet", "results/summary.csv")
+    aggregate(paths, "results/summary.parquet", "results/summary.csv")
     return paths
 
 
-def summary():
+def load_summary():
     return pd.read_parquet("results/summary.parquet")
 
 
@@ -48,7 +60,7 @@ def summary():
 
 
 def test_summary_has_one_row_per_run_with_axes_metrics_per_label_and_timing(study):
-    table = summary()
+    table = load_summary()
     assert len(table) == len(study) == 2 * 4 * 3 * 2
     assert pd.read_csv("results/summary.csv").shape == table.shape
     for col in ("task", "arch", "recipe", "schedule", "transfer", "source", "init", "n", "seed", "val_auc",
@@ -70,11 +82,11 @@ def test_headline_falls_back_to_plain_auc_without_tta(tmp_path):
     m = json.loads(b.read_text())
     m["test_auc_tta"] = None  # undefined
     b.write_text(json.dumps(m))
-    table = results.read_metrics([a, b])
+    table = summary.read_metrics([a, b])
     assert (table["headline_auc"] == table["test_auc"]).all()
     assert (table["headline_metric"] == "test_auc").all()
     assert (table["select_auc"] == table[["val_auc_tta", "val_auc"]].bfill(axis=1).iloc[:, 0]).all()
-    plain = results.read_metrics([a, b], metric="test_auc")
+    plain = summary.read_metrics([a, b], metric="test_auc")
     assert (plain["headline_metric"] == "test_auc").all()
 
 
@@ -87,7 +99,7 @@ def test_radiomics_runs_and_unknown_keys_of_mixed_type_aggregate(tmp_path):
     m = json.loads(a.read_text())
     m["extra"] = 3.5
     a.write_text(json.dumps(m))
-    table = results.aggregate([a, b], tmp_path / "s.parquet", tmp_path / "s.csv")
+    table = aggregate([a, b], tmp_path / "s.parquet", tmp_path / "s.csv")
     assert set(table["family"]) == {"radiomics", "cnn"}
     assert table.loc[table["family"] == "radiomics", "featureset"].iloc[0] == "paper79"
     assert pd.read_parquet(tmp_path / "s.parquet")["extra"].tolist() == ["3.5", "text"]
@@ -101,10 +113,10 @@ def test_bad_metrics_name_the_file_and_leave_no_summary(tmp_path):
     bad.write_text(json.dumps(m))
     out = tmp_path / "results" / "summary.parquet"
     with pytest.raises(InputError, match=rf"{bad}: missing key\(s\) test_auc"):
-        results.aggregate([good, bad], out, tmp_path / "results" / "summary.csv")
+        aggregate([good, bad], out, tmp_path / "results" / "summary.csv")
     bad.write_text("{not json")
     with pytest.raises(InputError, match=f"run metrics {bad} cannot be read"):
-        results.aggregate([good, bad], out, tmp_path / "results" / "summary.csv")
+        aggregate([good, bad], out, tmp_path / "results" / "summary.csv")
     assert not out.exists() and not (tmp_path / "results" / "summary.csv").exists()
 
 
@@ -123,63 +135,63 @@ def test_table1_counts_positives_per_task_label_and_split(tmp_path):
     )
     task = {"type": "binary", "labels": ["Emphysema"]}
     (tmp_path / "manifest.json").write_text(json.dumps({"counts": split_counts(split, task)}))
-    config = {"study": {"targets": ["emph"]}, "tasks": {"emph": task}}
-    table = results.table1_job({"emph": tmp_path / "manifest.json"}, config, tmp_path / "t1.csv")
+    manifests = {"emph": tmp_path / "manifest.json"}
+    table = jobs.table1(manifests=manifests, targets=["emph"], tasks={"emph": task}, out_csv=tmp_path / "t1.csv")
     row = pd.read_csv(tmp_path / "t1.csv").iloc[0]
     assert table.shape[0] == 1 and row["role"] == "target"
     assert (row["train_positives"], row["val_positives"], row["test_positives"]) == (3, 1, 1)
     assert (row["train_images"], row["test_images"], row["train_patients"]) == (6, 1, 3)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(InputError, match="bad.json"):
-        results.table1({"emph": tmp_path / "bad.json"}, config)
+        summary.table1({"emph": tmp_path / "bad.json"}, ["emph"], {"emph": task})
 
 
 # ---------------------------------------------------------------------------------------- bootstrap
 
 
 def test_bootstrap_point_estimates_are_the_headline_aucs_with_cis_around_them(study):
-    table = summary()
-    run_ci, reps = results.bootstrap(table, 300, 0.95, 2021)
+    table = load_summary()
+    run_ci, reps = intervals.bootstrap(table, 300, 0.95, 2021)
     assert reps.shape == (len(table), 300)
     assert run_ci["auc"].to_numpy() == pytest.approx(table["headline_auc"].to_numpy(), abs=1e-9)
     assert (run_ci["lo"] <= run_ci["auc"] + 1e-9).all() and (run_ci["auc"] <= run_ci["hi"] + 1e-9).all()
     assert (run_ci["scores"] == "tta").all()
     # seeded: the same replicates again; another global seed: others
-    assert np.array_equal(reps, results.bootstrap(table, 300, 0.95, 2021)[1])
-    assert not np.array_equal(reps, results.bootstrap(table, 300, 0.95, 7)[1])
-    plain, _ = results.bootstrap(table, 300, 0.95, 2021, metric="test_auc")
+    assert np.array_equal(reps, intervals.bootstrap(table, 300, 0.95, 2021)[1])
+    assert not np.array_equal(reps, intervals.bootstrap(table, 300, 0.95, 7)[1])
+    plain, _ = intervals.bootstrap(table, 300, 0.95, 2021, metric="test_auc")
     assert (plain["scores"] == "plain").all()
 
 
 def test_replicates_are_paired_across_runs_of_a_task(study, tmp_path):
     # a copy of a run under another recipe name has identical replicates: differences are exactly 0
-    table = summary()
+    table = load_summary()
     src = table.loc[table["recipe"] == SCRATCH, "path"].iloc[0]
     dst = src.replace(SCRATCH, "onecycle-finetune-fractal-transfer")
     shutil.copytree(src, dst)
     m = json.loads((tmp_path / dst / "metrics.json").read_text())
     m.update(recipe="onecycle-finetune-fractal-transfer", source="fractal", init="transfer")
     (tmp_path / dst / "metrics.json").write_text(json.dumps(m))
-    table = results.read_metrics(sorted(Path(".").glob("runs/**/metrics.json")))
-    _, reps = results.bootstrap(table, 200, 0.95, 1)
+    table = summary.read_metrics(sorted(Path(".").glob("runs/**/metrics.json")))
+    _, reps = intervals.bootstrap(table, 200, 0.95, 1)
     i, j = (table.index[table["path"] == p][0] for p in (src, dst))
     assert np.array_equal(reps[i], reps[j])
 
 
 def test_predictions_problems_are_named(study):
-    row = summary().iloc[0].to_dict()
+    row = load_summary().iloc[0].to_dict()
     preds = pd.read_parquet(f"{row['path']}/predictions.parquet").drop(columns=["p_Emphysema"])
     preds.to_parquet(f"{row['path']}/predictions.parquet")
     # TTA columns are there: the headline's scores still load; asking for plain ones names the column
-    assert results.run_scores(row)["scores"] == "tta"
+    assert intervals.run_scores(row)["scores"] == "tta"
     with pytest.raises(InputError, match="missing column.*p_Emphysema"):
-        results.run_scores(row, metric="test_auc")
+        intervals.run_scores(row, metric="test_auc")
 
 
 def test_seed_means_give_t_intervals_over_seeds_and_bootstrap_bands_for_single_runs(study):
-    table = summary()
-    run_ci, _ = results.bootstrap(table, 200, 0.95, 1)
-    means = results.seed_means(table, run_ci, 0.95)
+    table = load_summary()
+    run_ci, _ = intervals.bootstrap(table, 200, 0.95, 1)
+    means = intervals.seed_means(table, run_ci, 0.95)
     assert len(means) == 2 * 4 * 3 and (means["count"] == 2).all() and (means["band"] == "seeds").all()
     one = means.iloc[0]
     values = table[(table["task"] == one["task"]) & (table["recipe"] == one["recipe"]) & (table["n"] == one["n"])]
@@ -187,7 +199,7 @@ def test_seed_means_give_t_intervals_over_seeds_and_bootstrap_bands_for_single_r
     half = 12.7062047 * values["headline_auc"].std(ddof=1) / math.sqrt(2)
     assert (one["ci_lo"], one["ci_hi"]) == pytest.approx((one["mean"] - half, one["mean"] + half), rel=1e-6)
     single = table[table["seed"] == 0]
-    means1 = results.seed_means(single, run_ci, 0.95)
+    means1 = intervals.seed_means(single, run_ci, 0.95)
     assert (means1["band"] == "bootstrap").all()
     first = means1.iloc[0]
     ci = run_ci[run_ci["path"] == single.iloc[0]["path"]].iloc[0]
@@ -199,20 +211,20 @@ def test_seed_means_give_t_intervals_over_seeds_and_bootstrap_bands_for_single_r
 
 def test_pair_axis_names_what_a_comparison_is_about():
     u = lambda recipe, arch="resnet18", family="cnn": {"recipe": recipe, "arch": arch, "family": family}  # noqa: E731
-    assert results.pair_axis(u(CXR13), u(MURA)) == "source"
-    assert results.pair_axis(u(CXR13), u(SCRATCH)) == "source"
-    assert results.pair_axis(u(CXR13), u(REGULAR)) == "schedule"
-    assert results.pair_axis(u(CXR13), u("onecycle-gradual-cxr13-transfer")) == "transfer"
-    assert results.pair_axis(u(CXR13), u("onecycle-finetune-cxr13-moments")) == "init"
-    assert results.pair_axis(u(CXR13), u("regular-finetune-mura-transfer")) is None  # two axes
-    assert results.pair_axis(u(CXR13), u(CXR13, "densenet121")) == "arch"
-    assert results.pair_axis(u(CXR13), u("best", "radiomics_paper79", "radiomics")) == "family"
+    assert comparisons.pair_axis(u(CXR13), u(MURA)) == "source"
+    assert comparisons.pair_axis(u(CXR13), u(SCRATCH)) == "source"
+    assert comparisons.pair_axis(u(CXR13), u(REGULAR)) == "schedule"
+    assert comparisons.pair_axis(u(CXR13), u("onecycle-gradual-cxr13-transfer")) == "transfer"
+    assert comparisons.pair_axis(u(CXR13), u("onecycle-finetune-cxr13-moments")) == "init"
+    assert comparisons.pair_axis(u(CXR13), u("regular-finetune-mura-transfer")) is None  # two axes
+    assert comparisons.pair_axis(u(CXR13), u(CXR13, "densenet121")) == "arch"
+    assert comparisons.pair_axis(u(CXR13), u("best", "radiomics_paper79", "radiomics")) == "family"
 
 
 def test_paired_comparisons_find_the_better_recipe_and_not_a_copy(study, tmp_path):
-    table = summary()
-    run_ci, reps = results.bootstrap(table, 400, 0.95, 1)
-    comp = results.compare(table, list(table["path"]), reps, 0.95)
+    table = load_summary()
+    run_ci, reps = intervals.bootstrap(table, 400, 0.95, 1)
+    comp = comparisons.compare(table, list(table["path"]), reps, 0.95)
     assert set(comp["axis"]) == {"source", "schedule"}
     assert set(comp["n"].astype(str)) == {"20", "40", "80", "all"}
     better = comp[(comp["task"] == "emph") & (comp["recipe_a"] == CXR13) & (comp["recipe_b"] == SCRATCH)]
@@ -223,7 +235,7 @@ def test_paired_comparisons_find_the_better_recipe_and_not_a_copy(study, tmp_pat
     assert per_n["p_delong"] < 0.01 and per_n["p"] == per_n["p_bootstrap"]
     assert comp.loc[comp["task"] == "multi", "p_delong"].isna().all()  # DeLong: single-label tasks only
     assert (comp["p_holm"] >= comp["p"] - 1e-12).all()
-    delong = results.compare(table, list(table["path"]), reps, 0.95, method="delong")
+    delong = comparisons.compare(table, list(table["path"]), reps, 0.95, method="delong")
     row = delong[(delong["task"] == "emph") & (delong["n"] == 80)].iloc[0]
     assert row["p_method"] == "delong" and row["p"] == row["p_delong"]
 
@@ -238,9 +250,9 @@ def test_identical_predictions_compare_as_equal(tmp_path, monkeypatch):
         m.update(recipe=MURA, source="mura")
         (dst / "metrics.json").write_text(json.dumps(m))
         paths.append(dst / "metrics.json")
-    table = results.read_metrics(paths)
-    _, reps = results.bootstrap(table, 200, 0.95, 1)
-    comp = results.compare(table, list(table["path"]), reps, 0.95)
+    table = summary.read_metrics(paths)
+    _, reps = intervals.bootstrap(table, 200, 0.95, 1)
+    comp = comparisons.compare(table, list(table["path"]), reps, 0.95)
     assert (comp["diff"] == 0).all() and (comp["p_bootstrap"] == 1).all() and (comp["p_delong"].dropna() == 1).all()
 
 
@@ -248,28 +260,28 @@ def test_identical_predictions_compare_as_equal(tmp_path, monkeypatch):
 
 
 def test_stage_table_from_a_stage_file_and_from_listed_groups(study, tmp_path):
-    table = summary()
-    _, reps = results.bootstrap(table, 300, 0.95, 1)
+    table = load_summary()
+    _, reps = intervals.bootstrap(table, 300, 0.95, 1)
     stage = tmp_path / "results" / "stages" / "emph" / "resnet18" / "stage0.json"
     stage.parent.mkdir(parents=True)
     stage.write_text(json.dumps({"stage": 0, "axis": "source", "candidates": [SCRATCH, CXR13, MURA],
                                  "scores": {SCRATCH: 0.6, CXR13: 0.9, MURA: 0.8}, "winner": CXR13,
                                  "previous": None, "select_on": "val_auc_tta"}))  # fmt: skip
-    specs = results.stage_specs(table, [stage], {}, "val_auc_tta")
+    specs = comparisons.stage_specs(table, [comparisons.read_stage(stage)], {}, "val_auc_tta")
     assert specs[0]["task"] == "emph" and specs[0]["arch"] == "resnet18"
-    out = results.stage_table(table, list(table["path"]), reps, specs, 0.95, 300, 1).iloc[0]
+    out = comparisons.stage_table(table, list(table["path"]), reps, specs, 0.95, 300, 1).iloc[0]
     assert out["stage"] == 1 and out["winner"] == CXR13 and out["runner_up"] == MURA
     assert out["val_margin_lo"] <= out["val_margin"] <= out["val_margin_hi"]
     assert out["test_margin_lo"] <= out["test_margin"] <= out["test_margin_hi"] and out["runs"] == 6
     assert out["test_margin"] == pytest.approx(out["test_winner"] - out["test_runner_up"])
     undefined = dict(specs[0], scores={SCRATCH: 0.6, CXR13: 0.9, MURA: None})  # MURA's AUCs were all undefined
-    out = results.stage_table(table, list(table["path"]), reps, [undefined], 0.95, 100, 1).iloc[0]
+    out = comparisons.stage_table(table, list(table["path"]), reps, [undefined], 0.95, 100, 1).iloc[0]
     assert out["runner_up"] == SCRATCH and out["runner_up_val"] == 0.6
     # without stage files: one per listed group differing in one axis, winner on validation
     config = {"study": {"targets": ["emph", "multi"], "archs": ["resnet18"], "recipes": [SCRATCH, CXR13, MURA, REGULAR],
                         "sizes": [20, 40, 80], "seeds": [0, 1], "stages": None}}  # fmt: skip
     plan = figures.plan(config)
-    derived = results.stage_specs(table, [], plan, "val_auc_tta")
+    derived = comparisons.stage_specs(table, [], plan, "val_auc_tta")
     assert {(s["task"], s["axis"]) for s in derived} == {
         (t, a) for t in ("emph", "multi") for a in ("schedule", "source")
     }
@@ -279,23 +291,32 @@ def test_stage_table_from_a_stage_file_and_from_listed_groups(study, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"stage": 0}))
     with pytest.raises(InputError, match="bad.json: missing key"):
-        results.read_stage(bad)
+        comparisons.read_stage(bad)
+
+
+def test_tta_fallback_and_stage_ties_follow_one_rule():
+    assert tta_else_plain("test_auc_tta", lambda key: False) == "test_auc"
+    assert tta_else_plain("val_auc_tta", lambda key: True) == "val_auc_tta"
+    assert tta_else_plain("val_auc", lambda key: False) == "val_auc"
+    # ties go to the earlier candidate; None and NaN scores cannot win
+    assert best_candidate({"a": 0.7, "b": 0.7, "c": None, "d": math.nan}, ["b", "a", "c", "d"]) == "b"
+    assert best_candidate({"c": None, "d": math.nan}, ["c", "d"]) is None
 
 
 # ---------------------------------------------------------------------------------- learning curves
 
 
 def test_learning_curves_per_recipe_with_the_size_needed(study):
-    table = summary()
-    curves = results.learning_curves(table, 0.8, "auto", 0.95, 40, 1)
+    table = load_summary()
+    curves = learning_curves(table, 0.8, "auto", 0.95, 40, 1)
     assert len(curves) == 2 * 4 and (curves["status"] == "ok").all() and (curves["model"] == "ipl3").all()
     ok = curves[np.isfinite(curves["n_target"])]
     assert (ok["n_target_lo"] <= ok["n_target"]).all() and (ok["n_target"] <= ok["n_target_hi"]).all()
-    two = results.learning_curves(table[table["n"] < 80], 0.8, "auto", 0.95, 20, 1)
+    two = learning_curves(table[table["n"] < 80], 0.8, "auto", 0.95, 20, 1)
     assert (two["model"] == "ipl2").all()
-    one = results.learning_curves(table[table["n"] == 20], 0.8, "auto", 0.95, 20, 1)
+    one = learning_curves(table[table["n"] == 20], 0.8, "auto", 0.95, 20, 1)
     assert (one["status"] == "fewer than 2 training sizes").all()
-    assert results.learning_curves(table, 0.8, "auto", 0.95, 40, 1).equals(curves)  # seeded
+    assert learning_curves(table, 0.8, "auto", 0.95, 40, 1).equals(curves)  # seeded
 
 
 # --------------------------------------------------------------------------------------- README.md
@@ -306,24 +327,25 @@ def test_results_readme_lists_stage_winners_headline_numbers_and_files(study):
     config = {"study": {"targets": ["emph", "multi"], "archs": ["resnet18"], "recipes": [SCRATCH, CXR13, MURA, REGULAR],
                         "sizes": [20, 40, 80], "seeds": [0, 1], "stages": None}}  # fmt: skip
     plan = figures.plan(config)
-    results.bootstrap_job(
-        "results/summary.parquet", s, 1, "results/run_ci.csv", "results/seed_means.csv", "results/b.npz"
-    )
-    results.compare_job("results/summary.parquet", "results/b.npz", [], plan, s, "val_auc_tta", 1, "results/c.csv",
-                        "results/stages.csv")  # fmt: skip
-    results.learning_curves_job("results/summary.parquet", s, 1, "results/lc.csv")
+    jobs.bootstrap(summary_parquet="results/summary.parquet", settings=s, global_seed=1,
+                   out_run_ci="results/run_ci.csv", out_seed_means="results/seed_means.csv",
+                   out_replicates="results/b.npz")  # fmt: skip
+    jobs.compare(summary_parquet="results/summary.parquet", replicates_npz="results/b.npz", stage_files=[],
+                 figures=plan, settings=s, select_on="val_auc_tta", global_seed=1,
+                 out_comparisons="results/c.csv", out_stages="results/stages.csv")  # fmt: skip
+    jobs.learning_curves(summary_parquet="results/summary.parquet", settings=s, global_seed=1, out_csv="results/lc.csv")
     pd.DataFrame({"task": ["emph"], "role": ["target"], "label": ["Emphysema"], "train_positives": [10],
                   "val_positives": [2], "test_positives": [3]}).to_csv("results/t1.csv", index=False)  # fmt: skip
-    inputs = {
-        "summary": "results/summary.parquet",
-        "seed_means": "results/seed_means.csv",
-        "stages": "results/stages.csv",
-        "curves": "results/lc.csv",
-        "table1": "results/t1.csv",
-        "comparisons": "results/c.csv",
-    }
-    results.readme_job(
-        inputs, {f: {"title": v["title"], "config": v["config"]} for f, v in plan.items()}, s, "README.md"
+    jobs.results_readme(
+        summary_parquet="results/summary.parquet",
+        seed_means_csv="results/seed_means.csv",
+        stages_csv="results/stages.csv",
+        curves_csv="results/lc.csv",
+        table1_csv="results/t1.csv",
+        comparisons_csv="results/c.csv",
+        figures={f: {"title": v["title"], "config": v["config"]} for f, v in plan.items()},
+        settings=s,
+        out_readme="README.md",
     )
     text = open("README.md").read()
     stages = pd.read_csv("results/stages.csv")

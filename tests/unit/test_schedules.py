@@ -89,7 +89,7 @@ def test_fit_writes_lr_and_momentum_into_the_optimizer_at_every_step(optimizer):
 
     train.make_optimizer, real_step = make_opt, orig
     try:
-        result = train.fit(model, data, val, settings, "binary", ["y"], seed=0, on_step=on_step)
+        result = train.fit(model, data, val, settings, task_type="binary", labels=["y"], seed=0, on_step=on_step)
     finally:
         train.make_optimizer = real_step
     T = result["steps"]
@@ -128,7 +128,9 @@ def test_regular_training_keeps_the_lr_within_an_epoch_and_drops_it_after_no_imp
     data, val = blobs(32, 0), blobs(16, 1)
     # validation labels flipped: the validation loss soon stops improving
     val.targets = 1 - val.targets
-    result = train.fit(models.build("smallcnn", 1), data, val, settings, "binary", ["y"], seed=0, schedule="regular")
+    result = train.fit(
+        models.build("smallcnn", 1), data, val, settings, task_type="binary", labels=["y"], seed=0, schedule="regular"
+    )
     steps = [r for r in result["history"] if r["kind"] == "step"]
     epochs = [r for r in result["history"] if r["kind"] == "epoch"]
     best, lr = math.inf, 0.05
@@ -168,7 +170,7 @@ def test_lr_sweep_is_exponential_and_stops_when_the_loss_diverges():
     settings = train_settings(
         {"batch_size": 8, "crop": 20, "lr_finder": {"start_lr": 1e-5, "end_lr": 1e3, "steps": 60, "diverge": 4}}
     )
-    out = train.lr_sweep(models.build("smallcnn", 1), blobs(64, 0), settings, "binary", seed=0)
+    out = train.lr_sweep(models.build("smallcnn", 1), blobs(64, 0), settings, task_type="binary", seed=0)
     rows = out["rows"]
     assert len(rows) >= 10
     lrs = [r["lr"] for r in rows]

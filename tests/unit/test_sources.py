@@ -16,10 +16,11 @@ import yaml
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from smalldl import jobs
 from smalldl.data import cache, dicom, splits
 from smalldl.data.sources import chexpert, mura, nih
 from smalldl.errors import InputError
+from smalldl.jobs import data as data_jobs
+from smalldl.jobs import splits as split_jobs
 
 from ..conftest import ROOT
 from .test_download import FileServer, closed_port_url, make_nih_release, nih_params
@@ -89,8 +90,10 @@ def test_chexpert_layouts_paths_policies_and_ignore(tmp_path):
     for layout in ("CheXpert-v1.0", "CheXpert-v1.0-small"):
         root = make_chexpert(tmp_path / layout, layout=layout, n_patients=4)
         for path in (root, root.parent):  # the release folder or the one above it
-            table = jobs.index_dataset(
-                "cx", {"kind": "chexpert", "params": {"path": str(path)}}, tmp_path / "cx.parquet"
+            table = data_jobs.index(
+                dataset_name="cx",
+                dataset={"kind": "chexpert", "params": {"path": str(path)}},
+                out_parquet=tmp_path / "cx.parquet",
             )
             assert table["path"].str.startswith(str(root)).all()
             assert table["image_id"].str.match(r"(train|valid)/patient\d{5}/study\d/view1_frontal\.jpg").all()
@@ -151,7 +154,9 @@ def test_chexpert_bad_input_names_file_and_row(tmp_path):
     next(img_root.rglob("view1_frontal.jpg")).unlink()
     out = tmp_path / "i.parquet"
     with pytest.raises(InputError, match=r"image .*view1_frontal\.jpg \(listed in .*\) does not exist"):
-        jobs.index_dataset("chexpert", {"kind": "chexpert", "params": {"path": str(img_root)}}, out)
+        data_jobs.index(
+            dataset_name="chexpert", dataset={"kind": "chexpert", "params": {"path": str(img_root)}}, out_parquet=out
+        )
     assert not out.exists()
 
 
@@ -177,7 +182,11 @@ def make_mura(base, n_patients=16, images=True):
 
 def test_mura_labels_body_part_patients_from_the_path(tmp_path):
     root = make_mura(tmp_path)
-    table = jobs.index_dataset("mura", {"kind": "mura", "params": {"path": str(tmp_path)}}, tmp_path / "m.parquet")
+    table = data_jobs.index(
+        dataset_name="mura",
+        dataset={"kind": "mura", "params": {"path": str(tmp_path)}},
+        out_parquet=tmp_path / "m.parquet",
+    )
     row = table.set_index("image_id").loc["train/XR_FINGER/patient00001/study1_positive/image2.png"]
     assert (row["patient_id"], row["body_part"], row["study_type"], row["abnormal"]) == (
         "patient00001",
@@ -226,11 +235,16 @@ def make_folder(base, n_patients=12, with_dicom=True):
 def test_folder_with_png_jpeg_and_the_real_dicom_goes_through_index_and_cache(tmp_path):
     folder = make_folder(tmp_path / "mine")
     spec = {"kind": "folder", "params": {"path": str(folder)}}
-    table = jobs.index_dataset("mine", spec, tmp_path / "index.parquet")
+    table = data_jobs.index(dataset_name="mine", dataset=spec, out_parquet=tmp_path / "index.parquet")
     assert list(table.columns) == ["image_id", "patient_id", "path", "view", "finding", "other"]
     assert table.loc[table["image_id"] == "imgs/rg1", "path"].item() == str(folder / "imgs" / "rg1.dcm")
-    jobs.make_cache(
-        tmp_path / "index.parquet", tmp_path / "c.npy", tmp_path / "c.json", width=32, aspect=None, workers=2
+    data_jobs.cache(
+        index_parquet=tmp_path / "index.parquet",
+        out_npy=tmp_path / "c.npy",
+        out_meta=tmp_path / "c.json",
+        width=32,
+        aspect=None,
+        workers=2,
     )
     arr, info = cache.open_cache(tmp_path / "c.npy", tmp_path / "c.json")
     assert arr.shape == (len(table), 27, 32)  # 60 wide, 50 high is the commonest aspect
@@ -259,12 +273,18 @@ def test_folder_options_patient_optional_labels_and_split_column(tmp_path):
     folder = make_folder(tmp_path / "mine", n_patients=4, with_dicom=False)
     csv = pd.read_csv(folder / "labels.csv")
     csv.drop(columns=["patient_id"]).assign(note="x").to_csv(folder / "labels.csv", index=False)
-    table = jobs.index_dataset("mine", {"kind": "folder", "params": {"path": str(folder)}}, tmp_path / "i.parquet")
+    table = data_jobs.index(
+        dataset_name="mine",
+        dataset={"kind": "folder", "params": {"path": str(folder)}},
+        out_parquet=tmp_path / "i.parquet",
+    )
     assert (table["patient_id"] == table["image_id"]).all()  # every image its own patient
     assert "note" not in table.columns and {"finding", "other"} <= set(table.columns)
     csv.assign(fold=["train", "test"] * 4).to_csv(folder / "labels.csv", index=False)
     params = {"path": str(folder), "labels": ["finding"], "split_column": "fold"}
-    table = jobs.index_dataset("mine", {"kind": "folder", "params": params}, tmp_path / "i.parquet")
+    table = data_jobs.index(
+        dataset_name="mine", dataset={"kind": "folder", "params": params}, out_parquet=tmp_path / "i.parquet"
+    )
     assert "other" not in table.columns and list(table["official_split"][:2]) == ["train_val", "test"]
 
 
@@ -278,14 +298,21 @@ def folder_spec(folder, **params):
 def expect_index_error(tmp_path, spec, pattern):
     out = tmp_path / "out.parquet"
     with pytest.raises(InputError, match=pattern):
-        jobs.index_dataset("mine", spec, out)
+        data_jobs.index(dataset_name="mine", dataset=spec, out_parquet=out)
     assert not out.exists()
 
 
 def expect_cache_error(tmp_path, folder, pattern):
-    jobs.index_dataset("mine", folder_spec(folder), tmp_path / "i.parquet")
+    data_jobs.index(dataset_name="mine", dataset=folder_spec(folder), out_parquet=tmp_path / "i.parquet")
     with pytest.raises(InputError, match=pattern):
-        jobs.make_cache(tmp_path / "i.parquet", tmp_path / "c" / "w32.npy", tmp_path / "c" / "w32.json", 32, 1.0, 2)
+        data_jobs.cache(
+            index_parquet=tmp_path / "i.parquet",
+            out_npy=tmp_path / "c" / "w32.npy",
+            out_meta=tmp_path / "c" / "w32.json",
+            width=32,
+            aspect=1.0,
+            workers=2,
+        )
     assert not (tmp_path / "c").exists() or list((tmp_path / "c").iterdir()) == []
 
 
@@ -366,7 +393,15 @@ def run_split(tmp_path, index, task, pattern):
     config = {"seed": 3, "tasks": {"t": task}}
     out, manifest = tmp_path / "s" / "split.parquet", tmp_path / "s" / "manifest.json"
     with pytest.raises(InputError, match=pattern):
-        jobs.make_split(config, "t", tmp_path / "index.parquet", [], out, manifest)
+        split_jobs.split(
+            task_name="t",
+            task=config["tasks"]["t"],
+            global_seed=config["seed"],
+            index_parquet=tmp_path / "index.parquet",
+            excluded_from=[],
+            out_split=out,
+            out_manifest=manifest,
+        )
     assert not out.exists() and not manifest.exists()
 
 
@@ -374,7 +409,9 @@ def test_bad_input_patient_in_two_splits(tmp_path):
     folder = make_folder(tmp_path / "mine", n_patients=8, with_dicom=False)
     csv = pd.read_csv(folder / "labels.csv")
     csv.assign(fold=["train"] * 8 + ["test"] * 7 + ["train"]).to_csv(folder / "labels.csv", index=False)
-    index = jobs.index_dataset("mine", folder_spec(folder, split_column="fold"), tmp_path / "i.parquet")
+    index = data_jobs.index(
+        dataset_name="mine", dataset=folder_spec(folder, split_column="fold"), out_parquet=tmp_path / "i.parquet"
+    )
     run_split(
         tmp_path,
         index,
@@ -388,7 +425,9 @@ def test_bad_input_task_with_zero_positives_in_a_split(tmp_path):
     folder = make_folder(tmp_path / "mine", n_patients=12, with_dicom=False)
     csv = pd.read_csv(folder / "labels.csv")
     csv.assign(fold=["train"] * 16 + ["test"] * 8).to_csv(folder / "labels.csv", index=False)
-    index = jobs.index_dataset("mine", folder_spec(folder, split_column="fold"), tmp_path / "i.parquet")
+    index = data_jobs.index(
+        dataset_name="mine", dataset=folder_spec(folder, split_column="fold"), out_parquet=tmp_path / "i.parquet"
+    )
     index.loc[index["official_split"] == "test", "finding"] = 0
     run_split(
         tmp_path, index, split_task(test_split="official"), r"task t: no positive finding images in the test split"

@@ -6,7 +6,10 @@ import torch
 
 from smalldl import models, train
 from smalldl.config import train_settings
+from smalldl.data.transforms import augment, center_crop, to_tensor, tta_views
 from smalldl.errors import InputError
+from smalldl.evaluate import evaluate, predict
+from smalldl.init import initialise
 
 SETTINGS = train_settings(
     {
@@ -48,16 +51,16 @@ def test_batches_partition_and_never_leave_a_single_image():
 def test_augment_shapes_and_randomness():
     x = torch.rand(6, 1, 24, 24)
     gen = torch.Generator().manual_seed(0)
-    a = train.augment(x, 20, True, 10.0, gen)
-    b = train.augment(x, 20, True, 10.0, gen)
+    a = augment(x, 20, True, 10.0, gen)
+    b = augment(x, 20, True, 10.0, gen)
     assert a.shape == (6, 1, 20, 20) and not torch.equal(a, b)
-    plain = train.augment(x, 24, False, 0.0, gen)
+    plain = augment(x, 24, False, 0.0, gen)
     assert torch.equal(plain, x)
 
 
 def test_augment_flip_and_crop_take_exact_windows_of_the_image():
     x = torch.arange(24 * 30, dtype=torch.float32).reshape(1, 1, 24, 30).repeat(64, 1, 1, 1)
-    out = train.augment(x, 20, True, 0.0, torch.Generator().manual_seed(2))
+    out = augment(x, 20, True, 0.0, torch.Generator().manual_seed(2))
     flipped, tops_lefts = 0, set()
     for i in range(64):
         hits = [
@@ -81,7 +84,7 @@ def test_augment_rotates_within_the_range_about_the_crop_centre():
     size = 41
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     line = ((yy - size // 2).abs() <= 1).float()[None, None].repeat(200, 1, 1, 1)  # a horizontal bar
-    out = train.augment(line, size, False, 10.0, torch.Generator().manual_seed(0))
+    out = augment(line, size, False, 10.0, torch.Generator().manual_seed(0))
     angles = []
     for img in out[:, 0]:
         w = img.clamp(min=0)
@@ -101,7 +104,7 @@ def test_fit_learns_selects_best_val_epoch_and_is_reproducible():
     def run():
         torch.manual_seed(3)
         model = models.build("smallcnn", 1)
-        result = train.fit(model, data, val, SETTINGS, "binary", ["y"], seed=3)
+        result = train.fit(model, data, val, SETTINGS, task_type="binary", labels=["y"], seed=3)
         return model, result
 
     model, result = run()
@@ -109,7 +112,7 @@ def test_fit_learns_selects_best_val_epoch_and_is_reproducible():
     best = min(epochs, key=lambda r: r["val_loss"])
     assert result["best_epoch"] == best["epoch"]
     # the model returned holds the selected epoch's weights, not the last epoch's
-    again = train.evaluate(model, val, SETTINGS["crop"], torch.device("cpu"), "binary", ["y"])
+    again = evaluate(model, val, SETTINGS, device=torch.device("cpu"), task_type="binary", labels=["y"])
     assert again["loss"] == pytest.approx(best["val_loss"], abs=1e-6)
     assert result["val_auc"] > 0.8
     steps = [r for r in result["history"] if r["kind"] == "step"]
@@ -125,7 +128,7 @@ def test_evaluate_multilabel_skips_undefined_labels():
     val = blobs(16, 2)
     val.targets = np.concatenate([val.targets, np.zeros_like(val.targets)], axis=1)
     model = models.build("smallcnn", 2)
-    scores = train.evaluate(model, val, 20, torch.device("cpu"), "multilabel", ["a", "b"])
+    scores = evaluate(model, val, SETTINGS, device=torch.device("cpu"), task_type="multilabel", labels=["a", "b"])
     assert math.isnan(scores["per_label"]["b"]) and not math.isnan(scores["auc"])
     assert scores["auc"] == scores["per_label"]["a"]
 
@@ -138,25 +141,32 @@ def test_models_take_grey_images_and_have_a_new_head(arch):
     assert isinstance(model.head, torch.nn.Linear) and model.head.out_features == 3
 
 
+def load_source(model, path):
+    """A source checkpoint's body into ``model``, as a fine-tuning run with init 'transfer' loads it."""
+    body, meta = models.read_source(path, model.arch)
+    initialise(model, "transfer", body, seed=0)
+    return meta
+
+
 def test_source_checkpoint_round_trip_transfers_body_not_head(tmp_path):
     torch.manual_seed(0)
     src = models.build("smallcnn", 5)
-    models.save_source(src, tmp_path / "s.pt", {"val_auc": 0.9})
+    models.save_source(tmp_path / "s.pt", arch=src.arch, body=src.body.state_dict(), meta={"val_auc": 0.9})
     ckpt = torch.load(tmp_path / "s.pt", weights_only=True)
     assert ckpt["arch"] == "smallcnn" and "head.weight" not in ckpt["body"]
     torch.manual_seed(1)
     dst = models.build("smallcnn", 1)
     head_before = dst.head.weight.clone()
-    meta = models.load_source(dst, tmp_path / "s.pt")
+    meta = load_source(dst, tmp_path / "s.pt")
     assert meta == {"val_auc": 0.9}
     for (k, a), b in zip(src.body.state_dict().items(), dst.body.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert torch.equal(dst.head.weight, head_before)
     with pytest.raises(InputError, match="is a 'smallcnn', not a 'resnet18'"):
-        models.load_source(models.build("resnet18", 1), tmp_path / "s.pt")
+        load_source(models.build("resnet18", 1), tmp_path / "s.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="bad.pt cannot be read"):
-        models.load_source(dst, tmp_path / "bad.pt")
+        load_source(dst, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="unknown architecture 'resnet9000'"):
         models.build("resnet9000", 1)
 
@@ -171,8 +181,8 @@ def test_long_epochs_report_progress_within_the_epoch():
         blobs(32, 0),
         blobs(16, 1),
         {**SETTINGS, "epochs": 1},
-        "binary",
-        ["y"],
+        task_type="binary",
+        labels=["y"],
         seed=0,
         log=log,
         progress_every=0.0,
@@ -185,9 +195,9 @@ def test_long_epochs_report_progress_within_the_epoch():
 def test_tta_includes_the_original_view_and_four_different_augmented_views():
     x = torch.rand(3, 1, 24, 24)
     gen = torch.Generator().manual_seed(0)
-    views = train.tta_views(x, 20, True, 10.0, 4, gen)
+    views = tta_views(x, 20, True, 10.0, 4, gen)
     assert len(views) == 5
-    assert torch.equal(views[0], train.center_crop(x, 20))  # the original (the authors' code left it out)
+    assert torch.equal(views[0], center_crop(x, 20))  # the original (the authors' code left it out)
     for i in range(5):
         for j in range(i + 1, 5):
             assert not torch.equal(views[i], views[j]), (i, j)
@@ -198,17 +208,17 @@ def test_tta_prediction_is_the_mean_over_the_original_and_the_views():
     torch.manual_seed(0)
     model = models.build("smallcnn", 1).eval()
     dev = torch.device("cpu")
-    plain = train.predict(model, data, 20, dev, "binary")
-    tta = train.predict(model, data, 20, dev, "binary", tta=4, seed=7)
+    plain = predict(model, data, SETTINGS, device=dev, task_type="binary")
+    tta = predict(model, data, SETTINGS, device=dev, task_type="binary", tta=4, seed=7)
     assert not np.allclose(plain, tta)
-    x = train.to_tensor(data.images, dev)
-    views = train.tta_views(x, 20, True, 10.0, 4, torch.Generator().manual_seed(7))
+    x = to_tensor(data.images, dev)
+    views = tta_views(x, 20, True, 10.0, 4, torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected = torch.stack([model(v).sigmoid() for v in views]).mean(0).numpy()
         original = model(views[0]).sigmoid().numpy()
     assert np.allclose(tta, expected, atol=1e-6)
     assert np.allclose(plain, original, atol=1e-6)
-    assert np.allclose(train.predict(model, data, 20, dev, "binary", tta=4, seed=7), tta)  # seeded
+    assert np.allclose(predict(model, data, SETTINGS, device=dev, task_type="binary", tta=4, seed=7), tta)  # seeded
 
 
 def test_the_returned_weights_are_the_selected_epochs_not_the_last():
@@ -221,7 +231,7 @@ def test_the_returned_weights_are_the_selected_epochs_not_the_last():
     def on_epoch(epoch, m):
         states[epoch] = {k: v.clone() for k, v in m.state_dict().items()}
 
-    result = train.fit(model, data, val, SETTINGS, "binary", ["y"], seed=0, on_epoch=on_epoch)
+    result = train.fit(model, data, val, SETTINGS, task_type="binary", labels=["y"], seed=0, on_epoch=on_epoch)
     epochs = [r for r in result["history"] if r["kind"] == "epoch"]
     best = min(epochs, key=lambda r: r["val_loss"])["epoch"]
     assert result["best_epoch"] == best != SETTINGS["epochs"]
@@ -244,7 +254,7 @@ def test_checkpoint_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
                 raise KeyboardInterrupt
 
         result = train.fit(
-            model, data, val, SETTINGS, "binary", ["y"], seed=0, checkpoint=checkpoint, signature="s1",
+            model, data, val, SETTINGS, task_type="binary", labels=["y"], seed=0, checkpoint=checkpoint, signature="s1",
             on_epoch=on_epoch,
         )  # fmt: skip
         return result
@@ -331,7 +341,7 @@ def test_fit_never_learns_from_a_label_uncertain_in_every_training_image():
     torch.manual_seed(0)
     model = models.build("smallcnn", 2)
     head0 = {k: v.clone() for k, v in model.head.state_dict().items()}
-    result = train.fit(model, data, val, {**SETTINGS, "epochs": 2}, "multilabel", ["a", "b"], seed=0)
+    result = train.fit(model, data, val, {**SETTINGS, "epochs": 2}, task_type="multilabel", labels=["a", "b"], seed=0)
     head = model.head.state_dict()
     assert torch.equal(head["weight"][1], head0["weight"][1]) and torch.equal(head["bias"][1], head0["bias"][1])
     assert not torch.equal(head["weight"][0], head0["weight"][0])
@@ -339,3 +349,27 @@ def test_fit_never_learns_from_a_label_uncertain_in_every_training_image():
     assert all(r["train_loss"] >= 0 for r in steps)
     assert math.isnan(result["val_per_label"]["b"]) and result["val_auc"] == result["val_per_label"]["a"]
     assert math.isfinite(result["val_loss"])
+
+
+@pytest.mark.parametrize(("amp", "bf16"), [("off", False), ("bf16", True)])
+def test_evaluation_takes_amp_from_the_settings(monkeypatch, amp, bf16):
+    """predict and evaluate enter bf16 autocast exactly when the settings say so (a caller that
+    evaluated without settings once ran the test set in the default precision whatever ``amp`` said)."""
+    entered, dtypes = [], []
+    real_autocast = torch.autocast
+
+    def spy(device_type, *args, **kwargs):
+        entered.append(kwargs.get("enabled", True))
+        return real_autocast(device_type, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    settings = train_settings({**SETTINGS, "amp": amp})
+    torch.manual_seed(0)
+    model = models.build("smallcnn", 1)
+    model.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+    data, dev = blobs(10, 0), torch.device("cpu")
+    prob = predict(model, data, settings, device=dev, task_type="binary", tta=2, seed=1)
+    sc = evaluate(model, data, settings, device=dev, task_type="binary", labels=["y"])
+    assert prob.shape == (10, 1) and np.isfinite(prob).all() and math.isfinite(sc["loss"])
+    assert entered and all(e == bf16 for e in entered)
+    assert dtypes and set(dtypes) == {torch.bfloat16 if bf16 else torch.float32}

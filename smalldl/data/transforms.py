@@ -1,0 +1,58 @@
+"""Image transforms on the GPU-friendly side of the cache (as torchvision's references/classification
+presets.py): uint8 images to float tensors, the centre crop of evaluation, the training augmentation
+(random rotation, horizontal flip and crop as one affine resampling) and the test-time augmentation views.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W) -> float (B, 1, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float().div_(255.0)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def augment(x: torch.Tensor, crop: int, flip: bool, rotate: float, gen: torch.Generator) -> torch.Tensor:
+    """Random rotation (uniform in +-rotate degrees, about the crop's centre), horizontal flip (p=0.5)
+    and random crop, per image, as one affine resampling (one grid_sample for the whole batch: no
+    per-image Python work, so it keeps a GPU busy). Pixels rotated in from outside the image are 0."""
+    b, _, h, w = x.shape
+    if crop > h or crop > w:
+        raise ValueError(f"crop {crop} is larger than the images ({h}x{w})")
+    angle = (torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(rotate)
+    sign = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+    tops = torch.randint(0, h - crop + 1, (b,), generator=gen)
+    lefts = torch.randint(0, w - crop + 1, (b,), generator=gen)
+    if rotate == 0 and not flip:  # a plain crop: exact pixels, no resampling
+        pairs = zip(tops.tolist(), lefts.tolist(), strict=True)
+        return torch.stack([x[i, :, t : t + crop, l_ : l_ + crop] for i, (t, l_) in enumerate(pairs)])
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    sx, sy = crop / w, crop / h
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 1] = sx * cos * sign, -sx * sin
+    theta[:, 1, 0], theta[:, 1, 1] = sy * sin * sign, sy * cos
+    theta[:, 0, 2] = (lefts + crop / 2) / w * 2 - 1
+    theta[:, 1, 2] = (tops + crop / 2) / h * 2 - 1
+    grid = F.affine_grid(theta.to(x.device, x.dtype), [b, x.shape[1], crop, crop], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def tta_views(
+    x: torch.Tensor, crop: int, flip: bool, rotate: float, views: int, gen: torch.Generator
+) -> list[torch.Tensor]:
+    """Test-time augmentation: the original (centre crop) first, then ``views`` augmented copies
+    (random flip, rotation and crop, as in training). The authors' code left the original out."""
+    out = [center_crop(x, crop)]
+    out.extend(augment(x, crop, flip, rotate, gen) for _ in range(views))
+    return out

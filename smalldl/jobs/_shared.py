@@ -1,0 +1,139 @@
+"""What the training jobs (pretrain, lr_find, finetune) share: the cached images of a split's rows,
+torch's threads and device, the model a recipe starts from, the history and environment records."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smalldl.config import NO_SOURCE, Recipe
+from smalldl.data import cache as cache_mod
+from smalldl.errors import InputError
+from smalldl.utils import atomic_path, derive_seed
+
+HISTORY_COLUMNS = [
+    "kind",
+    "epoch",
+    "step",
+    "lr",
+    "lr_group1",
+    "lr_group2",
+    "lr_group3",
+    "momentum",
+    "trainable",
+    "train_loss",
+    "val_loss",
+    "val_auc",
+]
+
+
+def selected_rows(split: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The selected rows of one part (train, val or test) of a split table."""
+    return split[(split["split"] == name) & split["selected"]].reset_index(drop=True)
+
+
+def cached_data(cache_arr: np.ndarray, info: Mapping[str, Any], table: pd.DataFrame, task: Mapping[str, Any]):
+    """The cached images of ``table``'s rows with their targets, as a training.Data."""
+    from smalldl.train import Data
+
+    rows = cache_mod.rows_for(dict(info), list(table["image_id"]))
+    labels = list(task["labels"])
+    if task["type"] == "multiclass":
+        targets = table[labels[0]].to_numpy(dtype=np.int64)
+    else:
+        targets = table[labels].to_numpy(dtype=np.float32)
+    return Data(images=np.asarray(cache_arr[rows]), targets=targets, image_ids=list(table["image_id"]))
+
+
+def num_outputs(task: Mapping[str, Any], split: pd.DataFrame) -> int:
+    if task["type"] == "multiclass":
+        return int(split[task["labels"][0]].max()) + 1
+    return len(task["labels"])
+
+
+def setup_torch(settings: Mapping[str, Any], threads: int):
+    """torch with ``threads`` threads and deterministic algorithms, and the device of ``settings``."""
+    import torch
+
+    from smalldl.train import pick_device
+
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch, pick_device(settings["device"])
+
+
+def environment(device: Any) -> dict[str, Any]:
+    import torch
+
+    return {
+        "device": str(device),
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_history(history: list[dict[str, Any]], path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
+
+
+def build_recipe_model(
+    *, task: Mapping[str, Any], arch: str, recipe: Recipe, source_ckpt: str | Path | None, seed: int
+):
+    """A new model for one recipe: a new head, the body initialised as the recipe says (from the source
+    checkpoint unless the recipe has no source). Returns (model, source meta, init info)."""
+    import torch
+
+    from smalldl import models
+    from smalldl.init import initialise
+
+    torch.manual_seed(seed)
+    model = models.build(arch, len(task["labels"]))
+    source_meta: dict[str, Any] = {}
+    body_state = None
+    if recipe.source != NO_SOURCE:
+        if source_ckpt is None:
+            raise InputError(f"recipe {recipe.name} needs the checkpoint of source {recipe.source}")
+        body_state, source_meta = models.read_source(source_ckpt, arch)
+    try:
+        init_info = initialise(model, recipe.init, body_state, derive_seed(seed, "init"))
+    except RuntimeError as exc:
+        raise InputError(f"source checkpoint {source_ckpt} does not fit {arch}: {str(exc)[:300]}") from None
+    return model, source_meta, init_info
+
+
+def target_data(
+    *,
+    task: Mapping[str, Any],
+    split_parquet: str | Path,
+    subset_csv: str | Path,
+    cache_npy: str | Path,
+    cache_meta: str | Path,
+    n: int | None = None,
+):
+    """(subset table, train, val, test) of a target task: the training subset and the split's selected
+    validation and test rows, as training.Data from the cache."""
+    arr, info = cache_mod.open_cache(cache_npy, cache_meta)
+    split = pd.read_parquet(split_parquet)
+    subset = pd.read_csv(subset_csv, dtype={"image_id": str, "patient_id": str})
+    if n is not None and len(subset) != n:
+        raise InputError(f"training subset {subset_csv} has {len(subset)} rows, expected n={n}")
+    train = cached_data(arr, info, subset, task)
+    val = cached_data(arr, info, selected_rows(split, "val"), task)
+    test = cached_data(arr, info, selected_rows(split, "test"), task)
+    return subset, train, val, test

@@ -1,0 +1,104 @@
+"""rules/data.smk: raw data -> index/{dataset}.parquet -> cache/{dataset}/w{W}.npy."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from smalldl.data import cache as cache_mod
+from smalldl.errors import InputError
+from smalldl.utils import atomic_path
+
+GENERATORS = {
+    "synthetic_chest": "smalldl.data.sources.synthetic_chest",
+    "synthetic_limb": "smalldl.data.sources.synthetic_limb",
+    "fractal": "smalldl.data.sources.fractal",
+}
+
+
+def generate_synthetic(*, dataset: Mapping[str, Any], out_dir: str | Path, seed: int, workers: int = 1) -> None:
+    """Write a synthetic dataset (PNG files + index.csv) of spec ``dataset`` into ``out_dir``, all or
+    nothing."""
+    kind = dataset["kind"]
+    module = importlib.import_module(GENERATORS[kind])
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    kwargs = dict(dataset.get("params") or {})
+    for key in ("images_per_patient", "images_per_study"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    try:
+        module.generate(tmp, seed=seed, workers=workers, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"datasets.*.params for kind {kind}: {exc}") from None
+    finally:
+        if not (tmp / "index.csv").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
+def fetch_nih(
+    *,
+    dataset_name: str,
+    dataset: Mapping[str, Any],
+    out_json: str | Path,
+    retries: int | None = None,
+    backoff: float = 2.0,
+) -> dict[str, Any]:
+    """Download ChestX-ray14 into raw/{dataset}/ or verify a local copy; record where."""
+    from smalldl.data.sources import nih
+
+    if dataset["kind"] != "nih":
+        raise InputError(f"datasets.{dataset_name}: only kind nih is fetched (kind {dataset['kind']})")
+    params = dict(dataset.get("params") or {})
+    return nih.fetch(
+        dataset_name,
+        params,
+        Path(out_json).parent,
+        out_json,
+        retries=int(params.get("retries", 5)) if retries is None else retries,
+        backoff=backoff,
+    )
+
+
+def index(
+    *,
+    dataset_name: str,
+    dataset: Mapping[str, Any],
+    out_parquet: str | Path,
+    raw: str | Path | None = None,
+    fetched: str | Path | None = None,
+    check_files: bool = True,
+) -> pd.DataFrame:
+    """The uniform index table of any dataset kind (local copies are indexed in place)."""
+    from smalldl.data.index import build_index
+
+    table = build_index(dataset_name, dataset, raw=raw, fetched=fetched, check_files=check_files)
+    with atomic_path(out_parquet) as tmp:
+        table.to_parquet(tmp, index=False)
+    return table
+
+
+def cache(
+    *,
+    index_parquet: str | Path,
+    out_npy: str | Path,
+    out_meta: str | Path,
+    width: int,
+    aspect: float | None,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Decode and resize every indexed image once into a uint8 memmap."""
+    meta = cache_mod.build_cache(
+        pd.read_parquet(index_parquet), out_npy, out_meta, width=width, aspect=aspect, workers=workers
+    )
+    print(f"cache: {meta['n']} images of {meta['height']}x{meta['width']}", file=sys.stderr)
+    return meta

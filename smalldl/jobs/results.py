@@ -1,0 +1,255 @@
+"""rules/results.smk: the summary table, Table 1, the statistics (bootstrap CIs, paired comparisons, stage
+winners, learning curves), the figures and results/README.md. Each job reads its rule's input files, calls
+the library (``smalldl.results``, ``smalldl.plots``) and writes its outputs. Only the plotting jobs import
+smalldl.plots (matplotlib, seaborn), so that the others start fast."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smalldl.errors import InputError
+from smalldl.results import comparisons, curves, intervals, readme, summary
+from smalldl.utils import atomic_path
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _write_csv(table: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _read_table(path: str | Path) -> pd.DataFrame:
+    """A results table (parquet or CSV; an empty CSV is an empty table) for the figures."""
+    path = Path(path)
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"results table {path} cannot be read ({exc})") from None
+
+
+def _save_replicates(path: str | Path, keys: Sequence[str], reps: np.ndarray) -> None:
+    """The bootstrap replicates (runs x iterations) with the runs' paths as keys."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, keys=np.asarray(list(keys), dtype=str), reps=reps)
+
+
+def _load_replicates(path: str | Path) -> tuple[list[str], np.ndarray]:
+    try:
+        with np.load(path) as data:
+            return [str(k) for k in data["keys"]], data["reps"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"bootstrap replicates {path} cannot be read ({exc})") from None
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def aggregate(
+    *,
+    metrics: Sequence[str | Path],
+    out_parquet: str | Path,
+    out_csv: str | Path,
+    metric: str,
+    select_on: str,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """One row per run (``metrics``: every run's metrics.json) in results/summary.{parquet,csv}."""
+    table = summary.read_metrics(metrics, metric=metric, select_on=select_on, workers=max(4, threads))
+    with atomic_path(out_parquet) as tmp:
+        table.to_parquet(tmp, index=False)
+    _write_csv(table, out_csv)
+    print(f"{len(table)} runs")
+    if len(table):
+        print(summary.mean_table(table).to_string(index=False))
+    return table
+
+
+def table1(
+    *,
+    manifests: Mapping[str, str | Path],
+    targets: Sequence[str],
+    tasks: Mapping[str, Mapping[str, Any]],
+    out_csv: str | Path,
+) -> pd.DataFrame:
+    """Table 1 from the split manifests (task -> manifest.json); ``tasks``: each task's type and labels."""
+    table = summary.table1(manifests, targets, tasks)
+    _write_csv(table, out_csv)
+    print(table.to_string(index=False))
+    return table
+
+
+def bootstrap(
+    *,
+    summary_parquet: str | Path,
+    settings: Mapping[str, Any],
+    global_seed: int,
+    out_run_ci: str | Path,
+    out_seed_means: str | Path,
+    out_replicates: str | Path,
+) -> None:
+    """Each run's test AUC with its bootstrap CI, the means over seeds, the replicates. ``settings``:
+    results.metric, .ci and .bootstrap."""
+    table = pd.read_parquet(summary_parquet)
+    run_ci, reps = intervals.bootstrap(table, settings["bootstrap"], settings["ci"], global_seed, settings["metric"])
+    means = intervals.seed_means(table, run_ci, settings["ci"])
+    _write_csv(run_ci, out_run_ci)
+    _write_csv(means, out_seed_means)
+    _save_replicates(out_replicates, list(table["path"]), reps)
+
+
+def compare(
+    *,
+    summary_parquet: str | Path,
+    replicates_npz: str | Path,
+    stage_files: Sequence[str | Path],
+    figures: Mapping[str, Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    select_on: str,
+    global_seed: int,
+    out_comparisons: str | Path,
+    out_stages: str | Path,
+) -> None:
+    """Paired comparisons of recipes and the stage winners with their margins. ``figures``: the axis
+    figures (kind, axis, archs, stage, recipes); ``settings``: results.metric, .ci, .bootstrap, .comparison."""
+    table = pd.read_parquet(summary_parquet)
+    keys, reps = _load_replicates(replicates_npz)
+    missing = sorted(set(table["path"]) - set(keys))
+    if missing:
+        raise InputError(f"bootstrap replicates {replicates_npz} lack run {missing[0]}; rerun rule bootstrap")
+    pairs = comparisons.compare(table, keys, reps, settings["ci"], settings["comparison"], settings["metric"])
+    stages = [comparisons.read_stage(p) for p in stage_files]
+    specs = comparisons.stage_specs(table, stages, figures, select_on)
+    stage_table = comparisons.stage_table(table, keys, reps, specs, settings["ci"], settings["bootstrap"], global_seed)
+    _write_csv(pairs, out_comparisons)
+    _write_csv(stage_table, out_stages)
+
+
+def learning_curves(
+    *, summary_parquet: str | Path, settings: Mapping[str, Any], global_seed: int, out_csv: str | Path
+) -> pd.DataFrame:
+    """The learning-curve fits. ``settings``: results.ci, .target_auc and .learning_curve."""
+    table = pd.read_parquet(summary_parquet)
+    lc = settings["learning_curve"]
+    fits = curves.learning_curves(
+        table, settings["target_auc"], lc["model"], settings["ci"], lc["bootstrap"], global_seed
+    )
+    _write_csv(fits, out_csv)
+    print(fits.to_string(index=False))
+    return fits
+
+
+# ----------------------------------------------------------------------------------------- figures
+
+
+def plot_auc_vs_n(
+    *, seed_means_csv: str | Path, title: str, options: Mapping[str, Any], out_figures: Sequence[str | Path]
+) -> None:
+    """Mean test AUC vs training size. ``options``: the plots settings."""
+    from smalldl import plots
+
+    plots.auc_vs_size(_read_table(seed_means_csv), options, out_figures, title=title)
+
+
+def plot_history(
+    *,
+    summary_parquet: str | Path,
+    spec: Mapping[str, Any],
+    targets: Sequence[str],
+    archs: Sequence[str],
+    options: Mapping[str, Any],
+    out_figures: Sequence[str | Path],
+) -> dict[str, Any]:
+    """Figures 1-2: pick the run (``plots.history_run``), read its history.csv next to its metrics.json.
+    ``spec``: the figure's id, title and run selection."""
+    from smalldl import plots
+
+    run = plots.history_run(_read_table(summary_parquet), spec["select"], targets, archs)
+    steps = plots.read_history(Path(run["path"]) / "history.csv")
+    plots.history_figure(spec, run, steps, options, out_figures)
+    print(f"{spec['id']}: history of {run['path']}")
+    return run
+
+
+def plot_axis(
+    *,
+    summary_parquet: str | Path,
+    seed_means_csv: str | Path,
+    stage_files: Sequence[str | Path],
+    spec: Mapping[str, Any],
+    options: Mapping[str, Any],
+    out_figures: Sequence[str | Path],
+) -> None:
+    """Figures 3-8. ``spec``: the figure's kind (axis or radiomics), title, archs and, for an axis figure,
+    its axis, stage and listed recipes."""
+    from smalldl import plots
+
+    table = _read_table(summary_parquet)
+    means = _read_table(seed_means_csv)
+    if spec["kind"] == "radiomics":
+        plots.radiomics_figure(spec, table, means, options, out_figures)
+        return
+    stages = {}
+    for path in stage_files:
+        stage = comparisons.read_stage(path)
+        stages[(stage["task"], stage["arch"])] = stage
+    plots.axis_figure(spec, means, plots.axis_panels(spec, table, stages), options, out_figures)
+
+
+def plot_learning_curves(
+    *,
+    curves_csv: str | Path,
+    seed_means_csv: str | Path,
+    target: float,
+    options: Mapping[str, Any],
+    out_figures: Sequence[str | Path],
+) -> None:
+    """The fitted learning curves with the target AUC."""
+    from smalldl import plots
+
+    plots.learning_curves_figure(_read_table(curves_csv), _read_table(seed_means_csv), target, options, out_figures)
+
+
+# --------------------------------------------------------------------------------------- README.md
+
+
+def results_readme(
+    *,
+    summary_parquet: str | Path,
+    seed_means_csv: str | Path,
+    stages_csv: str | Path,
+    curves_csv: str | Path,
+    table1_csv: str | Path,
+    comparisons_csv: str | Path,
+    figures: Mapping[str, Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    out_readme: str | Path,
+) -> None:
+    """results/README.md. ``figures``: every figure's title and config line; ``settings``: results.metric,
+    .ci and .target_auc."""
+
+    def csv(path: str | Path) -> pd.DataFrame:
+        try:
+            return pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+
+    text = readme.render(
+        pd.read_parquet(summary_parquet),
+        csv(seed_means_csv),
+        csv(stages_csv),
+        csv(curves_csv),
+        csv(table1_csv),
+        csv(comparisons_csv),
+        figures,
+        settings,
+    )
+    with atomic_path(out_readme) as tmp:
+        Path(tmp).write_text(text)

@@ -1,0 +1,66 @@
+"""Learning curves: a fitted AUC(n) per task, architecture and recipe, and the training size needed to
+reach the target AUC with a bootstrap interval."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smalldl import stats
+from smalldl.utils import derive_seed
+
+
+def learning_curves(
+    summary: pd.DataFrame,
+    target: float,
+    model: str,
+    level: float,
+    iterations: int,
+    global_seed: int,
+) -> pd.DataFrame:
+    """A fitted AUC(n) per (family, task, arch, recipe) with >= 2 training sizes, the size at which it
+    reaches ``target`` with a bootstrap interval (inf: never), and whether that is an extrapolation."""
+    rows = []
+    for (task, family, arch, recipe), part in summary.groupby(["task", "family", "arch", "recipe"], sort=True):
+        part = part[part["headline_auc"].notna()]
+        n = part["n"].to_numpy(dtype=float)
+        auc = part["headline_auc"].to_numpy(dtype=float)
+        means = part.groupby("n")["headline_auc"].mean()
+        row: dict[str, Any] = {
+            "family": family,
+            "task": task,
+            "arch": arch,
+            "recipe": recipe,
+            "sizes": int(means.size),
+            "runs": len(part),
+            "max_n": int(means.index.max()) if means.size else None,
+            "best_mean_auc": float(means.max()) if means.size else math.nan,
+            "target_auc": target,
+        }
+        if means.size < 2:
+            row["status"] = "fewer than 2 training sizes"
+            rows.append(row)
+            continue
+        rng = np.random.default_rng(derive_seed(global_seed, "learning_curve", task, arch, recipe))
+        try:
+            fit = stats.learning_curve_interval(n, auc, target, model, level, iterations, rng)
+        except (ValueError, RuntimeError) as exc:
+            row["status"] = f"fit failed: {exc}"
+            rows.append(row)
+            continue
+        residual = auc - stats.learning_curve(n, fit)
+        row.update(fit)
+        row["rmse"] = float(np.sqrt(np.mean(residual**2)))
+        row["reached"] = bool(row["best_mean_auc"] >= target)
+        row["extrapolated"] = bool(math.isfinite(fit["n_target"]) and fit["n_target"] > row["max_n"])
+        row["status"] = "ok"
+        rows.append(row)
+    columns = [
+        "family", "task", "arch", "recipe", "model", "a", "b", "c", "rmse", "sizes", "runs", "max_n",
+        "best_mean_auc", "target_auc", "n_target", "n_target_lo", "n_target_hi", "reached", "extrapolated",
+        "fits", "status",
+    ]  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=columns)

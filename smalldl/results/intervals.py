@@ -1,0 +1,147 @@
+"""Each run's test AUC with a bootstrap confidence interval, from its predictions; the replicates (paired
+across the runs of a task, for the comparisons); and the means over seeds with their intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smalldl import stats
+from smalldl.errors import InputError
+from smalldl.results.summary import RUN_KEYS
+from smalldl.tta import plain_metric, tta_else_plain
+from smalldl.utils import derive_seed, progress
+
+# ----------------------------------------------------------------------------------- run predictions
+
+
+def run_scores(row: Mapping[str, Any], metric: str = "test_auc_tta") -> dict[str, Any]:
+    """A run's test predictions: image ids, labels (m x L) and the scores behind its headline AUC (the
+    TTA columns ``p_tta_*`` when the headline is the TTA AUC and they are there, else ``p_*``)."""
+    path = Path(row["path"]) / "predictions.parquet"
+    try:
+        preds = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"run predictions {path} cannot be read ({exc})") from None
+    labels = [c[2:] for c in preds.columns if c.startswith("y_")]
+    if not labels or "image_id" not in preds:
+        raise InputError(f"run predictions {path}: needs image_id and y_<label>/p_<label> columns")
+    used = tta_else_plain(
+        metric, lambda k: row.get("headline_metric") == k and all(f"p_tta_{lab}" in preds for lab in labels)
+    )
+    use_tta = used != plain_metric(used)
+    prefix = "p_tta_" if use_tta else "p_"
+    missing = [f"{prefix}{lab}" for lab in labels if f"{prefix}{lab}" not in preds]
+    if missing:
+        raise InputError(f"run predictions {path}: missing column(s) {', '.join(missing)}")
+    return {
+        "image_id": preds["image_id"].astype(str).to_numpy(),
+        "y": preds[[f"y_{lab}" for lab in labels]].to_numpy(dtype=np.int8),
+        "p": preds[[f"{prefix}{lab}" for lab in labels]].to_numpy(dtype=np.float64),
+        "labels": labels,
+        "scores": "tta" if use_tta else "plain",
+        "file": str(path),
+    }
+
+
+def _task_union(runs: list[dict[str, Any]], task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted union of the test images of a task's runs and their labels; runs must agree on labels."""
+    ids = np.unique(np.concatenate([r["image_id"] for r in runs]))
+    y = np.full((len(ids), runs[0]["y"].shape[1]), -1, dtype=np.int8)
+    for r in runs:
+        if r["y"].shape[1] != y.shape[1]:
+            raise InputError(
+                f"run predictions {r['file']}: {r['y'].shape[1]} label columns, task {task} has {y.shape[1]}"
+            )
+        pos = np.searchsorted(ids, r["image_id"])
+        seen = y[pos] >= 0
+        if np.any(seen & (y[pos] != r["y"])):
+            raise InputError(f"run predictions {r['file']}: labels disagree with other runs of task {task}")
+        y[pos] = r["y"]
+    return ids, y
+
+
+# ---------------------------------------------------------------------------------------- bootstrap
+
+
+def bootstrap(
+    summary: pd.DataFrame,
+    iterations: int,
+    level: float,
+    global_seed: int,
+    metric: str = "test_auc_tta",
+    loader: Callable[[Mapping[str, Any], str], dict[str, Any]] = run_scores,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Bootstrap replicates of every run's headline test AUC and its percentile CI.
+
+    One resampling of the test images per task (stratified by the label for single-label tasks, seeded
+    from the global seed and the task) is shared by all runs of the task: replicates of different runs
+    are paired. Returns (one row per summary row: its run keys, headline_auc and path, then auc, lo, hi,
+    se, scores, n_images; replicates runs x iterations, float32)."""
+    reps = np.full((len(summary), iterations), np.nan, dtype=np.float32)
+    rows: list[dict[str, Any]] = [{} for _ in range(len(summary))]
+    for task, part in summary.groupby("task", sort=True):
+        runs = [loader(row, metric) for row in progress(part.to_dict("records"), desc=f"bootstrap {task}", unit="run")]
+        ids, y = _task_union(runs, task)
+        rng = np.random.default_rng(derive_seed(global_seed, "bootstrap", task))
+        weights = stats.bootstrap_weights(len(ids), iterations, rng, strata=y[:, 0] if y.shape[1] == 1 else None)
+        for i, run in zip(part.index, runs, strict=True):
+            pos = np.searchsorted(ids, run["image_id"])
+            r = stats.mean_auc_replicates(run["y"], run["p"], weights.T[pos].T)  # image-major: fast gathers
+            point = float(stats.mean_auc_replicates(run["y"], run["p"], np.ones((1, len(pos))))[0])
+            lo, hi = stats.percentile_ci(r, level)
+            reps[i] = r
+            headline = summary.at[i, "headline_auc"]
+            if pd.notna(headline) and not math.isnan(point) and abs(point - float(headline)) > 1e-6:
+                print(f"WARNING: {run['file']}: AUC from predictions {point:.6f} != metrics {float(headline):.6f}")
+            rows[i] = {
+                "auc": point,
+                "lo": lo,
+                "hi": hi,
+                "se": float(np.nanstd(r, ddof=1)) if np.sum(~np.isnan(r)) > 1 else math.nan,
+                "scores": run["scores"],
+                "n_images": len(pos),
+            }
+    keep = [c for c in [*RUN_KEYS, "headline_auc", "path"] if c in summary]
+    table = pd.concat([summary[keep].reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    return table, reps
+
+
+def seed_means(summary: pd.DataFrame, run_ci: pd.DataFrame | None, level: float) -> pd.DataFrame:
+    """Mean headline test AUC over seeds per (family, task, arch, recipe, n) with sd, se, a Student-t
+    confidence interval over seeds and the central percentile interval of the seeds. With one seed the
+    interval is that run's bootstrap CI (``band`` says which)."""
+    ci = {} if run_ci is None else dict(zip(run_ci["path"], zip(run_ci["lo"], run_ci["hi"], strict=True), strict=True))
+    rows = []
+    keys = ["family", "task", "arch", "recipe", "n"]
+    for key, part in summary.groupby(keys, sort=True, dropna=False):
+        values = part["headline_auc"].astype(float).to_numpy()
+        mean, lo, hi = stats.t_interval(values, level)
+        band = "seeds"
+        if np.sum(~np.isnan(values)) == 1 and len(part) == 1 and part["path"].iloc[0] in ci:
+            lo, hi = ci[part["path"].iloc[0]]
+            band = "bootstrap"
+        ok = values[~np.isnan(values)]
+        alpha = (1 - level) / 2
+        sd = float(ok.std(ddof=1)) if ok.size > 1 else math.nan
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "mean": mean,
+                "sd": sd,
+                "se": sd / math.sqrt(ok.size) if ok.size > 1 else math.nan,
+                "count": int(ok.size),
+                "ci_lo": lo,
+                "ci_hi": hi,
+                "pi_lo": float(np.quantile(ok, alpha)) if ok.size else math.nan,
+                "pi_hi": float(np.quantile(ok, 1 - alpha)) if ok.size else math.nan,
+                "band": band,
+                "select_mean": float(part["select_auc"].astype(float).mean()),
+            }
+        )
+    return pd.DataFrame(rows)
