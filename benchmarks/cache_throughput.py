@@ -4,7 +4,7 @@ the cache against decoding the PNGs.
     python benchmarks/cache_throughput.py                 # 240 radiograph-sized PNGs, width 250, 2 workers
     python benchmarks/cache_throughput.py --images 500 --workers 8
 
-Targets (issue 4): build >= 1.5x the plain loop on 2 cores; read >= 20x PNG decoding. The images are
+Targets: build >= 1.5x the plain loop on 2 cores; read >= 20x PNG decoding. The images are
 1024x1024 8-bit greyscale PNGs like ChestX-ray14's (smooth anatomy-like structure plus noise, so that they
 compress like radiographs); writing them is not timed.
 """

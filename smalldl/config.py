@@ -93,15 +93,13 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
 
 
 def _with_defaults(validator_class: type) -> type:
-    """A validator that also fills in schema defaults (the jsonschema FAQ recipe, $ref-aware)."""
+    """A validator that also fills in schema defaults (the jsonschema FAQ recipe)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator: Any, properties: Any, instance: Any, schema: Any) -> Iterator[Any]:
         if isinstance(instance, dict):
             for prop, sub in properties.items():
-                if "$ref" in sub and prop not in instance and "default" in sub:
-                    instance[prop] = copy.deepcopy(sub["default"])
-                elif "default" in sub and prop not in instance:
+                if "default" in sub and prop not in instance:
                     instance[prop] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
@@ -120,8 +118,6 @@ def _format_error(error: jsonschema.ValidationError) -> str:
         keys = ", ".join(f"{where}.{k}" if where != "<top level>" else k for k in extra)
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return f"unknown config key {keys}{hint}"
-    if error.validator == "required":
-        return f"config key {where}: {error.message}"
     return f"config key {where}: {error.message}"
 
 

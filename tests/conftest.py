@@ -12,12 +12,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 #: Every rule of the workflow (the tests check each has its directives and shows in the rule graph).
 RULES = (
     "generate_synthetic",
+    "fetch_nih",
     "index",
     "cache",
     "split",
     "subset",
     "pretrain",
     "imagenet_weights",
+    "lr_find",
     "finetune",
     "select_stage",
     "radiomics_features",

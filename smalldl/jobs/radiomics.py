@@ -20,6 +20,7 @@ from smalldl.data import cache as cache_mod
 from smalldl.data import splits as splits_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import selected_rows
+from smalldl.record import RadiomicsFields, RunRecord
 from smalldl.utils import atomic_path, derive_seed, write_json
 
 
@@ -117,59 +118,46 @@ def radiomics_model(
         preds[f"p_{label}"] = probs["test"][:, j]
     cv = {label: info["cv_auc"] for label, info in infos.items()}
     cv_defined = [v for v in cv.values() if v is not None]
-    metrics = {
-        "task": task_name,
-        "arch": f"radiomics_{featureset}",
-        "recipe": model,
-        "family": "radiomics",
-        "featureset": featureset,
-        "model": model,
-        "schedule": None,
-        "transfer": None,
-        "source": None,
-        "init": None,
-        "n": n,
-        "seed": seed,
-        "run_seed": run_seed,
-        "task_type": task["type"],
-        "labels": labels,
-        "n_train": len(subset),
-        "n_val": len(val_table),
-        "n_test": len(test_table),
-        "n_features": int(x["train"].shape[1]),
-        "train_positives": splits_mod.positive_counts(subset, labels),
-        "val_auc": val["auc"],
-        "val_auc_tta": None,  # no test-time augmentation: aggregation falls back to the plain AUC
-        "val_loss": val["loss"],
-        "val_auc_per_label": val["per_label"],
-        "test_auc": test["auc"],
-        "test_auc_tta": None,
-        "test_loss": test["loss"],
-        "test_auc_per_label": test["per_label"],
-        "test_auc_per_label_tta": None,
-        "tta_views": 0,
-        "cv_auc": float(np.mean(cv_defined)) if cv_defined else None,
-        "cv_auc_per_label": cv,
-        "cv_folds": int(settings["cv_folds"]),
-        "n_iter": int(settings["n_iter"]),
-        "best_params": {label: info["best_params"] for label, info in infos.items()},
-        "fit_status": {label: info["status"] for label, info in infos.items()},
-        "convergence_warnings": int(sum(info["convergence_warnings"] for info in infos.values())),
-        "selected_epoch": None,
-        "epochs": None,
-        "max_lr": None,
-        "steps": None,
-        "wall_time_s": wall,
-        "images_per_s": None,
-        "source_checkpoint": None,
-        "source_val_auc": None,
-        "features": str(features_parquet),
-        "device": "cpu",
-        "torch": None,
-        "sklearn": str(sklearn.__version__),
-        "python": platform.python_version(),
-        "threads": int(threads),
-    }
+    record = RunRecord(
+        family="radiomics",
+        task=task_name,
+        arch=f"radiomics_{featureset}",
+        recipe=model,
+        n=n,
+        seed=seed,
+        run_seed=run_seed,
+        task_type=task["type"],
+        labels=labels,
+        n_train=len(subset),
+        n_val=len(val_table),
+        n_test=len(test_table),
+        train_positives=splits_mod.positive_counts(subset, labels),
+        val_auc=val["auc"],
+        val_loss=val["loss"],
+        val_auc_per_label=val["per_label"],
+        test_auc=test["auc"],
+        test_loss=test["loss"],
+        test_auc_per_label=test["per_label"],
+        wall_time_s=wall,
+        device="cpu",
+        python=platform.python_version(),
+        threads=int(threads),
+        radiomics=RadiomicsFields(
+            featureset=featureset,
+            model=model,
+            n_features=int(x["train"].shape[1]),
+            cv_auc=float(np.mean(cv_defined)) if cv_defined else None,
+            cv_auc_per_label=cv,
+            cv_folds=int(settings["cv_folds"]),
+            n_iter=int(settings["n_iter"]),
+            best_params={label: info["best_params"] for label, info in infos.items()},
+            fit_status={label: info["status"] for label, info in infos.items()},
+            convergence_warnings=int(sum(info["convergence_warnings"] for info in infos.values())),
+            features=str(features_parquet),
+            sklearn=str(sklearn.__version__),
+        ),
+    )
+    metrics = record.to_json()
     with atomic_path(out_predictions) as tmp:
         preds.to_parquet(tmp, index=False)
     write_json(out_metrics, metrics)
@@ -189,36 +177,28 @@ def radiomics_best(
 
     if len(model_metrics) != len(model_predictions):
         raise InputError("radiomics best: one predictions.parquet per metrics.json is needed")
-    candidates: dict[str, dict[str, Any]] = {}
+    candidates: dict[str, RunRecord] = {}
     pred_of: dict[str, Path] = {}
     for m_path, p_path in zip(model_metrics, model_predictions, strict=True):
         if Path(m_path).parent != Path(p_path).parent:
             raise InputError(f"radiomics best: {m_path} and {p_path} are not from the same run")
         try:
-            m = json.loads(Path(m_path).read_text())
+            data = json.loads(Path(m_path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"run metrics {m_path} cannot be read ({exc})") from None
-        if m.get("family") != "radiomics" or "model" not in m:
+        if not isinstance(data, dict) or data.get("family") != "radiomics" or "model" not in data:
             raise InputError(f"run metrics {m_path}: not a radiomics model run")
-        candidates[m["model"]] = m
-        pred_of[m["model"]] = Path(p_path)
-    chosen = radiomics.select_best(candidates)
-    metrics = dict(candidates[chosen])
-    metrics.update(
-        recipe="best",
-        model="best",
-        chosen_model=chosen,
-        selected_on="val_auc",
-        candidates_val_auc={name: m.get("val_auc") for name, m in candidates.items()},
-        chosen_run=str(pred_of[chosen].parent),
-    )
+        record = RunRecord.from_json(data, where=f"run metrics {m_path}")
+        candidates[record.radiomics.model] = record
+        pred_of[record.radiomics.model] = Path(p_path)
+    val_auc = {name: r.val_auc for name, r in candidates.items()}
+    chosen = radiomics.select_best({name: {"val_auc": v} for name, v in val_auc.items()})
+    metrics = candidates[chosen].chosen_as_best(str(pred_of[chosen].parent), val_auc).to_json()
     with atomic_path(out_predictions) as tmp:
         shutil.copyfile(pred_of[chosen], tmp)
     write_json(out_metrics, metrics)
     print(
-        "radiomics best: "
-        + ", ".join(f"{name} val AUC {m.get('val_auc')}" for name, m in candidates.items())
-        + f" -> {chosen}",
+        "radiomics best: " + ", ".join(f"{name} val AUC {v}" for name, v in val_auc.items()) + f" -> {chosen}",
         file=sys.stderr,
     )
     return metrics

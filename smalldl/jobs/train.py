@@ -16,6 +16,7 @@ import pandas as pd
 from smalldl.config import Recipe
 from smalldl.data import splits as splits_mod
 from smalldl.jobs._shared import build_recipe_model, environment, file_sha256, setup_torch, target_data, write_history
+from smalldl.record import CnnFields, RunRecord
 from smalldl.utils import atomic_path, derive_seed, write_json
 
 
@@ -185,48 +186,52 @@ def finetune(
         preds[f"p_{label}"] = test_sc["prob"][:, j]
         if test_tta is not None:
             preds[f"p_tta_{label}"] = test_tta["prob"][:, j]
-    metrics = {
-        "family": "cnn",
-        "task": task_name,
-        "arch": arch,
-        "recipe": recipe_name,
-        "schedule": recipe.schedule,
-        "transfer": recipe.transfer,
-        "source": recipe.source,
-        "init": recipe.init,
-        "n": n,
-        "seed": seed,
-        "run_seed": run_seed,
-        "task_type": task["type"],
-        "labels": labels,
-        "n_train": len(train),
-        "n_val": len(val),
-        "n_test": len(test),
-        "train_positives": splits_mod.positive_counts(subset, labels),
-        "val_auc": result["val_auc"],
-        "val_auc_tta": val_tta["auc"] if val_tta else None,
-        "val_loss": result["val_loss"],
-        "val_auc_per_label": result["val_per_label"],
-        "test_auc": test_sc["auc"],
-        "test_auc_tta": test_tta["auc"] if test_tta else None,
-        "test_loss": test_sc["loss"],
-        "test_auc_per_label": test_sc["per_label"],
-        "test_auc_per_label_tta": test_tta["per_label"] if test_tta else None,
-        "tta_views": views,
-        "selected_epoch": result["best_epoch"],
-        "selected_state_sha256": result["selected_state_sha256"],
-        "epochs": settings["epochs"],
-        "epochs_run": result["epochs_run"],
-        "max_lr": max_lr,
-        "lr_source": lr_source,
-        "steps": result["steps"],
-        "wall_time_s": result["wall_time_s"] + (time.time() - t0),
-        "images_per_s": result["images_per_s"],
-        "source_checkpoint": str(source_ckpt) if source_ckpt else None,
-        "source_val_auc": source_meta.get("val_auc"),
-        "init_info": init_info,
-        **environment(device),
-    }
+    env = environment(device)
+    record = RunRecord(
+        family="cnn",
+        task=task_name,
+        arch=arch,
+        recipe=recipe_name,
+        schedule=recipe.schedule,
+        transfer=recipe.transfer,
+        source=recipe.source,
+        init=recipe.init,
+        n=n,
+        seed=seed,
+        run_seed=run_seed,
+        task_type=task["type"],
+        labels=labels,
+        n_train=len(train),
+        n_val=len(val),
+        n_test=len(test),
+        train_positives=splits_mod.positive_counts(subset, labels),
+        val_auc=result["val_auc"],
+        val_auc_tta=val_tta["auc"] if val_tta else None,
+        val_loss=result["val_loss"],
+        val_auc_per_label=result["val_per_label"],
+        test_auc=test_sc["auc"],
+        test_auc_tta=test_tta["auc"] if test_tta else None,
+        test_loss=test_sc["loss"],
+        test_auc_per_label=test_sc["per_label"],
+        test_auc_per_label_tta=test_tta["per_label"] if test_tta else None,
+        tta_views=views,
+        selected_epoch=result["best_epoch"],
+        epochs=settings["epochs"],
+        max_lr=max_lr,
+        steps=result["steps"],
+        wall_time_s=result["wall_time_s"] + (time.time() - t0),
+        images_per_s=result["images_per_s"],
+        source_checkpoint=str(source_ckpt) if source_ckpt else None,
+        source_val_auc=source_meta.get("val_auc"),
+        cnn=CnnFields(
+            selected_state_sha256=result["selected_state_sha256"],
+            epochs_run=result["epochs_run"],
+            lr_source=lr_source,
+            init_info=init_info,
+        ),
+        **env,
+    )
+    metrics = record.to_json()
     write_history(result["history"], out_history)
     with atomic_path(out_predictions) as tmp:
         preds.to_parquet(tmp, index=False)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from smalldl import stats
 from smalldl.errors import InputError
-from smalldl.results.summary import RUN_KEYS
+from smalldl.record import RUN_KEYS
 from smalldl.tta import plain_metric, tta_else_plain
 from smalldl.utils import derive_seed, progress
 

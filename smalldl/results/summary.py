@@ -19,52 +19,8 @@ import pandas as pd
 
 from smalldl.data.splits import SPLITS
 from smalldl.errors import InputError
+from smalldl.record import DERIVED, REQUIRED, RUN_KEYS, SUMMARY_LEAD
 from smalldl.tta import tta_else_plain
-
-#: Keys every run's metrics.json must have.
-REQUIRED = ["task", "arch", "recipe", "n", "seed", "test_auc", "val_auc"]
-#: The columns that identify a run, first in the summary in this order (when present).
-RUN_KEYS = [
-    "family",
-    "task",
-    "arch",
-    "recipe",
-    "schedule",
-    "transfer",
-    "source",
-    "init",
-    "featureset",
-    "model",
-    "n",
-    "seed",
-]
-#: Summary columns first in this order (when present); every other scalar key follows (sorted), then ``path``.
-LEAD = [
-    *RUN_KEYS,
-    "headline_auc",
-    "headline_metric",
-    "select_auc",
-    "test_auc",
-    "test_auc_tta",
-    "val_auc",
-    "val_auc_tta",
-    "test_loss",
-    "val_loss",
-    "n_train",
-    "n_val",
-    "n_test",
-    "selected_epoch",
-    "epochs",
-    "epochs_run",
-    "steps",
-    "max_lr",
-    "lr_source",
-    "wall_time_s",
-    "images_per_s",
-    "device",
-    "run_seed",
-]
-
 
 # ------------------------------------------------------------------------------------------ summary
 
@@ -147,13 +103,13 @@ def read_metrics(
         _headline(row, metric, select_on)
     table = pd.DataFrame(rows)
     if table.empty:
-        return pd.DataFrame(columns=[*RUN_KEYS, "headline_auc", "headline_metric", "select_auc", "path"])
+        return pd.DataFrame(columns=[*RUN_KEYS, *DERIVED, "path"])
     for col in ("n", "seed"):
         table[col] = pd.to_numeric(table[col], errors="coerce").astype("int64")
     for col in ("schedule", "transfer", "source", "init", "featureset", "model"):
         if col not in table:
             table[col] = None
-    lead = [c for c in LEAD if c in table.columns]
+    lead = [c for c in SUMMARY_LEAD if c in table.columns]
     rest = sorted(c for c in table.columns if c not in lead and c != "path")
     table = table[[*lead, *rest, "path"]]
     table = table.sort_values(["task", "arch", "recipe", "n", "seed"], kind="mergesort").reset_index(drop=True)

@@ -348,7 +348,7 @@ CONFIG = {
         "both": {"type": "multilabel", "labels": ["rough", "bright"]},
     },
 }
-#: What a CNN run's metrics.json holds (smalldl.jobs.finetune); a radiomics run has all of it.
+#: What a CNN run's metrics.json holds (smalldl.jobs.train.finetune, a RunRecord); a radiomics run has all of it.
 CNN_KEYS = {
     "task", "arch", "recipe", "schedule", "transfer", "source", "init", "n", "seed", "run_seed", "task_type",
     "labels", "n_train", "n_val", "n_test", "train_positives", "val_auc", "val_auc_tta", "val_loss",

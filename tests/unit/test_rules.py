@@ -1,6 +1,10 @@
 """House rules for the Snakefiles: every rule has log, benchmark, threads and resources (mem_mb, runtime),
-training rules request gpu from config, and the Snakefile imports nothing heavy at DAG-build time."""
+training rules request gpu from config, the Snakefile imports nothing heavy at DAG-build time, and each
+rule -> one thin script -> the job function of the same name in the jobs module that mirrors its rules
+file, passed only the job's inputs, outputs, params, wildcards and threads."""
 
+import importlib
+import inspect
 import re
 import subprocess
 import sys
@@ -12,6 +16,55 @@ def rule_blocks():
     text = "\n".join(p.read_text() for p in sorted((ROOT / "rules").glob("*.smk")))
     blocks = re.split(r"^(?:rule|checkpoint) (\w+):\n", text, flags=re.M)
     return dict(zip(blocks[1::2], blocks[2::2], strict=True))
+
+
+def rules_by_file():
+    """{rules file stem: [(rule, script path or None)]}."""
+    out = {}
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        blocks = re.split(r"^(?:rule|checkpoint) (\w+):\n", path.read_text(), flags=re.M)
+        out[path.stem] = [
+            (name, (m.group(1) if (m := re.search(r'    script:\n        "\.\./([^"]+)"', body)) else None))
+            for name, body in zip(blocks[1::2], blocks[2::2], strict=True)
+        ]
+    return out
+
+
+def test_conftest_lists_every_rule():
+    assert set(RULES) == set(rule_blocks())
+
+
+def test_every_rule_script_calls_the_job_of_its_name_in_the_module_of_its_rules_file():
+    """rules/<file>.smk rule R -> workflow_scripts/R.py -> smalldl.jobs.<file>.R, keyword-only."""
+    seen = set()
+    for stem, rules in rules_by_file().items():
+        if stem == "common":
+            assert not rules, "rules/common.smk holds input functions only"
+            continue
+        module = importlib.import_module(f"smalldl.jobs.{stem}")
+        for rule, script in rules:
+            assert script == f"workflow_scripts/{rule}.py", f"rule {rule} runs {script}"
+            text = (ROOT / script).read_text()
+            assert f"from smalldl.jobs import {stem}\n" in text, f"{script} must import smalldl.jobs.{stem}"
+            assert re.search(rf"\b{stem}\.{rule}\(", text), f"{script} must call {stem}.{rule}(...)"
+            job = getattr(module, rule, None)
+            assert callable(job), f"smalldl.jobs.{stem} has no function {rule}"
+            kinds = {p.kind for p in inspect.signature(job).parameters.values()}
+            assert kinds == {inspect.Parameter.KEYWORD_ONLY}, f"smalldl.jobs.{stem}.{rule} must be keyword-only"
+            seen.add(rule)
+    assert seen == set(RULES)
+    modules = {p.stem for p in (ROOT / "smalldl" / "jobs").glob("*.py")} - {"__init__", "_shared"}
+    assert modules == set(rules_by_file()) - {"common"}, "one jobs module per rules file"
+
+
+def test_no_workflow_script_reads_the_whole_config():
+    """A rule's params are its job's contract (and Snakemake's params trigger covers them)."""
+    allowed = {"input", "output", "params", "wildcards", "threads", "log", "rule"}
+    for script in sorted((ROOT / "workflow_scripts").glob("*.py")):
+        text = script.read_text()
+        assert not re.search(r"\b(?:snakemake|smk)\.config\b", text), f"{script.name} reads the config"
+        used = set(re.findall(r"\bsmk\.(\w+)", text))
+        assert used <= allowed, f"{script.name} uses smk.{sorted(used - allowed)}"
 
 
 def test_every_rule_declares_log_benchmark_threads_resources():
@@ -37,3 +90,23 @@ def test_building_the_dag_does_not_import_torch(tmp_path):
         [sys.executable, "-c", code, str(ROOT / "Snakefile"), str(tmp_path)], capture_output=True, text=True
     )
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def design_module_table():
+    """Modules named in the first column of docs/DESIGN.md's module table (``a/b.py``, ``c.py`` in one cell:
+    ``c.py`` is in ``a/``)."""
+    text = (ROOT / "docs" / "DESIGN.md").read_text()
+    table = text.split("| module | owns |", 1)[1].split("\n\n", 1)[0]
+    listed = set()
+    for row in table.splitlines()[2:]:
+        names = re.findall(r"`([^`]+\.py)`", row.split("|")[1])
+        folder = names[0].rpartition("/")[0] if names else ""
+        listed |= {n if "/" in n else f"{folder}/{n}".lstrip("/") for n in names}
+    return listed
+
+
+def test_every_library_module_is_in_the_design_module_table():
+    modules = {p.relative_to(ROOT / "smalldl").as_posix() for p in (ROOT / "smalldl").rglob("*.py")}
+    listed = design_module_table()
+    assert modules - listed == set(), "modules missing from docs/DESIGN.md's module table"
+    assert listed - modules == set(), "docs/DESIGN.md's module table names modules that do not exist"
