@@ -182,6 +182,7 @@ rule plot_auc_vs_n:
     params:
         plots=config["plots"],
         title=FIGURES["auc_vs_n"]["title"],
+        caption=FIGURES["auc_vs_n"]["caption"],  # for the report (report/auc_vs_n.rst)
     script:
         "../workflow_scripts/plot_auc_vs_n.py"
 
@@ -206,7 +207,7 @@ rule plot_history:
         runtime=10,
     params:
         plots=config["plots"],
-        spec=figure_spec("id", "title", "select"),
+        spec=figure_spec("id", "title", "select", "caption"),  # caption: for the report
         targets=STUDY["targets"],
         archs=STUDY["archs"],
     script:
@@ -234,7 +235,7 @@ rule plot_axis:
         runtime=10,
     params:
         plots=config["plots"],
-        spec=figure_spec("kind", "title", "axis", "archs", "stage", "recipes"),
+        spec=figure_spec("kind", "title", "axis", "archs", "stage", "recipes", "caption"),  # caption: report
     script:
         "../workflow_scripts/plot_axis.py"
 
