@@ -41,7 +41,7 @@ model = models.build({arch!r}, 1).to(device)
 def first(i, m, o):
     print(f"FIRST_STEP {{time.time()}}", flush=True)
     os._exit(0)
-train.fit(model, data, data, s, task_type="binary", labels=["y"], seed=0, on_step=first)
+train.fit(model, data, data, s, train.Run(task_type="binary", labels=["y"], seed=0), train.Hooks(on_step=first))
 """
 
 
@@ -140,11 +140,8 @@ def main() -> None:
             data,
             val,
             settings,
-            task_type="binary",
-            labels=["y"],
-            seed=0,
-            log=open(os.devnull, "w"),
-            checkpoint=ckpt,
+            train.Run(task_type="binary", labels=["y"], seed=0, checkpoint=ckpt),
+            train.Hooks(log=open(os.devnull, "w")),
         )
         if device.type == "cuda":
             torch.cuda.synchronize()

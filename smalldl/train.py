@@ -4,7 +4,9 @@ per-epoch checkpoints, and the lr finder.
 
 Plain functions per phase (as torchvision's references/classification/train.py): ``make_batches``,
 ``train_one_epoch``, ``fit``, ``lr_sweep``; what every step of a run uses (model, optimizer, schedule,
-transfer plan, layer groups, loss, device, settings, task type) travels in one ``Loop``. The phases
+transfer plan, layer groups, loss, device, settings, task type) travels in one ``Loop``; what a run is
+(task, seed, schedule, transfer method, max_lr, checkpoint) in one ``Run``, and its log and observers in
+``Hooks``, so that ``fit(model, train, val, settings, run, hooks)`` takes a handful. The phases
 shared with evaluation live elsewhere: the transforms (``to_tensor``, ``augment``, ``tta_views``) in
 ``smalldl.data.transforms``; ``predict``, ``evaluate``, ``scores`` and the precision settings (bf16
 autocast, channels_last) in ``smalldl.evaluate``; the schedules and ``make_schedule`` in
@@ -19,8 +21,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -165,6 +167,36 @@ def set_trainable(model: nn.Module, groups: list[list[nn.Module]], trainable: tu
 
 
 @dataclass
+class Run:
+    """One training run: the task (its type and label names), the seed every draw derives from, the
+    recipe's schedule ("onecycle": fixed epochs; "regular": lr / 10 after an epoch without improvement,
+    stop below the lr floor or at ``epochs``) and transfer method ("finetune", "extractor", "gradual"),
+    max_lr (None: ``settings["max_lr"]``), and the checkpoint file written after every epoch (resumed only
+    if it holds the same ``signature``)."""
+
+    task_type: str
+    labels: list[str]
+    seed: int
+    schedule: str = "onecycle"
+    transfer: str = "finetune"
+    max_lr: float | None = None
+    checkpoint: str | os.PathLike | None = None
+    signature: str = ""
+
+
+@dataclass
+class Hooks:
+    """Where a run reports and what tests observe: the log (default stderr), a progress line every
+    ``progress_every`` seconds within long epochs, ``on_epoch(epoch, model)`` after each epoch and
+    ``on_step(i, model, optimizer)`` after each optimizer step."""
+
+    log: TextIO | None = None
+    progress_every: float = 30.0
+    on_epoch: Callable[..., Any] | None = None
+    on_step: Callable[..., Any] | None = None
+
+
+@dataclass
 class Loop:
     """What every training step uses: the model and its layer groups, the optimizer and the schedule
     that writes its lrs, the transfer plan (lr divisors, unfreezing), the loss, the device, the
@@ -189,12 +221,13 @@ def train_one_epoch(
     step0: int,
     rng: np.random.Generator,
     gen: torch.Generator,
-    log: TextIO | None = None,
-    progress_every: float = 30.0,
-    on_step: Any = None,
+    hooks: Hooks | None = None,
 ) -> list[dict[str, Any]]:
     """One pass over ``data``; returns one history row per optimizer step (the lr of every layer group
-    and the momentum as the optimizer holds them for that step, the unfrozen groups, the loss)."""
+    and the momentum as the optimizer holds them for that step, the unfrozen groups, the loss). Progress
+    lines go to ``hooks.log`` (none without a log)."""
+    hooks = hooks if hooks is not None else Hooks()
+    log, progress_every, on_step = hooks.log, hooks.progress_every, hooks.on_step
     model, optimizer, plan, groups = loop.model, loop.optimizer, loop.plan, loop.groups
     settings, device = loop.settings, loop.device
     rows = []
@@ -320,35 +353,18 @@ def _load_checkpoint(path: str | os.PathLike, signature: str, log: TextIO) -> di
 
 
 def fit(
-    model: nn.Module,
-    train: Data,
-    val: Data,
-    settings: Mapping[str, Any],
-    *,
-    task_type: str,
-    labels: list[str],
-    seed: int,
-    schedule: str = "onecycle",
-    transfer: str = "finetune",
-    max_lr: float | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    signature: str = "",
-    log: TextIO | None = None,
-    progress_every: float = 30.0,
-    on_epoch: Any = None,
-    on_step: Any = None,
+    model: nn.Module, train: Data, val: Data, settings: Mapping[str, Any], run: Run, hooks: Hooks | None = None
 ) -> dict[str, Any]:
-    """Train ``model`` (a models.Classifier) and load into it the weights of the epoch with the lowest
-    validation loss.
-
-    schedule: "onecycle" (fixed epochs) or "regular" (lr / 10 after an epoch without improvement, stop
-    below the lr floor or at ``epochs``). transfer: "finetune", "extractor" or "gradual".
-    checkpoint: a file written after every epoch; if it exists with the same ``signature`` the run
-    resumes after its last epoch and ends exactly as an uninterrupted run. ``on_epoch(epoch, model)``
-    is called after each epoch and ``on_step(i, model, optimizer)`` after each optimizer step (tests
-    use them). Returns history rows, the selected epoch, its validation scores, the digest of the
-    selected weights and timing."""
-    log = log if log is not None else sys.stderr
+    """Train ``model`` (a models.Classifier) as ``run`` says and load into it the weights of the epoch with
+    the lowest validation loss. A run whose checkpoint exists with the same signature resumes after its
+    last epoch and ends exactly as an uninterrupted run. Returns history rows, the selected epoch, its
+    validation scores, the digest of the selected weights and timing."""
+    hooks = hooks if hooks is not None else Hooks()
+    if hooks.log is None:
+        hooks = replace(hooks, log=sys.stderr)
+    task_type, labels, seed, schedule, transfer = run.task_type, run.labels, run.seed, run.schedule, run.transfer
+    max_lr, checkpoint, signature = run.max_lr, run.checkpoint, run.signature
+    log, on_epoch = hooks.log, hooks.on_epoch
     device = next(model.parameters()).device
     max_lr = float(max_lr if max_lr is not None else settings["max_lr"])
     spe = steps_per_epoch(len(train), settings["batch_size"])
@@ -388,10 +404,7 @@ def fit(
         torch.manual_seed(derive_seed(seed, "epoch", epoch))
         rng = np.random.default_rng(derive_seed(seed, "batches", epoch))
         gen = torch.Generator().manual_seed(derive_seed(seed, "augment", epoch))
-        rows = train_one_epoch(
-            loop, train, epoch=epoch, step0=step, rng=rng, gen=gen, log=log, progress_every=progress_every,
-            on_step=on_step,
-        )  # fmt: skip
+        rows = train_one_epoch(loop, train, epoch=epoch, step0=step, rng=rng, gen=gen, hooks=hooks)
         step += len(rows)
         history.extend(rows)
         sc = evaluate(model, val, settings, device=device, task_type=task_type, labels=labels)

@@ -44,7 +44,7 @@ def pretrain(
 ) -> dict[str, Any]:
     """Pretrain ``arch`` on the source task's training split (one-cycle, all layers); save the body."""
     from smalldl import models
-    from smalldl.train import fit
+    from smalldl.train import Run, fit
 
     torch, device = setup_torch(settings, threads)
     arr, info = cache_mod.open_cache(cache_npy, cache_meta)
@@ -71,11 +71,7 @@ def pretrain(
         train,
         val,
         settings,
-        task_type=task["type"],
-        labels=list(task["labels"]),
-        seed=seed,
-        checkpoint=checkpoint,
-        signature=signature,
+        Run(task_type=task["type"], labels=list(task["labels"]), seed=seed, checkpoint=checkpoint, signature=signature),
     )
     meta = {
         "source": source,

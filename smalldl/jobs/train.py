@@ -117,7 +117,7 @@ def finetune(
     with and without test-time augmentation. A killed run resumes from ``resume.pt`` in its folder.
     ``lr_json``: the lr finder's choice of max_lr (None: ``settings["max_lr"]``)."""
     from smalldl.evaluate import evaluate
-    from smalldl.train import fit
+    from smalldl.train import Run, fit
 
     recipe = Recipe.parse(recipe_name)
     torch, device = setup_torch(settings, threads)
@@ -157,14 +157,16 @@ def finetune(
         train,
         val,
         settings,
-        task_type=task["type"],
-        labels=labels,
-        seed=run_seed,
-        schedule=recipe.schedule,
-        transfer=recipe.transfer,
-        max_lr=max_lr,
-        checkpoint=checkpoint,
-        signature=signature,
+        Run(
+            task_type=task["type"],
+            labels=labels,
+            seed=run_seed,
+            schedule=recipe.schedule,
+            transfer=recipe.transfer,
+            max_lr=max_lr,
+            checkpoint=checkpoint,
+            signature=signature,
+        ),
     )
     t0 = time.time()
     kind, views, tta_seed = task["type"], settings["tta"], derive_seed(run_seed, "tta")

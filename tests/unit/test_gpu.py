@@ -25,7 +25,9 @@ def test_bf16_channels_last_training_learns_and_selects(transfer):
     torch.manual_seed(0)
     model = models.build("smallcnn", 1).to(DEVICE)
     data, val = blobs(64, 0), blobs(32, 1)
-    result = train.fit(model, data, val, settings, task_type="binary", labels=["y"], seed=0, transfer=transfer)
+    result = train.fit(
+        model, data, val, settings, train.Run(task_type="binary", labels=["y"], seed=0, transfer=transfer)
+    )
     assert next(model.parameters()).device.type == DEVICE.type
     epochs = [r for r in result["history"] if r["kind"] == "epoch"]
     assert result["best_epoch"] == min(epochs, key=lambda r: r["val_loss"])["epoch"]
@@ -57,9 +59,13 @@ def test_fused_optimizer_trains_like_the_per_group_one(optimizer):
         torch.manual_seed(0)
         model = models.build("smallcnn", 1).to(DEVICE)
         train.fit(
-            model, blobs(32, 0), blobs(16, 1), settings, task_type="binary", labels=["y"], seed=0, transfer="gradual",
-            on_step=lambda i, m, opt, seen=seen: seen.append(opt.defaults.get("fused")),
-        )  # fmt: skip
+            model,
+            blobs(32, 0),
+            blobs(16, 1),
+            settings,
+            train.Run(task_type="binary", labels=["y"], seed=0, transfer="gradual"),
+            train.Hooks(on_step=lambda i, m, opt, seen=seen: seen.append(opt.defaults.get("fused"))),
+        )
         assert seen and all(bool(f) == (fused == "on") for f in seen)
         states[fused] = {k: v.float().cpu() for k, v in model.state_dict().items()}
     for k, v in states["on"].items():

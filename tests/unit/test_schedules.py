@@ -89,7 +89,14 @@ def test_fit_writes_lr_and_momentum_into_the_optimizer_at_every_step(optimizer):
 
     train.make_optimizer, real_step = make_opt, orig
     try:
-        result = train.fit(model, data, val, settings, task_type="binary", labels=["y"], seed=0, on_step=on_step)
+        result = train.fit(
+            model,
+            data,
+            val,
+            settings,
+            train.Run(task_type="binary", labels=["y"], seed=0),
+            train.Hooks(on_step=on_step),
+        )
     finally:
         train.make_optimizer = real_step
     T = result["steps"]
@@ -129,7 +136,11 @@ def test_regular_training_keeps_the_lr_within_an_epoch_and_drops_it_after_no_imp
     # validation labels flipped: the validation loss soon stops improving
     val.targets = 1 - val.targets
     result = train.fit(
-        models.build("smallcnn", 1), data, val, settings, task_type="binary", labels=["y"], seed=0, schedule="regular"
+        models.build("smallcnn", 1),
+        data,
+        val,
+        settings,
+        train.Run(task_type="binary", labels=["y"], seed=0, schedule="regular"),
     )
     steps = [r for r in result["history"] if r["kind"] == "step"]
     epochs = [r for r in result["history"] if r["kind"] == "epoch"]

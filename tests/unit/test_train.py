@@ -104,7 +104,7 @@ def test_fit_learns_selects_best_val_epoch_and_is_reproducible():
     def run():
         torch.manual_seed(3)
         model = models.build("smallcnn", 1)
-        result = train.fit(model, data, val, SETTINGS, task_type="binary", labels=["y"], seed=3)
+        result = train.fit(model, data, val, SETTINGS, train.Run(task_type="binary", labels=["y"], seed=3))
         return model, result
 
     model, result = run()
@@ -181,11 +181,8 @@ def test_long_epochs_report_progress_within_the_epoch():
         blobs(32, 0),
         blobs(16, 1),
         {**SETTINGS, "epochs": 1},
-        task_type="binary",
-        labels=["y"],
-        seed=0,
-        log=log,
-        progress_every=0.0,
+        train.Run(task_type="binary", labels=["y"], seed=0),
+        train.Hooks(log=log, progress_every=0.0),
     )
     lines = log.getvalue().splitlines()
     assert [line for line in lines if line.startswith("epoch 1: step ")][-1].startswith("epoch 1: step 4/4, loss ")
@@ -231,7 +228,9 @@ def test_the_returned_weights_are_the_selected_epochs_not_the_last():
     def on_epoch(epoch, m):
         states[epoch] = {k: v.clone() for k, v in m.state_dict().items()}
 
-    result = train.fit(model, data, val, SETTINGS, task_type="binary", labels=["y"], seed=0, on_epoch=on_epoch)
+    result = train.fit(
+        model, data, val, SETTINGS, train.Run(task_type="binary", labels=["y"], seed=0), train.Hooks(on_epoch=on_epoch)
+    )
     epochs = [r for r in result["history"] if r["kind"] == "epoch"]
     best = min(epochs, key=lambda r: r["val_loss"])["epoch"]
     assert result["best_epoch"] == best != SETTINGS["epochs"]
@@ -254,9 +253,13 @@ def test_checkpoint_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
                 raise KeyboardInterrupt
 
         result = train.fit(
-            model, data, val, SETTINGS, task_type="binary", labels=["y"], seed=0, checkpoint=checkpoint, signature="s1",
-            on_epoch=on_epoch,
-        )  # fmt: skip
+            model,
+            data,
+            val,
+            SETTINGS,
+            train.Run(task_type="binary", labels=["y"], seed=0, checkpoint=checkpoint, signature="s1"),
+            train.Hooks(on_epoch=on_epoch),
+        )
         return result
 
     straight = run()
@@ -341,7 +344,9 @@ def test_fit_never_learns_from_a_label_uncertain_in_every_training_image():
     torch.manual_seed(0)
     model = models.build("smallcnn", 2)
     head0 = {k: v.clone() for k, v in model.head.state_dict().items()}
-    result = train.fit(model, data, val, {**SETTINGS, "epochs": 2}, task_type="multilabel", labels=["a", "b"], seed=0)
+    result = train.fit(
+        model, data, val, {**SETTINGS, "epochs": 2}, train.Run(task_type="multilabel", labels=["a", "b"], seed=0)
+    )
     head = model.head.state_dict()
     assert torch.equal(head["weight"][1], head0["weight"][1]) and torch.equal(head["bias"][1], head0["bias"][1])
     assert not torch.equal(head["weight"][0], head0["weight"][0])

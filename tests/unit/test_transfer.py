@@ -61,7 +61,11 @@ def test_feature_extractor_trains_only_the_head_and_freezes_batchnorm_statistics
     body_before = {k: v.clone() for k, v in model.body.state_dict().items()}  # incl. BN running stats
     head_before = snapshot(g3)
     train.fit(
-        model, blobs(32, 0), blobs(16, 1), SETTINGS, task_type="binary", labels=["y"], seed=0, transfer="extractor"
+        model,
+        blobs(32, 0),
+        blobs(16, 1),
+        SETTINGS,
+        train.Run(task_type="binary", labels=["y"], seed=0, transfer="extractor"),
     )
     for k, v in model.body.state_dict().items():
         assert torch.equal(v, body_before[k]), k
@@ -79,7 +83,12 @@ def test_finetune_trains_every_group_from_the_first_step():
             changed.update({g: not same(before[g], groups[g]) for g in range(3)})
 
     result = train.fit(
-        model, blobs(32, 0), blobs(16, 1), SETTINGS, task_type="binary", labels=["y"], seed=0, on_step=on_step
+        model,
+        blobs(32, 0),
+        blobs(16, 1),
+        SETTINGS,
+        train.Run(task_type="binary", labels=["y"], seed=0),
+        train.Hooks(on_step=on_step),
     )
     assert changed == {0: True, 1: True, 2: True}
     steps = [r for r in result["history"] if r["kind"] == "step"]
@@ -107,11 +116,8 @@ def test_gradual_unfreezing_frozen_groups_are_bit_identical_until_their_step_and
         data,
         blobs(16, 1),
         settings,
-        task_type="binary",
-        labels=["y"],
-        seed=0,
-        transfer="gradual",
-        on_step=on_step,
+        train.Run(task_type="binary", labels=["y"], seed=0, transfer="gradual"),
+        train.Hooks(on_step=on_step),
     )
     T = result["steps"]
     u1, u2 = math.ceil(0.2 * T), math.ceil(0.1 * T)
