@@ -9,7 +9,7 @@ if str(ROOT) not in sys.path:
 # Tests are about behaviour, and the machines have 2 cores: keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-#: Every rule of the workflow (the tests check each has its directives and shows in the rule graph).
+#: Every rule of the workflow (the tests check each has its directives, its script and its job function).
 RULES = (
     "generate_synthetic",
     "fetch_nih",
@@ -36,3 +36,6 @@ RULES = (
     "plot_axis",
     "plot_learning_curves",
 )
+#: The rules the tiny study (configs/tiny.yaml) plans: all but the NIH download (no ChestX-ray14 there)
+#: and the lr finder (off).
+TINY_RULES = tuple(r for r in RULES if r not in ("fetch_nih", "lr_find"))
