@@ -12,7 +12,9 @@ Light: standard library only.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from smalldl.errors import InputError
@@ -195,6 +197,18 @@ class RunRecord:
             raise ValueError("only a radiomics run can be chosen as the best radiomics model")
         choice = BestChoice(self.radiomics.model, chosen_run, dict(candidates_val_auc))
         return replace(self, recipe="best", radiomics=replace(self.radiomics, model="best", choice=choice))
+
+
+def read_metrics_json(path: str | Path) -> dict[str, Any]:
+    """A run's metrics.json as a dict; an unreadable file, or one that is not a JSON object, is one
+    InputError naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"run metrics {path} cannot be read ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"run metrics {path}: not a JSON object")
+    return data
 
 
 def _take(data: dict[str, Any], kind: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import sys
@@ -20,7 +19,7 @@ from smalldl.data import cache as cache_mod
 from smalldl.data import splits as splits_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import selected_rows
-from smalldl.record import RadiomicsFields, RunRecord
+from smalldl.record import RadiomicsFields, RunRecord, read_metrics_json
 from smalldl.utils import atomic_path, derive_seed, write_json
 
 
@@ -182,11 +181,8 @@ def radiomics_best(
     for m_path, p_path in zip(model_metrics, model_predictions, strict=True):
         if Path(m_path).parent != Path(p_path).parent:
             raise InputError(f"radiomics best: {m_path} and {p_path} are not from the same run")
-        try:
-            data = json.loads(Path(m_path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"run metrics {m_path} cannot be read ({exc})") from None
-        if not isinstance(data, dict) or data.get("family") != "radiomics" or "model" not in data:
+        data = read_metrics_json(m_path)
+        if data.get("family") != "radiomics" or "model" not in data:
             raise InputError(f"run metrics {m_path}: not a radiomics model run")
         record = RunRecord.from_json(data, where=f"run metrics {m_path}")
         candidates[record.radiomics.model] = record

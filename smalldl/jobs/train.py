@@ -16,7 +16,7 @@ import pandas as pd
 from smalldl.config import Recipe
 from smalldl.data import splits as splits_mod
 from smalldl.jobs._shared import build_recipe_model, environment, file_sha256, setup_torch, target_data, write_history
-from smalldl.record import CnnFields, RunRecord
+from smalldl.record import CnnFields, RunRecord, read_metrics_json
 from smalldl.utils import atomic_path, derive_seed, write_json
 
 
@@ -266,7 +266,7 @@ def select_stage(
     ``stages``: study.stages (its select_on and each stage's axis)."""
     from smalldl.stages import select_winner
 
-    rows = [json.loads(Path(p).read_text()) for p in metrics_paths]
+    rows = [read_metrics_json(p) for p in metrics_paths]
     candidates = list(dict.fromkeys(row["recipe"] for row in rows))
     result = select_winner(rows, candidates, stages["select_on"])
     out = {

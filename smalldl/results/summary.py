@@ -19,7 +19,7 @@ import pandas as pd
 
 from smalldl.data.splits import SPLITS
 from smalldl.errors import InputError
-from smalldl.record import DERIVED, REQUIRED, RUN_KEYS, SUMMARY_LEAD
+from smalldl.record import DERIVED, REQUIRED, RUN_KEYS, SUMMARY_LEAD, read_metrics_json
 from smalldl.tta import tta_else_plain
 
 # ------------------------------------------------------------------------------------------ summary
@@ -45,12 +45,7 @@ def _flatten(m: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_one(path: str | Path) -> dict[str, Any]:
-    try:
-        m = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"run metrics {path} cannot be read ({exc})") from None
-    if not isinstance(m, dict):
-        raise InputError(f"run metrics {path}: not a JSON object")
+    m = read_metrics_json(path)
     missing = [k for k in REQUIRED if k not in m]
     if missing:
         raise InputError(f"run metrics {path}: missing key(s) {', '.join(missing)}")
