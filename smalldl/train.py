@@ -151,15 +151,25 @@ def make_plan(transfer: str, total: int, settings: Mapping[str, Any]) -> Plan:
     raise ValueError(f"unknown transfer method {transfer!r}")
 
 
-def set_trainable(model: nn.Module, groups: list[list[nn.Module]], trainable: tuple[int, ...]) -> None:
-    """Frozen groups: no gradients and eval mode (BatchNorm statistics stay as they are)."""
+def set_trainable(
+    model: nn.Module, groups: list[list[nn.Module]], trainable: tuple[int, ...], *, frozen_bn: str
+) -> None:
+    """Put ``model`` in train mode for a training step; the parameters of frozen groups get no gradient.
+    ``frozen_bn`` (the ``frozen_bn`` training setting) says what else a frozen group does: "adapt" (the
+    paper's authors' ``model.train()`` on the whole model, fastai's ``train_bn``): it stays in train mode,
+    so its BatchNorm layers normalise with batch statistics and their running statistics keep updating;
+    "fixed": it is put in eval mode, so its BatchNorm running statistics stay as they are (the source's).
+    Called at the start of every epoch (after the previous epoch's evaluation left the model in eval mode)
+    and whenever the trainable groups change."""
+    if frozen_bn not in ("adapt", "fixed"):
+        raise ValueError(f"unknown frozen_bn {frozen_bn!r}; expected adapt or fixed")
     model.train()
     for g, modules in enumerate(groups, start=1):
         on = g in trainable
         for m in modules:
             for p in m.parameters():
                 p.requires_grad_(on)
-            if not on:
+            if not on and frozen_bn == "fixed":
                 m.eval()
 
 
@@ -235,12 +245,12 @@ def train_one_epoch(
     batches = make_batches(len(data), settings["batch_size"], rng)
     last = time.monotonic()
     trainable = plan.trainable(step0)
-    set_trainable(model, groups, trainable)
+    set_trainable(model, groups, trainable, frozen_bn=settings["frozen_bn"])  # also undoes evaluate's eval()
     for k, idx in enumerate(batches):
         i = step0 + k
         if plan.trainable(i) != trainable:
             trainable = plan.trainable(i)
-            set_trainable(model, groups, trainable)
+            set_trainable(model, groups, trainable, frozen_bn=settings["frozen_bn"])
             if log is not None:
                 print(f"step {i}: layer groups {','.join(map(str, trainable))} trainable", file=log, flush=True)
         schedules.apply(loop.schedule, optimizer, i, plan.divisors)
@@ -497,7 +507,7 @@ def lr_sweep(
     groups = models.layer_groups(model)
     plan = make_plan(transfer, 1, settings)
     trainable = plan.trainable(10**9)
-    set_trainable(model, groups, trainable)
+    set_trainable(model, groups, trainable, frozen_bn=settings["frozen_bn"])
     optimizer = make_optimizer([[p for m in g for p in m.parameters()] for g in groups], settings, device=device)
     criterion = loss_function(task_type, has_masked_labels(train, task_type))
     torch.manual_seed(derive_seed(seed, "lr_finder"))

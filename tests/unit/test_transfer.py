@@ -9,6 +9,7 @@ from torch import nn
 
 from smalldl import models, train
 from smalldl.config import train_settings
+from smalldl.errors import InputError
 
 from .test_train import blobs
 
@@ -55,21 +56,59 @@ def test_head_is_new_randomly_initialised_and_sized_for_the_task():
     assert a.head.out_features == 5 and not torch.equal(a.head.weight, b.head.weight)
 
 
-def test_feature_extractor_trains_only_the_head_and_freezes_batchnorm_statistics():
+def body_batchnorms(model):
+    return [m for m in model.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize("frozen_bn", ["adapt", "fixed"])
+def test_feature_extractor_trains_only_the_head_and_frozen_bn_says_whether_body_statistics_adapt(frozen_bn):
+    """adapt (the authors' model.train() on the whole model): the running statistics of every body
+    BatchNorm layer move at every step, also after each epoch's evaluation put the model in eval mode,
+    while every body parameter stays bit-identical; fixed: the whole body state stays bit-identical."""
+    settings = train_settings({**SETTINGS, "frozen_bn": frozen_bn})
     model = models.build("smallcnn", 1)
     g1, g2, g3 = group_params(model)
+    body_params = {k: v.detach().clone() for k, v in model.body.named_parameters()}
     body_before = {k: v.clone() for k, v in model.body.state_dict().items()}  # incl. BN running stats
     head_before = snapshot(g3)
-    train.fit(
+    bns = body_batchnorms(model)
+    assert len(bns) == 4
+    prev = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in bns]
+    trace = []
+
+    def on_step(i, m, opt):
+        moved = [
+            not torch.equal(bn.running_mean, mean) and not torch.equal(bn.running_var, var)
+            for bn, (mean, var) in zip(bns, prev, strict=True)
+        ]
+        prev[:] = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in bns]
+        body_modes = {sub.training for g in models.layer_groups(m)[:2] for mod in g for sub in mod.modules()}
+        trace.append((i, moved, body_modes, m.head.training))
+
+    result = train.fit(
         model,
         blobs(32, 0),
         blobs(16, 1),
-        SETTINGS,
+        settings,
         train.Run(task_type="binary", labels=["y"], seed=0, transfer="extractor"),
+        train.Hooks(on_step=on_step),
     )
-    for k, v in model.body.state_dict().items():
-        assert torch.equal(v, body_before[k]), k
+    assert result["epochs_run"] == 4 and len(trace) == result["steps"] == 16
+    for k, v in model.body.named_parameters():
+        assert torch.equal(v, body_params[k]), k  # weights and biases (BN ones too) never get a gradient
     assert not same(head_before, g3)
+    for i, moved, body_modes, head_training in trace:
+        assert head_training, i
+        if frozen_bn == "adapt":
+            assert all(moved) and body_modes == {True}, i  # every step, epochs 2-4 (after an evaluation) too
+        else:
+            assert not any(moved) and body_modes == {False}, i
+    if frozen_bn == "fixed":
+        for k, v in model.body.state_dict().items():
+            assert torch.equal(v, body_before[k]), k
+    else:
+        for bn in bns:
+            assert int(bn.num_batches_tracked) > 0
 
 
 def test_finetune_trains_every_group_from_the_first_step():
@@ -96,8 +135,9 @@ def test_finetune_trains_every_group_from_the_first_step():
     assert all(r["lr_group1"] == r["lr_group2"] == r["lr_group3"] == r["lr"] for r in steps)
 
 
-def test_gradual_unfreezing_frozen_groups_are_bit_identical_until_their_step_and_lrs_are_divided():
-    settings = train_settings({**SETTINGS, "epochs": 5})
+@pytest.mark.parametrize("frozen_bn", ["adapt", "fixed"])
+def test_gradual_unfreezing_frozen_groups_are_bit_identical_until_their_step_and_lrs_are_divided(frozen_bn):
+    settings = train_settings({**SETTINGS, "epochs": 5, "frozen_bn": frozen_bn})
     model = models.build("smallcnn", 1)
     groups = group_params(model)
     bn = [m for m in models.layer_groups(model)[0] if isinstance(m, nn.BatchNorm2d)][0]
@@ -125,7 +165,8 @@ def test_gradual_unfreezing_frozen_groups_are_bit_identical_until_their_step_and
         assert c3  # the head trains from the first step
         assert c2 == (i >= u2), (i, u2)  # group 2 unchanged before its unfreeze step, changed from it on
         assert c1 == (i >= u1), (i, u1)
-        assert bn_moved == (i >= u1)  # BatchNorm statistics of a frozen group stay frozen too
+        # BatchNorm statistics of a frozen group: adapt from the first step, or stay frozen until its unfreezing
+        assert bn_moved == (frozen_bn == "adapt" or i >= u1), (i, u1)
     steps = [r for r in result["history"] if r["kind"] == "step"]
     for r in steps:
         assert r["lr_group1"] == pytest.approx(r["lr"] / 9, rel=1e-12)
@@ -145,3 +186,30 @@ def test_plan_of_each_transfer_method():
     assert (g.trainable(9), g.trainable(10), g.trainable(19), g.trainable(20)) == ((3,), (2, 3), (2, 3), (1, 2, 3))
     with pytest.raises(ValueError):
         train.make_plan("partial", 10, s)
+
+
+def test_frozen_bn_setting_defaults_to_adapt_and_is_checked():
+    assert train_settings({})["frozen_bn"] == "adapt"
+    assert train_settings({"frozen_bn": "fixed"})["frozen_bn"] == "fixed"
+    with pytest.raises(InputError):
+        train_settings({"frozen_bn": "frozen"})
+
+
+def test_set_trainable_modes_of_frozen_groups_after_an_evaluation():
+    """evaluate() leaves the model in eval mode; set_trainable (every epoch's start) puts it back: adapt,
+    every module in train mode; fixed, the frozen groups' modules (and all their submodules) in eval mode.
+    Either way only the trainable groups' parameters require gradients."""
+    model = models.build("resnet18", 1)
+    groups = models.layer_groups(model)
+    for frozen_bn in ("adapt", "fixed", "adapt"):
+        for trainable in ((3,), (2, 3), (1, 2, 3)):
+            model.eval()
+            train.set_trainable(model, groups, trainable, frozen_bn=frozen_bn)
+            assert model.training
+            for g, modules in enumerate(groups, start=1):
+                on = g in trainable
+                assert all(p.requires_grad == on for m in modules for p in m.parameters()), (frozen_bn, g)
+                modes = {sub.training for m in modules for sub in m.modules()}
+                assert modes == {on or frozen_bn == "adapt"}, (frozen_bn, trainable, g)
+    with pytest.raises(ValueError, match="frozen_bn"):
+        train.set_trainable(model, groups, (3,), frozen_bn="frozen")
