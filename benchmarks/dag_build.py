@@ -1,7 +1,7 @@
 """Building the DAG of a paper-sized study (~3,000 jobs) must take <= 20 s: `snakemake -n` on a cluster's
 login node plans the whole study before it submits anything.
 
-Writes, in a temporary directory, a config merged on top of config.yaml that keeps its synthetic datasets
+Writes, in a temporary directory, a copy of config.yaml that keeps its synthetic datasets
 (so every input of the DAG is producible, offline) and asks for the paper's grid: 4 targets (cxr14,
 pneumonia, emphysema, hernia) x 2 architectures (densenet121, resnet50) x 10 recipes x 7 sizes
 x 5 seeds = 2,800 fine-tuning runs, with their lr finder runs, training subsets, splits and source
@@ -65,14 +65,20 @@ STAND_INS = {"nih": "synth_chest", "chexpert": "synth_chest", "mura": "synth_lim
 
 
 def grid_config() -> dict:
-    """The paper-sized grid on config.yaml's synthetic datasets (merged on top of config.yaml)."""
-    tasks = {name: spec for name, spec in TARGETS.items() if spec is not None}
-    return {
-        "tasks": {**tasks, "cxr13": {"exclude_patients_of": list(TARGETS)}},
-        "sources": {"imagenet": {"weights": "imagenet"}, "cxr13": {"task": "cxr13"}, "mura": {"task": "mura"}},
-        "study": {"targets": list(TARGETS), "archs": ARCHS, "recipes": RECIPES, "sizes": SIZES, "seeds": SEEDS},
-        "train": {"lr_finder": {"enabled": True}},
+    """The paper-sized grid on config.yaml's synthetic datasets: config.yaml with the grid's targets,
+    sources and study (a --configfile is the whole study, so the demo's keys are copied in)."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["tasks"].update({name: spec for name, spec in TARGETS.items() if spec is not None})
+    config["tasks"]["cxr13"]["exclude_patients_of"] = list(TARGETS)
+    config["sources"] = {
+        "imagenet": {"weights": "imagenet"},
+        "cxr13": {"task": "cxr13", "recipe": "onecycle-gradual-imagenet-transfer"},
+        "mura": {"task": "mura", "recipe": "onecycle-gradual-imagenet-transfer"},
     }
+    config["study"].update({"targets": list(TARGETS), "archs": ARCHS, "recipes": RECIPES, "sizes": SIZES,
+                            "seeds": SEEDS})  # fmt: skip
+    config["train"]["lr_finder"] = {"enabled": True}
+    return config
 
 
 def paper_config(path: Path) -> dict:

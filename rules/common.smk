@@ -26,6 +26,7 @@ SPLIT = "splits/{task}/split.parquet"
 MANIFEST = "splits/{task}/manifest.json"
 SUBSET = "splits/{task}/train_n{n}_s{seed}.csv"
 SOURCE_MODEL = "models/source/{source}/{arch}.pt"
+LEAK_CHECK = "splits/{task}/leak_check/{source}.json"
 LR_FIND = "runs/{task}/{arch}/{recipe}/lr_find.json"
 RUN_DIR = "runs/{task}/{arch}/{recipe}/n{n}/s{seed}"
 RUN = f"{RUN_DIR}/metrics.json"
@@ -141,8 +142,27 @@ def source_task(wildcards):
 
 
 def pretrain_inputs(wildcards):
+    """The source task's split and cache, and the model its recipe starts from (sources.<name>.recipe)."""
     task = source_task(wildcards)
-    return {"split": SPLIT.format(task=task), **cache_files(dataset_of(task))}
+    inputs = {"split": SPLIT.format(task=task), **cache_files(dataset_of(task))}
+    start = cfg.source_recipe(config, wildcards.source).source
+    if start != cfg.NO_SOURCE:
+        inputs["start"] = SOURCE_MODEL.format(source=start, arch=wildcards.arch)
+    return inputs
+
+
+def leak_links(wildcards):
+    """params of leak_check: the pretrained sources of {source}'s chain, oldest first."""
+    return cfg.leak_links(config, wildcards.task, wildcards.source)
+
+
+def leak_check_inputs(wildcards):
+    """The target's split and the split of every source task of the chain on the same data."""
+    links = [link for link in leak_links(wildcards) if link["same_data"]]
+    return {
+        "target": SPLIT.format(task=wildcards.task),
+        "links": [SPLIT.format(task=link["task"]) for link in links],
+    }
 
 
 def _training_inputs(wildcards, n, seed):
@@ -154,6 +174,8 @@ def _training_inputs(wildcards, n, seed):
     }
     if recipe.source != cfg.NO_SOURCE:
         inputs["source"] = SOURCE_MODEL.format(source=recipe.source, arch=wildcards.arch)
+    if cfg.leak_links(config, wildcards.task, recipe.source):
+        inputs["no_leak"] = LEAK_CHECK.format(task=wildcards.task, source=recipe.source)
     return inputs
 
 
@@ -192,7 +214,7 @@ def recipe_runs(task, arch, recipes):
 def stage_runs(task, arch, k, previous):
     """Runs of every candidate of stage k: ``previous`` (the winner of stage k-1, None for the start
     recipe) varied along stage k's axis."""
-    return recipe_runs(task, arch, cfg.stage_candidates(config, k, previous))
+    return recipe_runs(task, arch, cfg.stage_candidates(config, k, previous, task))
 
 
 def stage_previous(wildcards):

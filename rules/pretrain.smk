@@ -1,5 +1,7 @@
 # Source models, one checkpoint per (source, arch) in one format: models/source/{source}/{arch}.pt.
-# Sources with a task are pretrained here; sources with `weights: imagenet` take published weights.
+# Sources with a task are pretrained here with their recipe (sources.<name>.recipe: e.g. from the
+# ImageNet source's checkpoint with gradual unfreezing); sources with `weights: imagenet` take published
+# weights.
 
 
 rule pretrain:
@@ -24,6 +26,7 @@ rule pretrain:
         gpu=lambda wc: cfg.source_settings(config, wc.source)["gpu"],
     params:
         settings=lambda wc: cfg.source_settings(config, wc.source),
+        recipe=lambda wc: cfg.source_recipe(config, wc.source).name,
         task_name=source_task,
         task=lambda wc: config["tasks"][source_task(wc)],
         seed=config["seed"],

@@ -45,3 +45,24 @@ rule subset:
         seed=config["seed"],
     script:
         "../workflow_scripts/subset.py"
+
+
+rule leak_check:
+    input:
+        unpack(leak_check_inputs),
+    output:
+        json=LEAK_CHECK,
+    log:
+        "logs/leak_check/{task}_{source}.log",
+    benchmark:
+        "logs/benchmarks/leak_check/{task}_{source}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        links=leak_links,
+    script:
+        "../workflow_scripts/leak_check.py"

@@ -22,9 +22,10 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schem
 SCHEDULES = ("onecycle", "regular")
 #: extractor = only the new head trains; finetune = all layers; gradual = discriminative lr + gradual unfreezing
 TRANSFERS = ("extractor", "finetune", "gradual")
-#: default = PyTorch's init; transfer = the source's weights; moments = every weight tensor redrawn from
-#: the source tensor's mean and std (Raghu et al. 2019); momentsconv = only conv weights redrawn, the rest
-#: PyTorch's default. Both moment-preserving variants set BatchNorm to identity.
+#: default = PyTorch's init; transfer = the source's weights; moments = every parameter tensor of the body
+#: (BatchNorm weights and biases included) redrawn from the source tensor's mean and std (Raghu et al. 2019),
+#: running stats kept from the source; momentsconv = the source's weights with only the conv weights
+#: redrawn (smalldl/init.py).
 INITS = ("default", "transfer", "moments", "momentsconv")
 NO_SOURCE = "none"
 #: The recipe axes, in the order of a recipe's name.
@@ -48,9 +49,9 @@ class Recipe:
         return f"{self.schedule}-{self.transfer}-{self.source}-{self.init}"
 
     @classmethod
-    def parse(cls, name: str, sources: Mapping[str, Any] | None = None) -> Recipe:
+    def parse(cls, name: str, sources: Mapping[str, Any] | None = None, where: str | None = None) -> Recipe:
         parts = name.split("-")
-        where = f"study.recipes: {name!r}"
+        where = f"{where or 'study.recipes'}: {name!r}"
         if len(parts) != 4:
             raise InputError(f"{where} must be schedule-transfer-source-init, e.g. onecycle-finetune-none-default")
         recipe = cls(*parts)
@@ -80,6 +81,18 @@ class Recipe:
         elif parts["init"] == "default":
             parts["init"] = "transfer"
         return Recipe(**parts)
+
+    def with_set(self, values: Mapping[str, str]) -> Recipe:
+        """This recipe with several axes set (a stage's ``set:``): the source first (it decides which
+        transfer and init are valid), then the other axes in recipe order."""
+        recipe = self
+        for axis in sorted(values, key=lambda a: (a != "source", AXES.index(a))):
+            recipe = recipe.replace(axis, values[axis])
+        return recipe
+
+
+#: How a source with a task is pretrained unless sources.<name>.recipe says otherwise: from scratch.
+DEFAULT_SOURCE_RECIPE = "onecycle-finetune-none-default"
 
 
 def _check_choice(where: str, axis: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -171,6 +184,16 @@ def _check_references(config: dict[str, Any]) -> None:
             raise InputError(f"config key sources.{name}: give either 'task' (pretrained here) or 'weights: imagenet'")
         if "task" in source and source["task"] not in tasks:
             raise InputError(f"config key sources.{name}.task: unknown task {source['task']!r}")
+        if "weights" in source and "recipe" in source:
+            raise InputError(f"config key sources.{name}.recipe: published weights are not trained here")
+        if "task" in source:
+            recipe = source.get("recipe") or DEFAULT_SOURCE_RECIPE
+            Recipe.parse(recipe, sources, where=f"config key sources.{name}.recipe")
+        for target in source.get("targets") or []:
+            if target not in tasks:
+                raise InputError(f"config key sources.{name}.targets: unknown task {target!r}")
+    for name in sources:
+        source_chain(config, name)  # a cycle is an error naming it
     study = config["study"]
     for target in study["targets"]:
         if target not in tasks:
@@ -183,12 +206,30 @@ def _check_references(config: dict[str, Any]) -> None:
         raise InputError("config key study: give recipes, stages, or both")
     if study.get("stages"):
         stages = study["stages"]
-        Recipe.parse(stages["start"], sources)
+        Recipe.parse(stages["start"], sources, where="config key study.stages.start")
         for k, stage in enumerate(stages["vary"]):
-            for value in stage["values"]:
-                Recipe.parse(Recipe.parse(stages["start"]).replace(stage["axis"], value).name, sources)
-                if stage["axis"] == "source" and value != NO_SOURCE and value not in sources:
-                    raise InputError(f"config key study.stages.vary[{k}]: unknown source {value!r}")
+            for axis, value in (stage.get("set") or {}).items():
+                if axis == stage["axis"]:
+                    raise InputError(f"config key study.stages.vary[{k}].set.{axis}: the stage varies {axis} itself")
+                if axis == "source" and value != NO_SOURCE and value not in sources:
+                    raise InputError(f"config key study.stages.vary[{k}].set.source: unknown source {value!r}")
+            if stage["axis"] == "source":
+                for value in stage["values"]:
+                    if value != NO_SOURCE and value not in sources:
+                        raise InputError(f"config key study.stages.vary[{k}]: unknown source {value!r}")
+        # every recipe a stage may compare is valid, for every winner the stage before it may pick
+        for target in study["targets"]:
+            winners: list[str | None] = [None]
+            for k in range(len(stages["vary"])):
+                found: list[str] = []
+                for winner in winners:
+                    found += stage_candidates(config, k, winner, target)
+                if not found:
+                    raise InputError(
+                        f"config key study.stages.vary[{k}]: no candidate is left for target {target!r} "
+                        "(its sources are restricted to other targets: sources.<name>.targets)"
+                    )
+                winners = list(dict.fromkeys(found))
     for arch in study["archs"]:
         if "-" in arch or "/" in arch:
             raise InputError(f"config key study.archs: {arch!r} may not contain '-' or '/'")
@@ -219,22 +260,93 @@ def recipes(config: Mapping[str, Any]) -> list[Recipe]:
 
 
 def stage_values(config: Mapping[str, Any], axis: str) -> list[str]:
-    """Every value a stage may give ``axis`` (the start recipe's and each stage's candidates)."""
-    stages = config["study"].get("stages")
-    if not stages:
-        return []
-    start = Recipe.parse(stages["start"])
-    values = [getattr(start, axis)]
-    for stage in stages["vary"]:
-        for value in stage["values"]:
-            values.append(getattr(start.replace(stage["axis"], value), axis))
+    """Every value a stage may give ``axis``: the values of each recipe some stage may compare, for every
+    target and every winner the stages before it may pick."""
+    values: list[str] = []
+    for recipe in possible_stage_recipes(config):
+        value = getattr(Recipe.parse(recipe), axis)
+        if value not in values:
+            values.append(value)
     return values
 
 
+def possible_stage_recipes(config: Mapping[str, Any], target: str | None = None) -> list[str]:
+    """Every recipe some stage may compare (for ``target``, or any target)."""
+    stages = config["study"].get("stages")
+    if not stages:
+        return []
+    found: list[str] = []
+    for task in [target] if target else config["study"]["targets"]:
+        winners: list[str | None] = [None]
+        for k in range(len(stages["vary"])):
+            names = [c for w in winners for c in stage_candidates(config, k, w, task)]
+            winners = list(dict.fromkeys(names))
+            found += winners
+    return list(dict.fromkeys(found))
+
+
+def source_recipe(config: Mapping[str, Any], source: str) -> Recipe:
+    """How a source with a task is pretrained (sources.<name>.recipe; default from scratch)."""
+    spec = config["sources"][source]
+    return Recipe.parse(spec.get("recipe") or DEFAULT_SOURCE_RECIPE)
+
+
+def source_chain(config: Mapping[str, Any], source: str) -> list[str]:
+    """The sources a source model descends from, oldest first, ending with ``source`` itself: e.g.
+    ``[imagenet, chexpert, cxr13]`` for cxr13 pretrained from chexpert pretrained from ImageNet. A cycle is
+    a config error naming it."""
+    sources = config.get("sources", {})
+    chain = [source]
+    while "task" in sources.get(chain[0], {}):
+        upstream = source_recipe(config, chain[0]).source
+        if upstream == NO_SOURCE:
+            break
+        if upstream not in sources:
+            raise InputError(f"config key sources.{chain[0]}.recipe: unknown source {upstream!r}")
+        if upstream in chain:
+            cycle = " -> ".join([*reversed(chain[: chain.index(upstream) + 1]), upstream])
+            raise InputError(f"config key sources: the sources' recipes form a cycle: {cycle}")
+        chain.insert(0, upstream)
+    return chain
+
+
+def source_allowed(config: Mapping[str, Any], source: str, target: str) -> bool:
+    """Whether ``target`` may be fine-tuned from ``source``: every source of its chain allows it
+    (sources.<name>.targets; absent = every target)."""
+    if source == NO_SOURCE:
+        return True
+    sources = config.get("sources", {})
+    return all(target in (sources.get(s, {}).get("targets") or [target]) for s in source_chain(config, source))
+
+
+def same_data(config: Mapping[str, Any], task_a: str, task_b: str) -> bool:
+    """Whether two tasks are on the same images (the same dataset, or datasets of equal kind and params):
+    only then can they share patients."""
+    names = config["tasks"][task_a]["dataset"], config["tasks"][task_b]["dataset"]
+    a, b = (config["datasets"][n] for n in names)
+    return names[0] == names[1] or (a["kind"], a.get("params")) == (b["kind"], b.get("params"))
+
+
+def leak_links(config: Mapping[str, Any], target: str, source: str) -> list[dict[str, Any]]:
+    """The sources of ``source``'s chain pretrained here (they saw patients), oldest first, each
+    {source, task, same_data}: what rule leak_check proves disjoint from ``target``'s validation and test
+    patients. Empty for no source and for published weights (they saw no patient of ours)."""
+    if source == NO_SOURCE:
+        return []
+    sources = config["sources"]
+    return [
+        {"source": s, "task": sources[s]["task"], "same_data": same_data(config, target, sources[s]["task"])}
+        for s in source_chain(config, source)
+        if "task" in sources[s]
+    ]
+
+
 def used_sources(config: Mapping[str, Any]) -> list[str]:
-    """Sources that some run may need: listed recipes and every source a stage could choose."""
+    """Sources that some run may need: listed recipes, every source a stage could choose, and the
+    sources those are pretrained from."""
     names = {r.source for r in recipes(config)} | set(stage_values(config, "source"))
-    return sorted(names - {NO_SOURCE})
+    names -= {NO_SOURCE}
+    return sorted({s for name in names for s in source_chain(config, name)})
 
 
 def pretrained_sources(config: Mapping[str, Any]) -> list[str]:
@@ -245,7 +357,8 @@ def pretrained_sources(config: Mapping[str, Any]) -> list[str]:
 def source_settings(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Pretraining settings for one source: ``pretrain`` with the source's own overrides."""
     settings = dict(config["pretrain"])
-    settings.update({k: v for k, v in config["sources"][source].items() if k not in ("task", "weights", "files")})
+    own = ("task", "weights", "files", "recipe", "targets")
+    settings.update({k: v for k, v in config["sources"][source].items() if k not in own})
     return settings
 
 
@@ -263,7 +376,8 @@ def used_tasks(config: Mapping[str, Any]) -> list[str]:
 
 
 def runs(config: Mapping[str, Any], recipe_names: list[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per fine-tuning job of the listed recipes (default: study.recipes): task, arch, recipe, n, seed."""
+    """One dict per fine-tuning job of the listed recipes (default: study.recipes): task, arch, recipe, n,
+    seed. A recipe whose source does not allow a target (sources.<name>.targets) is not run on it."""
     study = config["study"]
     names = study["recipes"] if recipe_names is None else recipe_names
     return [
@@ -271,22 +385,26 @@ def runs(config: Mapping[str, Any], recipe_names: list[str] | None = None) -> li
         for t in study["targets"]
         for a in study["archs"]
         for r in names
+        if source_allowed(config, Recipe.parse(r).source, t)
         for n in study["sizes"]
         for s in study["seeds"]
     ]
 
 
-def stage_candidates(config: Mapping[str, Any], stage: int, winner: str | None) -> list[str]:
-    """Recipes that stage ``stage`` (0-based) compares: ``winner`` of the previous stage (or the start
-    recipe) with the stage's axis set to each of its values; duplicates dropped, order kept."""
+def stage_candidates(config: Mapping[str, Any], stage: int, winner: str | None, target: str) -> list[str]:
+    """Recipes that stage ``stage`` (0-based) compares on ``target``: ``winner`` of the previous stage (or
+    the start recipe), with the stage's ``set:`` axes applied, then its axis set to each of its values;
+    duplicates and sources that do not allow the target dropped, order kept."""
     stages = config["study"]["stages"]
-    base = Recipe.parse(winner or stages["start"])
     spec = stages["vary"][stage]
+    base = Recipe.parse(winner or stages["start"]).with_set(spec.get("set") or {})
     names: list[str] = []
+    where = f"config key study.stages.vary[{stage}]"
     for value in spec["values"]:
-        name = base.replace(spec["axis"], value).name
-        if name not in names:
-            names.append(name)
+        recipe = base.replace(spec["axis"], value)
+        Recipe.parse(recipe.name, config.get("sources"), where=where)
+        if recipe.name not in names and source_allowed(config, recipe.source, target):
+            names.append(recipe.name)
     return names
 
 

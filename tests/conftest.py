@@ -17,6 +17,7 @@ RULES = (
     "cache",
     "split",
     "subset",
+    "leak_check",
     "pretrain",
     "imagenet_weights",
     "lr_find",

@@ -10,6 +10,7 @@ def main(smk):
     pretrain.pretrain(
         source=smk.wildcards.source,
         arch=smk.wildcards.arch,
+        recipe_name=smk.params.recipe,
         task_name=smk.params.task_name,
         task=smk.params.task,
         settings=smk.params.settings,
@@ -17,6 +18,7 @@ def main(smk):
         cache_npy=smk.input.cache,
         cache_meta=smk.input.cache_meta,
         split_parquet=smk.input.split,
+        start_ckpt=smk.input.get("start"),
         out_ckpt=smk.output.model,
         out_metrics=smk.output.metrics,
         out_history=smk.output.history,

@@ -93,17 +93,24 @@ def write_history(history: list[dict[str, Any]], path: str | Path) -> None:
 
 
 def build_recipe_model(
-    *, task: Mapping[str, Any], arch: str, recipe: Recipe, source_ckpt: str | Path | None, seed: int
+    *,
+    task: Mapping[str, Any],
+    arch: str,
+    recipe: Recipe,
+    source_ckpt: str | Path | None,
+    seed: int,
+    outputs: int | None = None,
 ):
-    """A new model for one recipe: a new head, the body initialised as the recipe says (from the source
-    checkpoint unless the recipe has no source). Returns (model, source meta, init info)."""
+    """A new model for one recipe: a new head (``outputs`` units, default one per label), the body
+    initialised as the recipe says (from the source checkpoint unless the recipe has no source). Returns
+    (model, source meta, init info)."""
     import torch
 
     from smalldl import models
     from smalldl.init import initialise
 
     torch.manual_seed(seed)
-    model = models.build(arch, len(task["labels"]))
+    model = models.build(arch, outputs or len(task["labels"]))
     source_meta: dict[str, Any] = {}
     body_state = None
     if recipe.source != NO_SOURCE:

@@ -15,6 +15,7 @@ import pandas as pd
 from smalldl.data import cache as cache_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import (
+    build_recipe_model,
     cached_data,
     environment,
     file_sha256,
@@ -30,6 +31,7 @@ def pretrain(
     *,
     source: str,
     arch: str,
+    recipe_name: str,
     task_name: str,
     task: Mapping[str, Any],
     settings: Mapping[str, Any],
@@ -37,15 +39,23 @@ def pretrain(
     cache_npy: str | Path,
     cache_meta: str | Path,
     split_parquet: str | Path,
+    start_ckpt: str | Path | None,
     out_ckpt: str | Path,
     out_metrics: str | Path,
     out_history: str | Path,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Pretrain ``arch`` on the source task's training split (one-cycle, all layers); save the body."""
+    """Pretrain ``arch`` on the source task's training split with the source's recipe
+    (sources.<name>.recipe: schedule, transfer method, the source model it starts from ``start_ckpt``,
+    init), select on validation loss, save the body. The metadata records the chain of sources and the
+    SHA-256 of the weights it started from."""
     from smalldl import models
-    from smalldl.train import Run, fit
+    from smalldl.config import NO_SOURCE, Recipe
+    from smalldl.train import Run, fit, state_sha256
 
+    recipe = Recipe.parse(recipe_name)
+    if (recipe.source == NO_SOURCE) != (start_ckpt is None):
+        raise ValueError(f"source {source}: recipe {recipe_name} and start checkpoint {start_ckpt} disagree")
     torch, device = setup_torch(settings, threads)
     arr, info = cache_mod.open_cache(cache_npy, cache_meta)
     split = pd.read_parquet(split_parquet)
@@ -58,25 +68,54 @@ def pretrain(
     if len(val) == 0:
         raise InputError(f"source {source}: task {task_name} has an empty validation split (val_fraction)")
     seed = derive_seed(global_seed, "pretrain", source, arch)
-    torch.manual_seed(seed)
-    model = models.build(arch, num_outputs(task, split)).to(device)
+    model, start_meta, init_info = build_recipe_model(
+        task=task, arch=arch, recipe=recipe, source_ckpt=start_ckpt, seed=seed, outputs=num_outputs(task, split)
+    )
+    start_state = state_sha256(model.body.state_dict())
+    model = model.to(device)
+    chain = [*start_meta.get("chain", [recipe.source] if recipe.source != NO_SOURCE else []), source]
     print(
-        f"pretrain {source} ({task_name}, {task['type']}) on {len(train)} images, val {len(val)}, {arch}",
+        f"pretrain {source} ({task_name}, {task['type']}) on {len(train)} images, val {len(val)}, {arch}, "
+        f"recipe {recipe_name} ({' -> '.join(chain)})",
         file=sys.stderr,
     )
     checkpoint = f"{out_ckpt}.resume" if settings.get("checkpoint", True) else None
-    signature = json.dumps({"settings": dict(settings), "seed": seed, "n": len(train)}, sort_keys=True, default=str)
+    signature = json.dumps(
+        {
+            "settings": dict(settings),
+            "recipe": recipe_name,
+            "seed": seed,
+            "n": len(train),
+            "start": file_sha256(start_ckpt) if start_ckpt else None,
+        },
+        sort_keys=True,
+        default=str,
+    )
     result = fit(
         model,
         train,
         val,
         settings,
-        Run(task_type=task["type"], labels=list(task["labels"]), seed=seed, checkpoint=checkpoint, signature=signature),
+        Run(
+            task_type=task["type"],
+            labels=list(task["labels"]),
+            seed=seed,
+            schedule=recipe.schedule,
+            transfer=recipe.transfer,
+            checkpoint=checkpoint,
+            signature=signature,
+        ),
     )
     meta = {
         "source": source,
         "task": task_name,
         "arch": arch,
+        "recipe": recipe_name,
+        "chain": chain,
+        "start_checkpoint": str(start_ckpt) if start_ckpt else None,
+        "start_sha256": file_sha256(start_ckpt) if start_ckpt else None,
+        "start_state_sha256": start_state,
+        "init": init_info,
         "seed": seed,
         "n_train": len(train),
         "n_val": len(val),
@@ -105,7 +144,14 @@ def imagenet_weights(
     from smalldl import models
 
     body, origin = models.imagenet_body_state(arch, (files or {}).get(arch), source)
-    meta = {"source": source, "weights": "imagenet", "arch": arch, "origin": origin, "tensors": len(body)}
+    meta = {
+        "source": source,
+        "weights": "imagenet",
+        "chain": [source],
+        "arch": arch,
+        "origin": origin,
+        "tensors": len(body),
+    }
     if Path(origin).is_file():
         meta["origin_sha256"] = file_sha256(origin)
     models.save_source(out_ckpt, arch=arch, body=body, meta=meta)

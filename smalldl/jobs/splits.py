@@ -84,3 +84,33 @@ def subset(
             file=sys.stderr,
         )
     return info
+
+
+def leak_check(
+    *,
+    target_name: str,
+    source: str,
+    links: Sequence[Mapping[str, Any]],
+    target_split: str | Path,
+    link_splits: Sequence[str | Path],
+    out_json: str | Path,
+) -> dict[str, Any]:
+    """Prove that no source model of ``source``'s chain saw a patient of ``target_name``'s validation or
+    test set (smalldl.leakage); ``links``: the chain's pretrained sources, oldest first, each
+    {source, task, same_data}; ``link_splits``: the split.parquet of each link on the same data, in order."""
+    from smalldl import leakage
+
+    chain = [leakage.Link(**link) for link in links]
+    same = [link.task for link in chain if link.same_data]
+    if len(same) != len(link_splits):
+        raise ValueError(f"{len(link_splits)} split files for {len(same)} links on the target's data")
+    record = leakage.check(
+        target=target_name,
+        source=source,
+        target_split=pd.read_parquet(target_split),
+        links=chain,
+        link_splits={task: pd.read_parquet(path) for task, path in zip(same, link_splits, strict=True)},
+    )
+    write_json(out_json, record)
+    print(f"no leakage: {target_name} from {' -> '.join(record['chain'])}", file=sys.stderr)
+    return record

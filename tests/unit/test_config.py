@@ -15,29 +15,14 @@ def _load(name="config.yaml"):
     return yaml.safe_load((ROOT / name).read_text())
 
 
-def _merged_tiny():
-    base = _load()
-    tiny = _load("configs/tiny.yaml")
-
-    def merge(a, b):
-        for k, v in b.items():
-            if isinstance(v, dict) and isinstance(a.get(k), dict):
-                merge(a[k], v)
-            else:
-                a[k] = v
-
-    merge(base, tiny)
-    return base
-
-
 def test_default_and_tiny_configs_validate_and_get_defaults():
     conf = cfg.validate(_load())
     assert conf["train"]["optimizer"] == "adam"  # filled from the schema
     assert conf["tasks"]["emphysema"]["balance"] is True
     assert conf["plots"]["dpi"] == 150
-    tiny = cfg.validate(_merged_tiny())
+    tiny = cfg.validate(_load("configs/tiny.yaml"))
     assert tiny["study"]["archs"] == ["efficientnet_lite0"]
-    assert tiny["study"]["recipes"] == [] and len(tiny["study"]["stages"]["vary"]) == 4  # the stage-wise study
+    assert len(tiny["study"]["stages"]["vary"]) == 4  # the stage-wise study
     assert cfg.used_sources(tiny) == ["cxr13", "fractal", "imagenet", "mura"]
     assert cfg.pretrained_sources(tiny) == ["cxr13", "fractal", "mura"]
 
@@ -107,7 +92,8 @@ def test_grid_and_used_tasks():
     runs = cfg.runs(conf)
     s = conf["study"]
     assert len(runs) == len(s["targets"]) * len(s["archs"]) * len(s["recipes"]) * len(s["sizes"]) * len(s["seeds"])
-    assert cfg.used_sources(conf) == ["cxr13", "fractal", "mura"]
+    # cxr13 and mura are pretrained from the ImageNet source: it is used through them
+    assert cfg.used_sources(conf) == ["cxr13", "fractal", "imagenet", "mura"]
     assert set(cfg.used_tasks(conf)) == {"emphysema", "cxr14", "cxr13", "mura", "fractal"}
     settings = cfg.source_settings(conf, "cxr13")
     assert settings["epochs"] == conf["pretrain"]["epochs"]
@@ -116,3 +102,101 @@ def test_grid_and_used_tasks():
 def test_config_module_does_not_import_torch():
     code = "import sys, smalldl.config; assert 'torch' not in sys.modules and 'pandas' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_source_recipe_chains_sources_and_a_cycle_is_an_error_naming_it():
+    conf = _load()
+    conf["sources"]["cxr13"]["recipe"] = "onecycle-gradual-mura-transfer"
+    conf = cfg.validate(conf)
+    assert cfg.source_chain(conf, "cxr13") == ["imagenet", "mura", "cxr13"]
+    assert cfg.source_recipe(conf, "cxr13").transfer == "gradual"
+    assert cfg.source_recipe(conf, "fractal").name == cfg.DEFAULT_SOURCE_RECIPE  # absent: from scratch
+    cyclic = _load()
+    cyclic["sources"]["mura"]["recipe"] = "onecycle-finetune-cxr13-transfer"
+    cyclic["sources"]["cxr13"]["recipe"] = "onecycle-finetune-fractal-transfer"
+    cyclic["sources"]["fractal"]["recipe"] = "onecycle-finetune-mura-transfer"
+    with pytest.raises(InputError, match=r"the sources' recipes form a cycle: (\w+ -> ){3}\w+"):
+        cfg.validate(cyclic)
+    for bad, match in (
+        ({"imagenet": {"weights": "imagenet", "recipe": "onecycle-finetune-none-default"}}, "sources.imagenet.recipe"),
+        ({"cxr13": {"task": "cxr13", "recipe": "onecycle-finetune-nowhere-transfer"}}, "sources.cxr13.recipe"),
+        ({"cxr13": {"task": "cxr13", "targets": ["nosuch"]}}, "sources.cxr13.targets: unknown task 'nosuch'"),
+    ):
+        conf = _load()
+        conf["sources"].update(bad)
+        with pytest.raises(InputError, match=match):
+            cfg.validate(conf)
+
+
+def test_a_source_restricted_to_some_targets_is_offered_to_those_only():
+    conf = _load()
+    conf["sources"]["cxr13"]["targets"] = ["emphysema"]
+    conf["sources"]["mura"]["recipe"] = "onecycle-finetune-cxr13-transfer"  # inherits cxr13's restriction
+    conf = cfg.validate(conf)
+    recipes = {(r["task"], r["recipe"]) for r in cfg.runs(conf)}
+    assert ("emphysema", "onecycle-finetune-cxr13-transfer") in recipes
+    assert ("cxr14", "onecycle-finetune-cxr13-transfer") not in recipes
+    assert ("cxr14", "onecycle-finetune-mura-transfer") not in recipes
+    assert ("cxr14", "onecycle-finetune-imagenet-transfer") in recipes
+    assert cfg.source_allowed(conf, "mura", "emphysema") and not cfg.source_allowed(conf, "mura", "cxr14")
+    conf["study"]["stages"] = {
+        "start": "onecycle-finetune-imagenet-transfer",
+        "vary": [{"axis": "source", "values": ["none", "cxr13", "mura"]}],
+    }
+    conf = cfg.validate(conf)
+    assert cfg.stage_candidates(conf, 0, None, "emphysema") == [
+        "onecycle-finetune-none-default",
+        "onecycle-finetune-cxr13-transfer",
+        "onecycle-finetune-mura-transfer",
+    ]
+    assert cfg.stage_candidates(conf, 0, None, "cxr14") == ["onecycle-finetune-none-default"]
+    conf["study"]["stages"]["vary"] = [{"axis": "source", "values": ["cxr13"]}]
+    with pytest.raises(InputError, match=r"study.stages.vary\[0\]: no candidate is left for target 'cxr14'"):
+        cfg.validate(conf)
+
+
+def test_a_stage_sets_other_axes_when_it_begins():
+    conf = _load()
+    conf["study"]["recipes"] = []
+    conf["study"]["stages"] = {
+        "start": "onecycle-finetune-none-default",
+        "vary": [
+            {"axis": "schedule", "values": ["onecycle", "regular"]},
+            {"axis": "transfer", "values": ["extractor", "gradual"], "set": {"source": "imagenet"}},
+            {"axis": "init", "values": ["transfer", "moments"], "set": {"source": "imagenet", "schedule": "onecycle"}},
+        ],
+    }
+    conf = cfg.validate(conf)
+    assert cfg.stage_candidates(conf, 0, None, "emphysema") == [
+        "onecycle-finetune-none-default",
+        "regular-finetune-none-default",
+    ]
+    assert cfg.stage_candidates(conf, 1, "regular-finetune-none-default", "emphysema") == [
+        "regular-extractor-imagenet-transfer",
+        "regular-gradual-imagenet-transfer",
+    ]
+    assert cfg.stage_candidates(conf, 2, "regular-gradual-cxr13-transfer", "emphysema") == [
+        "onecycle-gradual-imagenet-transfer",
+        "onecycle-gradual-imagenet-moments",
+    ]
+    # the stage-wise recipes a run may need: from scratch, then ImageNet
+    assert cfg.used_sources(conf) == ["imagenet"]
+    for bad, match in (
+        ({"axis": "transfer", "values": ["gradual"], "set": {"transfer": "finetune"}}, "varies transfer itself"),
+        ({"axis": "transfer", "values": ["gradual"], "set": {"source": "nowhere"}}, "set.source: unknown source"),
+    ):
+        conf["study"]["stages"]["vary"] = [bad]
+        with pytest.raises(InputError, match=match):
+            cfg.validate(conf)
+
+
+def test_the_readme_own_data_snippet_is_a_whole_study():
+    """README "Your own data": the config it shows is complete on its own (a --configfile is the whole
+    study over the schema's defaults)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Your own data**") :]
+    snippet = section[section.index("```yaml") + len("```yaml") : section.index("```", section.index("```yaml") + 7)]
+    conf = cfg.validate(yaml.safe_load(snippet))
+    assert conf["study"]["targets"] == ["nodule"] and conf["study"]["archs"] == ["densenet121"]
+    assert conf["preprocess"]["width"] == 250 and conf["train"]["crop"] == 236  # the paper's, not the demo's
+    assert cfg.used_sources(conf) == ["imagenet"]

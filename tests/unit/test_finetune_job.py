@@ -287,3 +287,49 @@ def test_every_evaluation_of_a_run_takes_amp_from_the_settings(prepared, monkeyp
     assert len(evaluations) == batches  # 2 epochs' validation, test plain + TTA, validation TTA
     assert set(evaluations) == {amp == "bf16"}
     assert metrics["test_auc_tta"] is not None and metrics["val_auc_tta"] is not None
+
+
+def test_a_source_is_pretrained_with_its_recipe_from_exactly_the_named_source(prepared):
+    """rule pretrain with sources.<name>.recipe = onecycle-gradual-<start>-transfer: the body starts as the
+    start checkpoint's (its file and state hashes recorded), the history shows the one-cycle lrs of the
+    three groups (/9, /3, /1) and the groups unfrozen after 10% and 20% of the iterations; the chain of
+    sources is recorded."""
+    from smalldl.jobs import pretrain as pretrain_jobs
+
+    tmp, config = prepared
+    start = models.build("smallcnn", 3)
+    torch.manual_seed(1)
+    for p in start.body.parameters():
+        p.data.normal_(0.2, 0.05)
+    start_ckpt = tmp / "start.pt"
+    models.save_source(start_ckpt, arch="smallcnn", body=start.body.state_dict(), meta={"chain": ["imagenet"]})
+    settings = cfg.train_settings({"epochs": 3, "batch_size": 8, "crop": 28, "max_lr": 0.002, "checkpoint": False})
+    out = tmp / "pre"
+    out.mkdir()
+    kw = dict(
+        source="cxr13", arch="smallcnn", task_name="emphysema", task=config["tasks"]["emphysema"], settings=settings,
+        global_seed=config["seed"], cache_npy=tmp / "c.npy", cache_meta=tmp / "c.json",
+        split_parquet=tmp / "split.parquet", out_ckpt=out / "m.pt", out_metrics=out / "m.json",
+        out_history=out / "h.csv",
+    )  # fmt: skip
+    meta = pretrain_jobs.pretrain(recipe_name="onecycle-gradual-imagenet-transfer", start_ckpt=start_ckpt, **kw)
+    assert meta["chain"] == ["imagenet", "cxr13"] and meta["recipe"] == "onecycle-gradual-imagenet-transfer"
+    assert meta["start_sha256"] == shared_jobs.file_sha256(start_ckpt)
+    assert meta["start_state_sha256"] == train.state_sha256(start.body.state_dict())  # exactly its weights
+    saved_body, saved_meta = models.read_source(out / "m.pt", "smallcnn")
+    assert saved_meta["chain"] == meta["chain"]
+    assert train.state_sha256(saved_body) != meta["start_state_sha256"]  # and it trained from there
+    steps = pd.read_csv(out / "h.csv", dtype={"trainable": str}).query("kind == 'step'").reset_index(drop=True)
+    total = len(steps)
+    assert np.allclose(steps["lr_group1"] * 9, steps["lr_group3"]) and np.allclose(
+        steps["lr_group2"] * 3, steps["lr_group3"]
+    )
+    assert steps["lr"].idxmax() == int(np.ceil(0.3 * total))  # one-cycle: the peak at the cut
+    assert steps["lr"].iloc[0] == pytest.approx(0.002 / 25) and steps["lr"].iloc[-1] < 0.002 / 1000
+    first = {k: steps.index[steps["trainable"] == k].min() for k in ("3", "2,3", "1,2,3")}
+    assert first == {"3": 0, "2,3": int(np.ceil(0.1 * total)), "1,2,3": int(np.ceil(0.2 * total))}
+    # the same source from scratch (the default recipe): no start, PyTorch's init, one group from the start
+    scratch = pretrain_jobs.pretrain(recipe_name=cfg.DEFAULT_SOURCE_RECIPE, start_ckpt=None, **kw)
+    assert scratch["chain"] == ["cxr13"] and scratch["start_sha256"] is None
+    steps = pd.read_csv(out / "h.csv", dtype={"trainable": str}).query("kind == 'step'")
+    assert set(steps["trainable"]) == {"1,2,3"}

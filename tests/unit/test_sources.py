@@ -643,20 +643,23 @@ def test_paper_config_builds_its_dag_offline_and_says_what_to_place_where(tmp_pa
     proc = snakemake_paper(tmp_path, "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = proc.stdout.split("Job stats:", 1)[1]
-    # the stage-wise study: the scratch baseline and stage 1's two schedules are known before any stage
-    # is decided (4 targets x 2 archs x 3 recipes x 7 sizes x 5 seeds); the sources' data and pretraining
-    # join the DAG once the source stage is reached
+    # the stage-wise study: stage 1 (training methods, from scratch: the scratch baseline and its regular
+    # twin) is known before any stage is decided (4 targets x 2 archs x 2 recipes x 7 sizes x 5 seeds);
+    # ImageNet and the sources' pretraining join the DAG once the transfer and source stages are reached.
+    # The radiomics baseline: the paper's four models per (target, size, seed)
     for rule, count in (
         ("fetch_nih", 1),
-        ("imagenet_weights", 2),
         ("index", 3),
         ("cache", 1),
         ("split", 7),
-        ("lr_find", 24),
-        ("finetune", 840),
+        ("lr_find", 16),
+        ("finetune", 560),
         ("select_stage", 32),
+        ("radiomics_model", 560),
+        ("radiomics_best", 140),
     ):
         assert re.search(rf"^{rule}\s+{count}\s*$", stats, re.M), (rule, stats)
+    assert not re.search(r"^(imagenet_weights|pretrain)\s", stats, re.M)
     # offline: the fetch stops at once naming the files and the folder; the local copies name their path
     offline = tmp_path / "offline.yaml"
     offline.write_text(f"datasets: {{nih: {{params: {{base_url: '{closed_port_url()}'}}}}}}\n")

@@ -27,24 +27,24 @@ def study(**stages):
 
 def test_candidates_vary_one_axis_of_the_previous_winner():
     c = study()
-    assert cfg.stage_candidates(c, 0, None) == [
+    assert cfg.stage_candidates(c, 0, None, "emph") == [
         "onecycle-finetune-imagenet-transfer",
         "regular-finetune-imagenet-transfer",
     ]
-    assert cfg.stage_candidates(c, 1, "regular-finetune-imagenet-transfer") == [
+    assert cfg.stage_candidates(c, 1, "regular-finetune-imagenet-transfer", "emph") == [
         "regular-extractor-imagenet-transfer",
         "regular-finetune-imagenet-transfer",
         "regular-gradual-imagenet-transfer",
     ]
     # source none: transfer and init fall back to what scratch training means
-    assert cfg.stage_candidates(c, 2, "onecycle-gradual-imagenet-transfer") == [
+    assert cfg.stage_candidates(c, 2, "onecycle-gradual-imagenet-transfer", "emph") == [
         "onecycle-finetune-none-default",
         "onecycle-gradual-imagenet-transfer",
         "onecycle-gradual-cxr13-transfer",
     ]
     # a scratch winner leaves nothing to vary in the init stage: one candidate
-    assert cfg.stage_candidates(c, 3, "onecycle-finetune-none-default") == ["onecycle-finetune-none-default"]
-    assert cfg.stage_candidates(c, 3, "onecycle-finetune-cxr13-transfer") == [
+    assert cfg.stage_candidates(c, 3, "onecycle-finetune-none-default", "emph") == ["onecycle-finetune-none-default"]
+    assert cfg.stage_candidates(c, 3, "onecycle-finetune-cxr13-transfer", "emph") == [
         "onecycle-finetune-cxr13-transfer",
         "onecycle-finetune-cxr13-moments",
         "onecycle-finetune-cxr13-momentsconv",

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.workflow
 
 BASE = ["-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile", str(ROOT / "configs" / "tiny.yaml")]
 ARCH = "efficientnet_lite0"
-START = "onecycle-finetune-imagenet-transfer"  # the tiny study's stage-wise start recipe
+START = "onecycle-finetune-imagenet-transfer"  # the tiny study's listed recipe
 RUN = f"runs/emphysema/{ARCH}/{START}/n20/s0"
 
 
@@ -48,18 +48,10 @@ def planned_jobs(workdir, *args):
 
 
 def tiny_config():
-    """config.yaml with configs/tiny.yaml merged on top (as snakemake --configfile does), validated."""
-    import yaml
-
+    """configs/tiny.yaml over the schema's defaults (as snakemake --configfile builds it), validated."""
     from smalldl import config as cfg
 
-    def merge(base, extra):
-        for key, value in extra.items():
-            base[key] = merge(base.get(key) or {}, value) if isinstance(value, dict) else value
-        return base
-
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    return cfg.validate(merge(config, yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())))
+    return cfg.load(ROOT / "configs" / "tiny.yaml")
 
 
 def plot_jobs():
@@ -132,11 +124,17 @@ def test_stage_wise_study_chains_the_winners_on_validation_auc(study):
             stage = json.loads((study / "results" / "stages" / task / ARCH / f"stage{k}.json").read_text())
             assert stage["axis"] == spec["axis"] and stage["previous"] == previous
             base = previous or stages["start"]
-            assert stage["candidates"] == cfg_candidates(config, k, previous)
-            for cand in stage["candidates"]:  # each candidate differs from the base in this axis only (or is it)
-                diff = [i for i, (a, b) in enumerate(zip(cand.split("-"), base.split("-"), strict=True)) if a != b]
-                axis = ["schedule", "transfer", "source", "init"].index(spec["axis"])
-                assert set(diff) <= {axis, 1, 3}, (cand, base)
+            assert stage["candidates"] == cfg_candidates(config, k, previous, task)
+            axes = ["schedule", "transfer", "source", "init"]
+            for cand in stage["candidates"]:  # each candidate differs from the base in this axis and the
+                # axes the stage sets (and transfer/init, which a source change keeps valid) only
+                diff = [
+                    axes[i] for i, (a, b) in enumerate(zip(cand.split("-"), base.split("-"), strict=True)) if a != b
+                ]
+                assert set(diff) <= {spec["axis"], *spec["set"], "transfer", "init"}, (cand, base)
+                assert cand.split("-")[axes.index(spec["axis"])] in spec["values"]
+                for axis, value in spec["set"].items():
+                    assert cand.split("-")[axes.index(axis)] == value, (cand, spec)
                 runs = [
                     json.loads((study / f"runs/{task}/{ARCH}/{cand}/n{n}/s{s}/metrics.json").read_text())
                     for n in config["study"]["sizes"]
@@ -147,14 +145,23 @@ def test_stage_wise_study_chains_the_winners_on_validation_auc(study):
             best = max(stage["scores"].values())
             assert stage["scores"][stage["winner"]] == best
             previous = stage["winner"]
+    # the authors' sequence: training methods from scratch, transfer methods and inits from ImageNet
+    for task in config["study"]["targets"]:
+        decided = [
+            json.loads((study / "results" / "stages" / task / ARCH / f"stage{k}.json").read_text()) for k in range(4)
+        ]
+        assert all(c.endswith("-none-default") for c in decided[0]["candidates"])
+        assert all("-imagenet-" in c for c in decided[1]["candidates"] + decided[3]["candidates"])
+        assert {c.split("-")[3] for c in decided[3]["candidates"]} == {"transfer", "moments", "momentsconv"}
+        assert {c.split("-")[2] for c in decided[2]["candidates"]} == {"none", "imagenet", "cxr13", "mura", "fractal"}
     # a recipe asked for by several stages (each stage's base) is trained once
     assert len(finetune_logs) == len({p.parent for p in (study / "runs").glob(f"*/{ARCH}/*/n*/s*/metrics.json")})
 
 
-def cfg_candidates(config, k, previous):
+def cfg_candidates(config, k, previous, task):
     from smalldl import config as cfg
 
-    return cfg.stage_candidates(config, k, previous)
+    return cfg.stage_candidates(config, k, previous, task)
 
 
 def test_tiny_study_radiomics_features_models_and_best(study):
@@ -263,6 +270,39 @@ def test_changing_a_plot_option_reruns_only_plotting(study, tmp_path):
     finally:
         shutil.copy(extra, study / "plots.yaml")
         BASE[-1] = str(study / "plots.yaml")
+
+
+def test_source_models_start_from_their_recipe_and_a_changed_recipe_reruns_only_what_uses_it(study, tmp_path):
+    from smalldl.jobs._shared import file_sha256
+
+    models = study / "models" / "source"
+    imagenet, fractal = (file_sha256(models / s / f"{ARCH}.pt") for s in ("imagenet", "fractal"))
+    cxr13 = json.loads((models / "cxr13" / f"{ARCH}.json").read_text())
+    mura = json.loads((models / "mura" / f"{ARCH}.json").read_text())
+    assert cxr13["chain"] == ["imagenet", "cxr13"] and cxr13["start_sha256"] == imagenet
+    assert mura["chain"] == ["fractal", "mura"] and mura["start_sha256"] == fractal
+    history = pd.read_csv(models / "cxr13" / f"{ARCH}.history.csv", dtype={"trainable": str})
+    assert history.loc[history["kind"] == "step", "trainable"].iloc[0] == "3"  # gradual: the head first
+    # every run from a pretrained source passed the leak guard first
+    leak = json.loads((study / "splits" / "emphysema" / "leak_check" / "cxr13.json").read_text())
+    assert leak["checked"] == [{"source": "cxr13", "task": "cxr13", "same_data": True, "patients": 0,
+                                "source_images": 0, "target_images": 0, "target_test_images": 0}]  # fmt: skip
+    # mura's recipe changes: mura is pretrained again, and what it feeds, and nothing else
+    extra = tmp_path / "mura.yaml"
+    extra.write_text("sources: {mura: {recipe: onecycle-gradual-fractal-transfer}}\n")
+    BASE.append(str(extra))
+    try:
+        planned = planned_jobs(study)
+    finally:
+        BASE.pop()
+    mura_runs = [p for p in (study / "runs").glob(f"*/{ARCH}/*-mura-*/n*/s*/metrics.json")]
+    assert mura_runs
+    targets = {p.relative_to(study / "runs").parts[0] for p in mura_runs}
+    stages = len(tiny_config()["study"]["stages"]["vary"])
+    assert planned == {
+        "pretrain": 1, "finetune": len(mura_runs), "select_stage": len(targets) * (stages - 2), "aggregate": 1,
+        **STATS_JOBS, **plot_jobs(), "all": 1,
+    }  # fmt: skip
 
 
 def test_deleting_one_run_reruns_only_it_and_reproduces_it(study):

@@ -1,0 +1,195 @@
+"""The leak guard (smalldl.leakage, rule leak_check): no patient a source model was trained or validated
+on may be in the validation or test set of a target fine-tuned from it, directly or through a chain.
+
+The paper's study is checked at full scale on ChestX-ray14's real metadata (the torchxrayvision wheel),
+with a stand-in official test list shaped like NIH's (whole patients, about 22% of the images), through
+the same job functions and config functions the workflow runs."""
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smalldl import config as cfg
+from smalldl import leakage
+from smalldl.data.sources import nih
+from smalldl.errors import InputError
+from smalldl.jobs import splits as split_jobs
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(importlib.util.find_spec("torchxrayvision").submodule_search_locations[0]) / "data"
+
+
+def split_table(rows):
+    """A split table from (image_id, patient_id, split, selected) rows."""
+    return pd.DataFrame(rows, columns=["image_id", "patient_id", "split", "selected"])
+
+
+def test_shared_counts_patients_and_the_images_of_both_sides():
+    target = split_table(
+        [
+            ("t1", "p1", "test", True),
+            ("t2", "p1", "val", True),
+            ("t3", "p2", "test", False),
+            ("t4", "p3", "train", True),
+        ]
+    )
+    source = split_table(
+        [("s1", "p1", "train", True), ("s2", "p1", "val", True), ("s3", "p2", "train", True), ("s4", "p3", "val", True)]
+    )
+    # p1: in the target's val/test and the source's train/val; p2's test image was not selected; p3 is
+    # in the target's training pool only
+    assert leakage.shared(target, source) == {
+        "patients": 1,
+        "source_images": 2,
+        "target_images": 2,
+        "target_test_images": 1,
+    }
+    unselected = source.assign(selected=source["patient_id"] != "p1")
+    assert leakage.shared(target, unselected)["patients"] == 0
+
+
+def test_a_leak_through_a_two_step_chain_is_caught_naming_the_link():
+    target = split_table([("t1", "p1", "test", True), ("t2", "p2", "val", True), ("t3", "p9", "train", True)])
+    clean = split_table([("a1", "p5", "train", True), ("a2", "p6", "val", True)])
+    leaky = split_table([("b1", "p2", "train", True), ("b2", "p7", "val", True), ("b3", "p2", "val", True)])
+    links = [leakage.Link("older", "task_b", True), leakage.Link("newer", "task_a", True)]
+    with pytest.raises(InputError) as err:
+        leakage.check(target="tgt", source="newer", target_split=target, links=links,
+                      link_splits={"task_a": clean, "task_b": leaky})  # fmt: skip
+    msg = str(err.value)
+    assert "source older (source newer is pretrained from it)" in msg
+    assert "shares 1 patients with the validation/test set of target tgt" in msg
+    assert "2 of its training/validation images, 1 of the target's validation/test images (0 test)" in msg
+    assert "tasks.task_b.exclude_patients_of" in msg and "sources.older.targets" in msg
+    # without the leaky link, the chain passes; a link on other data is recorded, never compared
+    record = leakage.check(
+        target="tgt", source="newer", target_split=target,
+        links=[leakage.Link("older", "task_b", False), leakage.Link("newer", "task_a", True)],
+        link_splits={"task_a": clean},
+    )  # fmt: skip
+    assert record["chain"] == ["older", "newer"] and record["checked"][0] == {
+        "source": "older",
+        "task": "task_b",
+        "same_data": False,
+    }
+    assert record["checked"][1]["patients"] == 0
+
+
+def test_config_chains_the_links_of_a_source_oldest_first():
+    config = cfg.load(ROOT / "configs" / "tiny.yaml")
+    # tiny: mura is pretrained from fractal (a chain); both are on other data than the chest targets
+    assert cfg.source_chain(config, "mura") == ["fractal", "mura"]
+    assert cfg.leak_links(config, "emphysema", "mura") == [
+        {"source": "fractal", "task": "fractal", "same_data": False},
+        {"source": "mura", "task": "mura", "same_data": False},
+    ]
+    assert cfg.leak_links(config, "emphysema", "cxr13") == [{"source": "cxr13", "task": "cxr13", "same_data": True}]
+    assert cfg.leak_links(config, "emphysema", "imagenet") == [] and cfg.leak_links(config, "cxr14", "none") == []
+
+
+# ----------------------------------------------------------------- the paper's study, at full scale
+
+
+@pytest.fixture(scope="module")
+def nih_index_parquet(tmp_path_factory):
+    """ChestX-ray14's real metadata with a stand-in official test list: whole patients drawn at random
+    until about 22% of the images (NIH's test_list.txt: 25,596 of 112,120 images, patient-disjoint)."""
+    table = nih.read_entries(DATA / "Data_Entry_2017_v2020.csv.gz")
+    table["path"] = "images/" + table["image_id"]
+    per_patient = table.groupby("patient_id").size()
+    order = np.random.default_rng(7).permutation(per_patient.index.to_numpy())
+    cumulative = per_patient.loc[order].cumsum()
+    test_patients = set(cumulative.index[cumulative <= 0.22 * len(table)])
+    table["official_split"] = np.where(table["patient_id"].isin(test_patients), "test", "train_val")
+    assert 0.21 <= (table["official_split"] == "test").mean() <= 0.22
+    path = tmp_path_factory.mktemp("nih") / "nih.parquet"
+    table.to_parquet(path, index=False)
+    return path
+
+
+def offered_sources(config, target):
+    """Every source some run of ``target`` may be fine-tuned from: listed recipes and stage candidates."""
+    names = [run["recipe"] for run in cfg.runs(config) if run["task"] == target]
+    names += cfg.possible_stage_recipes(config, target)
+    return sorted({cfg.Recipe.parse(r).source for r in names} - {cfg.NO_SOURCE})
+
+
+def run_leak_checks(config, index_parquet, workdir):
+    """Split every ChestX-ray14 task of ``config`` as rule split does (subsets of the tasks a split must
+    avoid included), then run rule leak_check's job for every (target, source) the study offers.
+    Returns {(target, source): record or the InputError's message}."""
+    on_nih = [t for t in cfg.used_tasks(config) if config["tasks"][t]["dataset"] == "nih"]
+    study = config["study"]
+    paths, subsets = {}, {}
+    pending = list(on_nih)
+    while pending:  # a task after the tasks whose patients it avoids
+        name = next(t for t in pending if all(o in paths for o in config["tasks"][t]["exclude_patients_of"]))
+        pending.remove(name)
+        task = config["tasks"][name]
+        paths[name] = workdir / f"{name}.parquet"
+        split_jobs.split(
+            task_name=name, task=task, global_seed=config["seed"], index_parquet=index_parquet,
+            excluded_from=[(paths[o], subsets[o]) for o in task["exclude_patients_of"]],
+            out_split=paths[name], out_manifest=workdir / f"{name}.json",
+        )  # fmt: skip
+        subsets[name] = []
+        if name in study["targets"] and any(name in config["tasks"][t]["exclude_patients_of"] for t in on_nih):
+            for n in study["sizes"]:
+                for seed in study["seeds"]:
+                    csv = workdir / f"{name}_n{n}_s{seed}.csv"
+                    split_jobs.subset(
+                        task_name=name, task=task, global_seed=config["seed"], split_parquet=paths[name], n=n,
+                        seed=seed, out_csv=csv, out_json=csv.with_suffix(".json"),
+                    )  # fmt: skip
+                    subsets[name].append(csv)
+    results = {}
+    for target in study["targets"]:
+        for source in offered_sources(config, target):
+            links = cfg.leak_links(config, target, source)
+            if not any(link["same_data"] for link in links):
+                continue
+            try:
+                results[target, source] = split_jobs.leak_check(
+                    target_name=target, source=source, links=links, target_split=paths[target],
+                    link_splits=[paths[link["task"]] for link in links if link["same_data"]],
+                    out_json=workdir / f"leak_{target}_{source}.json",
+                )  # fmt: skip
+            except InputError as exc:
+                results[target, source] = str(exc)
+    return results
+
+
+def test_the_paper_config_offers_chestxray13_to_emphysema_only_and_passes_the_guard(nih_index_parquet, tmp_path):
+    paper = cfg.load(ROOT / "configs" / "paper.yaml")
+    results = run_leak_checks(paper, nih_index_parquet, tmp_path)
+    assert set(results) == {("emphysema", "cxr13")}  # the only source on ChestX-ray14's patients
+    assert results["emphysema", "cxr13"]["checked"][0]["patients"] == 0
+
+
+def test_chestxray13_offered_to_every_target_is_refused_before_training(nih_index_parquet, tmp_path):
+    """The paper config as it was: ChestX-ray13 (avoiding only Emphysema's patients) offered to all four
+    targets by the source stage. About half of the other targets' test images are in its training split."""
+    paper = cfg.load(ROOT / "configs" / "paper.yaml")
+    old = copy.deepcopy(paper)
+    old["sources"]["cxr13"]["targets"] = None
+    old = cfg.validate(old)
+    results = run_leak_checks(old, nih_index_parquet, tmp_path)
+    assert set(results) == {(t, "cxr13") for t in ("cxr14", "pneumonia", "emphysema", "hernia")}
+    assert isinstance(results["emphysema", "cxr13"], dict)
+    for target in ("cxr14", "pneumonia", "hernia"):
+        msg = results[target, "cxr13"]
+        assert isinstance(msg, str) and msg.startswith("test leakage: source cxr13 was trained and validated")
+        assert f"validation/test set of target {target}" in msg
+        assert f"Fix: add {target} to tasks.cxr13.exclude_patients_of" in msg and "sources.cxr13.targets" in msg
+        found = leakage.shared(
+            pd.read_parquet(tmp_path / f"{target}.parquet"), pd.read_parquet(tmp_path / "cxr13.parquet")
+        )
+        assert f"shares {found['patients']} patients" in msg
+        split = pd.read_parquet(tmp_path / f"{target}.parquet")
+        test_images = int((split["split"].eq("test") & split["selected"]).sum())
+        assert found["target_test_images"] > 0.3 * test_images  # a large share of the test set, not an edge case
+        assert not (tmp_path / f"leak_{target}_cxr13.json").exists()  # no record of a refused check
