@@ -116,7 +116,7 @@ def finetune(
     """Train one (task, arch, recipe, n, seed) run and evaluate the selected model on the test set,
     with and without test-time augmentation. A killed run resumes from ``resume.pt`` in its folder.
     ``lr_json``: the lr finder's choice of max_lr (None: ``settings["max_lr"]``)."""
-    from smalldl.evaluate import evaluate
+    from smalldl.evaluate import evaluate, evaluate_views
     from smalldl.train import Run, fit
 
     recipe = Recipe.parse(recipe_name)
@@ -170,16 +170,14 @@ def finetune(
     )
     t0 = time.time()
     kind, views, tta_seed = task["type"], settings["tta"], derive_seed(run_seed, "tta")
-    test_sc = evaluate(model, test, settings, device=device, task_type=kind, labels=labels)
-    tta_on = views > 0
-    test_tta = (
-        evaluate(model, test, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed)
-        if tta_on
-        else None
+    # one pass over the test set: the centre crop is the TTA's first view (the plain validation score is
+    # fit's, of the selected epoch, so the validation set needs only its TTA pass)
+    test_sc, test_tta = evaluate_views(
+        model, test, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed
     )
     val_tta = (
         evaluate(model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed)
-        if tta_on
+        if views > 0
         else None
     )
     preds = pd.DataFrame({"image_id": test.image_ids})

@@ -13,13 +13,15 @@ import yaml
 from smalldl import config as cfg
 from smalldl import models, train
 from smalldl.data import cache as cache_mod
-from smalldl.evaluate import predict
+from smalldl.evaluate import eval_batch_size, predict, scores
 from smalldl.jobs import _shared as shared_jobs
 from smalldl.jobs import data as data_jobs
 from smalldl.jobs import splits as split_jobs
 from smalldl.jobs import train as train_jobs
+from smalldl.utils import derive_seed
 
 from ..conftest import ROOT
+from .test_train import two_pass_predict
 
 
 @pytest.fixture(scope="module")
@@ -283,8 +285,9 @@ def test_every_evaluation_of_a_run_takes_amp_from_the_settings(prepared, monkeyp
 
     monkeypatch.setattr(torch, "autocast", spy)
     _, metrics = run_job(tmp, config, tag=f"amp_{amp}")
-    batches = -(-metrics["n_val"] // 128) * 2 + -(-metrics["n_test"] // 128) * 2 + -(-metrics["n_val"] // 128)
-    assert len(evaluations) == batches  # 2 epochs' validation, test plain + TTA, validation TTA
+    size = eval_batch_size(config["train"], torch.device("cpu"))
+    batches = -(-metrics["n_val"] // size) * 2 + -(-metrics["n_test"] // size) + -(-metrics["n_val"] // size)
+    assert len(evaluations) == batches  # 2 epochs' validation, test plain + TTA in one pass, validation TTA
     assert set(evaluations) == {amp == "bf16"}
     assert metrics["test_auc_tta"] is not None and metrics["val_auc_tta"] is not None
 
@@ -333,3 +336,45 @@ def test_a_source_is_pretrained_with_its_recipe_from_exactly_the_named_source(pr
     assert scratch["chain"] == ["cxr13"] and scratch["start_sha256"] is None
     steps = pd.read_csv(out / "h.csv", dtype={"trainable": str}).query("kind == 'step'")
     assert set(steps["trainable"]) == {"1,2,3"}
+
+
+def test_the_test_set_is_predicted_in_one_pass_as_the_two_passes_did(prepared, monkeypatch):
+    """predictions.parquet's p_ and p_tta_ columns and the test AUCs are those of the two passes before
+    the single pass (the reference ``two_pass_predict``: batches of 128, views drawn per batch) with this
+    run's selected weights, and the test images go through the model 1 + views times, not 1 + 1 + views:
+    every image the model sees without gradients is counted (validation of each epoch, the test pass,
+    the validation TTA)."""
+    tmp, config = prepared
+    config = copy.deepcopy(config)
+    config["train"].update({"tta": 3, "eval_batch_size": 7})  # several evaluation batches, none of 128
+    views = 3
+    evaluated = []  # images per forward pass without gradients
+    real_forward = models.Classifier.forward
+
+    def counting(self, x):
+        if not torch.is_grad_enabled():
+            evaluated.append(len(x))
+        return real_forward(self, x)
+
+    monkeypatch.setattr(models.Classifier, "forward", counting)
+    out, metrics = run_job(tmp, config, tag="onepass")
+    n_val, n_test = metrics["n_val"], metrics["n_test"]
+    assert n_test > 7 and len(evaluated) > 3 * (1 + views)
+    assert sum(evaluated) == metrics["epochs_run"] * n_val + (1 + views) * n_test + (1 + views) * n_val
+    monkeypatch.undo()
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    model = models.build("smallcnn", 1)
+    model.load_state_dict(saved["state"])
+    split = pd.read_parquet(tmp / "split.parquet")
+    arr, info = cache_mod.open_cache(tmp / "c.npy", tmp / "c.json")
+    task = config["tasks"]["emphysema"]
+    test = shared_jobs.cached_data(arr, info, shared_jobs.selected_rows(split, "test"), task)
+    kw = dict(device=torch.device("cpu"), task_type="binary")
+    tta_seed = derive_seed(metrics["run_seed"], "tta")
+    old_plain = two_pass_predict(model, test, config["train"], **kw)
+    old_tta = two_pass_predict(model, test, config["train"], **kw, tta=views, seed=tta_seed)
+    preds = pd.read_parquet(out / "predictions.parquet")
+    np.testing.assert_allclose(preds["p_Emphysema"], old_plain[:, 0], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(preds["p_tta_Emphysema"], old_tta[:, 0], rtol=0, atol=1e-7)
+    assert metrics["test_auc"] == scores(old_plain, test, task_type="binary", labels=["Emphysema"])["auc"]
+    assert metrics["test_auc_tta"] == scores(old_tta, test, task_type="binary", labels=["Emphysema"])["auc"]
