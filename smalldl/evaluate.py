@@ -95,12 +95,15 @@ def multiclass_scores(y_true: np.ndarray, prob: np.ndarray) -> dict[str, float]:
 
 
 def use_bf16(settings: Mapping[str, Any], device: torch.device) -> bool:
-    """bf16 autocast: ``amp: auto`` turns it on for CUDA, off on CPU; ``bf16`` / ``off`` force it."""
+    """bf16 autocast: ``bf16`` / ``off`` force it. The training jobs resolve ``auto`` by measurement before
+    training (``smalldl.formats.choose``); an ``auto`` left unresolved (a library caller) is on for CUDA,
+    off on a CPU."""
     amp = settings.get("amp", "auto")
     return amp == "bf16" or (amp == "auto" and device.type == "cuda")
 
 
 def use_channels_last(settings: Mapping[str, Any], device: torch.device) -> bool:
+    """channels_last memory format: ``on`` / ``off`` force it; ``auto`` as ``use_bf16``'s."""
     mode = settings.get("channels_last", "auto")
     return mode == "on" or (mode == "auto" and device.type == "cuda")
 
