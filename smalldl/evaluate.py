@@ -2,9 +2,11 @@
 loss and ROC AUC per label and the mean, for binary, multilabel and multiclass; and the precision
 settings (bf16 autocast, channels_last) that training and evaluation share.
 
-``predict`` and ``evaluate`` take the crop, flip, rotation, amp and channels_last of evaluation from the
-``settings`` mapping (the ``train_settings`` schema) and nothing else, so every caller evaluates as the
-model was trained. Torch is imported inside the functions that need it: the AUC helpers alone (radiomics)
+``predict`` and ``evaluate`` take the crop, flip, rotation, amp, channels_last and batch size
+(``eval_batch_size``) of evaluation from the ``settings`` mapping (the ``train_settings`` schema) and
+nothing else, so every caller evaluates as the model was trained. ``predict_views`` and
+``evaluate_views`` give the centre-crop and the TTA result of one pass (the centre crop is the TTA's
+first view). Torch is imported inside the functions that need it: the AUC helpers alone (radiomics)
 import only numpy.
 
 The AUC is the Mann-Whitney statistic with average ranks for ties, which is exactly scikit-learn's
@@ -93,12 +95,15 @@ def multiclass_scores(y_true: np.ndarray, prob: np.ndarray) -> dict[str, float]:
 
 
 def use_bf16(settings: Mapping[str, Any], device: torch.device) -> bool:
-    """bf16 autocast: ``amp: auto`` turns it on for CUDA, off on CPU; ``bf16`` / ``off`` force it."""
+    """bf16 autocast: ``bf16`` / ``off`` force it. The training jobs resolve ``auto`` by measurement before
+    training (``smalldl.formats.choose``); an ``auto`` left unresolved (a library caller) is on for CUDA,
+    off on a CPU."""
     amp = settings.get("amp", "auto")
     return amp == "bf16" or (amp == "auto" and device.type == "cuda")
 
 
 def use_channels_last(settings: Mapping[str, Any], device: torch.device) -> bool:
+    """channels_last memory format: ``on`` / ``off`` force it; ``auto`` as ``use_bf16``'s."""
     mode = settings.get("channels_last", "auto")
     return mode == "on" or (mode == "auto" and device.type == "cuda")
 
@@ -116,6 +121,58 @@ def _probs(logits: torch.Tensor, task_type: str) -> torch.Tensor:
     return logits.softmax(1) if task_type == "multiclass" else logits.sigmoid()
 
 
+def eval_batch_size(settings: Mapping[str, Any], device: torch.device) -> int:
+    """Images per forward pass of evaluation: ``settings["eval_batch_size"]``, or (null: auto) 4 x the
+    training batch on a CPU and 16 x on CUDA, at most 512 and never below the training batch. Evaluation
+    keeps no activations for a backward pass, so a batch several times the training batch fits wherever
+    training fits; on a CPU larger batches gain little and cost memory."""
+    size = settings.get("eval_batch_size")
+    if size:
+        return int(size)
+    train_batch = int(settings.get("batch_size", 32))
+    return max(train_batch, min((16 if device.type == "cuda" else 4) * train_batch, 512))
+
+
+def predict_views(
+    model: nn.Module,
+    data: Data,
+    settings: Mapping[str, Any],
+    *,
+    device: torch.device,
+    task_type: str,
+    tta: int = 0,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over ``data`` (in data order): the probabilities on the centre crop (``settings["crop"]``)
+    and their mean with ``tta`` views augmented by ``settings["flip"]`` and ``settings["rotate"]`` (the
+    same array when tta = 0). The centre crop is the TTA's first view, so the plain prediction costs no
+    pass of its own. The views are drawn from a generator seeded with ``seed``, block by block of
+    ``TTA_DRAW_BLOCK`` images whatever ``batch_size`` (default ``eval_batch_size``); bf16 autocast and
+    channels_last as ``settings`` says."""
+    import torch
+
+    from smalldl.data.transforms import apply_augment, center_crop, to_tensor, tta_draws
+
+    crop, flip, rotate = settings["crop"], settings["flip"], settings["rotate"]
+    batch_size = batch_size or eval_batch_size(settings, device)
+    h, w = data.images.shape[1:3]
+    draws = tta_draws(len(data), h, w, crop, flip, rotate, tta, torch.Generator().manual_seed(int(seed)))
+    with torch.no_grad():
+        model.eval()
+        fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
+        plain, mean = [], []
+        for i in range(0, len(data), batch_size):
+            x = to_tensor(data.images[i : i + batch_size], device)
+            views = [center_crop(x, crop)]
+            views.extend(apply_augment(x, tuple(d[i : i + batch_size] for d in v), crop, flip, rotate) for v in draws)
+            with autocast(settings, device):
+                prob = torch.stack([_probs(model(v.contiguous(memory_format=fmt)).float(), task_type) for v in views])
+            plain.append(prob[0].cpu())
+            mean.append(prob.mean(0).cpu())
+        return torch.cat(plain).numpy(), torch.cat(mean).numpy()
+
+
 def predict(
     model: nn.Module,
     data: Data,
@@ -125,28 +182,14 @@ def predict(
     task_type: str,
     tta: int = 0,
     seed: int = 0,
-    batch_size: int = 128,
+    batch_size: int | None = None,
 ) -> np.ndarray:
-    """Probabilities in data order: on the centre crop (``settings["crop"]``), or (tta > 0) averaged over
-    the original plus ``tta`` views augmented by ``settings["flip"]`` and ``settings["rotate"]``, drawn
-    from a generator seeded with ``seed``; bf16 autocast and channels_last as ``settings`` says."""
-    import torch
-
-    from smalldl.data.transforms import to_tensor, tta_views
-
-    crop, flip, rotate = settings["crop"], settings["flip"], settings["rotate"]
-    with torch.no_grad():
-        model.eval()
-        fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
-        gen = torch.Generator().manual_seed(int(seed))
-        out = []
-        for i in range(0, len(data), batch_size):
-            x = to_tensor(data.images[i : i + batch_size], device)
-            views = tta_views(x, crop, flip, rotate, tta, gen)
-            with autocast(settings, device):
-                prob = torch.stack([_probs(model(v.contiguous(memory_format=fmt)).float(), task_type) for v in views])
-            out.append(prob.mean(0).cpu())
-        return torch.cat(out).numpy()
+    """Probabilities in data order: on the centre crop (tta = 0), or averaged over the original plus ``tta``
+    augmented views (``predict_views``' second array)."""
+    plain, mean = predict_views(
+        model, data, settings, device=device, task_type=task_type, tta=tta, seed=seed, batch_size=batch_size
+    )
+    return mean if tta > 0 else plain
 
 
 def scores(prob: np.ndarray, data: Data, *, task_type: str, labels: list[str]) -> dict[str, Any]:
@@ -173,8 +216,31 @@ def evaluate(
     labels: list[str],
     tta: int = 0,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Loss and AUC (mean and per label) on ``data``, with ``tta`` augmented views (0: centre crop only);
     crop, augmentation and precision from ``settings``, as in ``predict``."""
-    prob = predict(model, data, settings, device=device, task_type=task_type, tta=tta, seed=seed)
+    prob = predict(model, data, settings, device=device, task_type=task_type, tta=tta, seed=seed, batch_size=batch_size)
     return scores(prob, data, task_type=task_type, labels=labels)
+
+
+def evaluate_views(
+    model: nn.Module,
+    data: Data,
+    settings: Mapping[str, Any],
+    *,
+    device: torch.device,
+    task_type: str,
+    labels: list[str],
+    tta: int,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The scores on the centre crop and (tta > 0, else None) with test-time augmentation, from one pass
+    (``predict_views``): what ``evaluate`` gives without and with ``tta``, with one forward pass fewer
+    per batch than the two calls."""
+    plain, mean = predict_views(
+        model, data, settings, device=device, task_type=task_type, tta=tta, seed=seed, batch_size=batch_size
+    )
+    plain_sc = scores(plain, data, task_type=task_type, labels=labels)
+    return plain_sc, scores(mean, data, task_type=task_type, labels=labels) if tta > 0 else None

@@ -149,6 +149,9 @@ class RunRecord:
     source_checkpoint: str | None = None
     source_val_auc: float | None = None
     torch: str | None = None
+    # the precision and memory format of training and evaluation (smalldl.formats; null for radiomics)
+    formats: dict[str, str] | None = None
+    format_step_s: dict[str, float] | None = None
     cnn: CnnFields | None = field(default=None)
     radiomics: RadiomicsFields | None = field(default=None)
 

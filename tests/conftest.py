@@ -2,12 +2,28 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Tests are about behaviour, and the machines have 2 cores: keep torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _format_cache(tmp_path_factory):
+    """The training jobs cache their measured formats (train.amp / channels_last: auto, smalldl.formats):
+    the tests' go to a folder of the session (inherited by the workflow tests' snakemake), never ~/.cache."""
+    old = os.environ.get("SMALLDL_CACHE")
+    os.environ["SMALLDL_CACHE"] = str(tmp_path_factory.mktemp("smalldl_cache"))
+    yield
+    if old is None:
+        os.environ.pop("SMALLDL_CACHE", None)
+    else:
+        os.environ["SMALLDL_CACHE"] = old
+
 
 #: Every rule of the workflow (the tests check each has its directives, its script and its job function).
 RULES = (

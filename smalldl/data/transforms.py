@@ -23,17 +23,30 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top : top + size, left : left + size]
 
 
-def augment(x: torch.Tensor, crop: int, flip: bool, rotate: float, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation (uniform in +-rotate degrees, about the crop's centre), horizontal flip (p=0.5)
-    and random crop, per image, as one affine resampling (one grid_sample for the whole batch: no
-    per-image Python work, so it keeps a GPU busy). Pixels rotated in from outside the image are 0."""
-    b, _, h, w = x.shape
+def draw_augment(
+    b: int, h: int, w: int, crop: int, flip: bool, rotate: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random draws of ``augment`` for ``b`` images of ``h`` x ``w``: angles (radians, float64), flip
+    signs, crop tops and lefts, drawn from ``gen`` in this order."""
     if crop > h or crop > w:
         raise ValueError(f"crop {crop} is larger than the images ({h}x{w})")
     angle = (torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * math.radians(rotate)
     sign = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
     tops = torch.randint(0, h - crop + 1, (b,), generator=gen)
     lefts = torch.randint(0, w - crop + 1, (b,), generator=gen)
+    return angle, sign, tops, lefts
+
+
+def apply_augment(
+    x: torch.Tensor,
+    draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    crop: int,
+    flip: bool,
+    rotate: float,
+) -> torch.Tensor:
+    """``augment`` with given draws (``draw_augment``'s, one per image of ``x``)."""
+    angle, sign, tops, lefts = draws
+    b, _, h, w = x.shape
     if rotate == 0 and not flip:  # a plain crop: exact pixels, no resampling
         pairs = zip(tops.tolist(), lefts.tolist(), strict=True)
         return torch.stack([x[i, :, t : t + crop, l_ : l_ + crop] for i, (t, l_) in enumerate(pairs)])
@@ -48,6 +61,14 @@ def augment(x: torch.Tensor, crop: int, flip: bool, rotate: float, gen: torch.Ge
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def augment(x: torch.Tensor, crop: int, flip: bool, rotate: float, gen: torch.Generator) -> torch.Tensor:
+    """Random rotation (uniform in +-rotate degrees, about the crop's centre), horizontal flip (p=0.5)
+    and random crop, per image, as one affine resampling (one grid_sample for the whole batch: no
+    per-image Python work, so it keeps a GPU busy). Pixels rotated in from outside the image are 0."""
+    b, _, h, w = x.shape
+    return apply_augment(x, draw_augment(b, h, w, crop, flip, rotate, gen), crop, flip, rotate)
+
+
 def tta_views(
     x: torch.Tensor, crop: int, flip: bool, rotate: float, views: int, gen: torch.Generator
 ) -> list[torch.Tensor]:
@@ -56,3 +77,22 @@ def tta_views(
     out = [center_crop(x, crop)]
     out.extend(augment(x, crop, flip, rotate, gen) for _ in range(views))
     return out
+
+
+#: The TTA views are drawn for blocks of this many images in data order, whatever the evaluation batch
+#: size (the views, and so a run's TTA predictions, do not depend on ``eval_batch_size``); 128 was the one
+#: evaluation batch size before ``eval_batch_size`` existed, so the views are the ones drawn then.
+TTA_DRAW_BLOCK = 128
+
+
+def tta_draws(
+    n: int, h: int, w: int, crop: int, flip: bool, rotate: float, views: int, gen: torch.Generator
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The draws of ``views`` augmented views of ``n`` images (one ``draw_augment`` tuple per view, for
+    all ``n``), drawn from ``gen`` block by block of ``TTA_DRAW_BLOCK`` images and view by view within a
+    block: the draws of ``tta_views`` called on each block in turn."""
+    blocks = [
+        [draw_augment(min(TTA_DRAW_BLOCK, n - i), h, w, crop, flip, rotate, gen) for _ in range(views)]
+        for i in range(0, n, TTA_DRAW_BLOCK)
+    ]
+    return [tuple(torch.cat(parts) for parts in zip(*(blk[v] for blk in blocks), strict=True)) for v in range(views)]

@@ -1,9 +1,11 @@
 """What the training jobs (pretrain, lr_find, finetune) share: the cached images of a split's rows,
-torch's threads and device, the model a recipe starts from, the history and environment records."""
+torch's threads and device, the model a recipe starts from, the formats it trains in (measured, smalldl.formats),
+the history and environment records."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,15 +70,40 @@ def setup_torch(settings: Mapping[str, Any], threads: int):
     return torch, pick_device(settings["device"])
 
 
-def environment(device: Any) -> dict[str, Any]:
+def environment(device: Any, formats: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Device, versions and threads of a job; with ``formats`` (``smalldl.formats.choose``'s record) the
+    precision and memory format it trained in (``formats``: amp, channels_last, chosen_by, machine) and
+    the measured seconds per training step of each candidate (``format_step_s``)."""
     import torch
 
-    return {
+    env = {
         "device": str(device),
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
     }
+    if formats is not None:
+        env["formats"] = {k: formats[k] for k in ("amp", "channels_last", "chosen_by", "machine")}
+        env["format_step_s"] = dict(formats.get("step_s", {}))
+    return env
+
+
+def choose_formats(
+    settings: Mapping[str, Any],
+    *,
+    model: Any,
+    device: Any,
+    arch: str,
+    pin: str | Path | None = None,
+    run_identity: Any = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``settings`` with ``amp`` and ``channels_last`` resolved for this machine (``smalldl.formats``), and
+    the record of the choice. ``pin``: the run's own record of its choice, kept while the run can resume
+    and reused when ``run_identity`` (JSON-able; the run's settings as given, seeds, data) is the same."""
+    from smalldl import formats
+
+    pin_id = hashlib.sha256(json.dumps(run_identity, sort_keys=True, default=str).encode()).hexdigest()
+    return formats.choose(settings, model=model, device=device, arch=arch, pin=pin, pin_id=pin_id)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -17,6 +17,7 @@ from smalldl.errors import InputError
 from smalldl.jobs._shared import (
     build_recipe_model,
     cached_data,
+    choose_formats,
     environment,
     file_sha256,
     num_outputs,
@@ -80,17 +81,16 @@ def pretrain(
         file=sys.stderr,
     )
     checkpoint = f"{out_ckpt}.resume" if settings.get("checkpoint", True) else None
-    signature = json.dumps(
-        {
-            "settings": dict(settings),
-            "recipe": recipe_name,
-            "seed": seed,
-            "n": len(train),
-            "start": file_sha256(start_ckpt) if start_ckpt else None,
-        },
-        sort_keys=True,
-        default=str,
-    )
+    identity = {
+        "settings": dict(settings),
+        "recipe": recipe_name,
+        "seed": seed,
+        "n": len(train),
+        "start": file_sha256(start_ckpt) if start_ckpt else None,
+    }
+    pin = Path(f"{out_ckpt}.formats.json") if checkpoint else None  # a resumed run keeps its formats
+    settings, formats = choose_formats(settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity)
+    signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
     result = fit(
         model,
         train,
@@ -126,13 +126,15 @@ def pretrain(
         "wall_time_s": result["wall_time_s"],
         "images_per_s": result["images_per_s"],
         "settings": dict(settings),
-        **environment(device),
+        **environment(device, formats),
     }
     write_history(result["history"], out_history)
     models.save_source(out_ckpt, arch=arch, body=model.body.state_dict(), meta=meta)
     write_json(out_metrics, meta)
     if checkpoint:
         Path(checkpoint).unlink(missing_ok=True)
+    if pin is not None:
+        pin.unlink(missing_ok=True)
     return meta
 
 

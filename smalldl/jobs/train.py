@@ -15,7 +15,15 @@ import pandas as pd
 
 from smalldl.config import Recipe
 from smalldl.data import splits as splits_mod
-from smalldl.jobs._shared import build_recipe_model, environment, file_sha256, setup_torch, target_data, write_history
+from smalldl.jobs._shared import (
+    build_recipe_model,
+    choose_formats,
+    environment,
+    file_sha256,
+    setup_torch,
+    target_data,
+    write_history,
+)
 from smalldl.record import CnnFields, RunRecord, read_metrics_json
 from smalldl.utils import atomic_path, derive_seed, write_json
 
@@ -49,6 +57,7 @@ def lr_find(
     seed = derive_seed(global_seed, "lr_find", task_name, arch, recipe_name)
     model, _, _ = build_recipe_model(task=task, arch=arch, recipe=recipe, source_ckpt=source_ckpt, seed=seed)
     model = model.to(device)
+    settings, formats = choose_formats(settings, model=model, device=device, arch=arch)
     print(f"lr finder {task_name} {arch} {recipe_name} on {len(train)} images", file=sys.stderr)
     sweep = lr_sweep(model, train, settings, task_type=task["type"], seed=seed, transfer=recipe.transfer)
     table = pd.DataFrame(sweep["rows"])
@@ -64,6 +73,7 @@ def lr_find(
         "lr": sweep["lr"],
         "seed": seed,
         "settings": dict(settings["lr_finder"]),
+        **environment(device, formats),
     }
     _plot_sweep(table, sweep["lr"], f"{task_name} {arch} {recipe_name} (n={len(train)})", out_png)
     write_json(out_json, info)
@@ -116,7 +126,7 @@ def finetune(
     """Train one (task, arch, recipe, n, seed) run and evaluate the selected model on the test set,
     with and without test-time augmentation. A killed run resumes from ``resume.pt`` in its folder.
     ``lr_json``: the lr finder's choice of max_lr (None: ``settings["max_lr"]``)."""
-    from smalldl.evaluate import evaluate
+    from smalldl.evaluate import evaluate, evaluate_views
     from smalldl.train import Run, fit
 
     recipe = Recipe.parse(recipe_name)
@@ -140,18 +150,17 @@ def finetune(
     )
     run_dir = Path(out_metrics).parent
     checkpoint = run_dir / "resume.pt" if settings["checkpoint"] else None
-    signature = json.dumps(
-        {
-            "settings": dict(settings),
-            "recipe": recipe_name,
-            "run_seed": run_seed,
-            "max_lr": max_lr,
-            "train": list(train.image_ids),
-            "source": file_sha256(source_ckpt) if source_ckpt else None,
-        },
-        sort_keys=True,
-        default=str,
-    )
+    identity = {
+        "settings": dict(settings),
+        "recipe": recipe_name,
+        "run_seed": run_seed,
+        "max_lr": max_lr,
+        "train": list(train.image_ids),
+        "source": file_sha256(source_ckpt) if source_ckpt else None,
+    }
+    pin = run_dir / "formats.json" if checkpoint is not None else None  # a resumed run keeps its formats
+    settings, formats = choose_formats(settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity)
+    signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
     result = fit(
         model,
         train,
@@ -170,16 +179,14 @@ def finetune(
     )
     t0 = time.time()
     kind, views, tta_seed = task["type"], settings["tta"], derive_seed(run_seed, "tta")
-    test_sc = evaluate(model, test, settings, device=device, task_type=kind, labels=labels)
-    tta_on = views > 0
-    test_tta = (
-        evaluate(model, test, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed)
-        if tta_on
-        else None
+    # one pass over the test set: the centre crop is the TTA's first view (the plain validation score is
+    # fit's, of the selected epoch, so the validation set needs only its TTA pass)
+    test_sc, test_tta = evaluate_views(
+        model, test, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed
     )
     val_tta = (
         evaluate(model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed)
-        if tta_on
+        if views > 0
         else None
     )
     preds = pd.DataFrame({"image_id": test.image_ids})
@@ -188,7 +195,7 @@ def finetune(
         preds[f"p_{label}"] = test_sc["prob"][:, j]
         if test_tta is not None:
             preds[f"p_tta_{label}"] = test_tta["prob"][:, j]
-    env = environment(device)
+    env = environment(device, formats)
     record = RunRecord(
         family="cnn",
         task=task_name,
@@ -244,6 +251,8 @@ def finetune(
     write_json(out_metrics, metrics)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
+    if pin is not None:
+        pin.unlink(missing_ok=True)
     tta_text = f", with TTA {test_tta['auc']:.4f}" if test_tta else ""
     print(
         f"test AUC {test_sc['auc']:.4f}{tta_text} (val AUC {result['val_auc']:.4f}, epoch {result['best_epoch']})",

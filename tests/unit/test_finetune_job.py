@@ -13,13 +13,15 @@ import yaml
 from smalldl import config as cfg
 from smalldl import models, train
 from smalldl.data import cache as cache_mod
-from smalldl.evaluate import predict
+from smalldl.evaluate import eval_batch_size, predict, scores
 from smalldl.jobs import _shared as shared_jobs
 from smalldl.jobs import data as data_jobs
 from smalldl.jobs import splits as split_jobs
 from smalldl.jobs import train as train_jobs
+from smalldl.utils import derive_seed
 
 from ..conftest import ROOT
+from .test_train import two_pass_predict
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,7 @@ def test_lr_finder_job_writes_the_sweep_and_finetune_uses_its_lr(prepared):
     sweep = pd.read_csv(tmp / "lr.csv")
     assert list(sweep.columns) == ["step", "lr", "loss", "smoothed_loss"] and len(sweep) >= 5
     assert info["n"] == 40 and info["rule"] == "minimum"
+    assert info["formats"]["chosen_by"] in ("measured", "cache")  # the sweep too, in the measured formats
     assert info["lr"] == pytest.approx(sweep.loc[sweep["smoothed_loss"].idxmin(), "lr"])
     assert (tmp / "lr.png").read_bytes()[:4] == b"\x89PNG"
     out, metrics = run_job(tmp, config, lr_json=tmp / "lr.json", tag="finder")
@@ -149,7 +152,15 @@ def test_run_outputs_and_the_evaluated_weights_are_the_selected_ones_of_this_run
     test = shared_jobs.cached_data(arr, info, shared_jobs.selected_rows(split, "test"), config["tasks"]["emphysema"])
     preds = pd.read_parquet(out / "predictions.parquet")
     assert list(preds["image_id"]) == test.image_ids
-    plain = predict(model, test, config["train"], device=torch.device("cpu"), task_type="binary")
+    # in the formats the job measured fastest here (train.amp, channels_last: auto), recorded in metrics.json
+    assert metrics["formats"]["chosen_by"] in ("measured", "cache") and len(metrics["format_step_s"]) >= 2
+    assert not (out / "formats.json").exists()  # the run's pin goes with resume.pt
+    settings = {
+        **config["train"],
+        "amp": metrics["formats"]["amp"],
+        "channels_last": metrics["formats"]["channels_last"],
+    }
+    plain = predict(model, test, settings, device=torch.device("cpu"), task_type="binary")
     assert np.allclose(plain[:, 0], preds["p_Emphysema"], atol=1e-6)
     assert not np.allclose(preds["p_tta_Emphysema"], preds["p_Emphysema"])
     # ... and not another run's: another seed selects other weights with other predictions
@@ -283,9 +294,14 @@ def test_every_evaluation_of_a_run_takes_amp_from_the_settings(prepared, monkeyp
 
     monkeypatch.setattr(torch, "autocast", spy)
     _, metrics = run_job(tmp, config, tag=f"amp_{amp}")
-    batches = -(-metrics["n_val"] // 128) * 2 + -(-metrics["n_test"] // 128) * 2 + -(-metrics["n_val"] // 128)
-    assert len(evaluations) == batches  # 2 epochs' validation, test plain + TTA, validation TTA
+    size = eval_batch_size(config["train"], torch.device("cpu"))
+    batches = -(-metrics["n_val"] // size) * 2 + -(-metrics["n_test"] // size) + -(-metrics["n_val"] // size)
+    assert len(evaluations) == batches  # 2 epochs' validation, test plain + TTA in one pass, validation TTA
     assert set(evaluations) == {amp == "bf16"}
+    assert metrics["formats"]["amp"] == amp  # explicit: honoured, only channels_last (auto) was measured
+    assert sorted(metrics["format_step_s"]) == sorted(
+        f"{'bf16' if amp == 'bf16' else 'fp32'}{cl}" for cl in ("", "+channels_last")
+    )
     assert metrics["test_auc_tta"] is not None and metrics["val_auc_tta"] is not None
 
 
@@ -314,6 +330,7 @@ def test_a_source_is_pretrained_with_its_recipe_from_exactly_the_named_source(pr
     )  # fmt: skip
     meta = pretrain_jobs.pretrain(recipe_name="onecycle-gradual-imagenet-transfer", start_ckpt=start_ckpt, **kw)
     assert meta["chain"] == ["imagenet", "cxr13"] and meta["recipe"] == "onecycle-gradual-imagenet-transfer"
+    assert meta["formats"]["chosen_by"] in ("measured", "cache") and meta["settings"]["amp"] in ("off", "bf16")
     assert meta["start_sha256"] == shared_jobs.file_sha256(start_ckpt)
     assert meta["start_state_sha256"] == train.state_sha256(start.body.state_dict())  # exactly its weights
     saved_body, saved_meta = models.read_source(out / "m.pt", "smallcnn")
@@ -333,3 +350,85 @@ def test_a_source_is_pretrained_with_its_recipe_from_exactly_the_named_source(pr
     assert scratch["chain"] == ["cxr13"] and scratch["start_sha256"] is None
     steps = pd.read_csv(out / "h.csv", dtype={"trainable": str}).query("kind == 'step'")
     assert set(steps["trainable"]) == {"1,2,3"}
+
+
+def test_the_test_set_is_predicted_in_one_pass_as_the_two_passes_did(prepared, monkeypatch):
+    """predictions.parquet's p_ and p_tta_ columns and the test AUCs are those of the two passes before
+    the single pass (the reference ``two_pass_predict``: batches of 128, views drawn per batch) with this
+    run's selected weights, and the test images go through the model 1 + views times, not 1 + 1 + views:
+    every image the model sees without gradients is counted (validation of each epoch, the test pass,
+    the validation TTA)."""
+    tmp, config = prepared
+    config = copy.deepcopy(config)
+    # several evaluation batches, none of 128; fp32 (the formats are not what this test is about)
+    config["train"].update({"tta": 3, "eval_batch_size": 7, "amp": "off", "channels_last": "off"})
+    views = 3
+    evaluated = []  # images per forward pass without gradients
+    real_forward = models.Classifier.forward
+
+    def counting(self, x):
+        if not torch.is_grad_enabled():
+            evaluated.append(len(x))
+        return real_forward(self, x)
+
+    monkeypatch.setattr(models.Classifier, "forward", counting)
+    out, metrics = run_job(tmp, config, tag="onepass")
+    n_val, n_test = metrics["n_val"], metrics["n_test"]
+    assert n_test > 7 and len(evaluated) > 3 * (1 + views)
+    assert sum(evaluated) == metrics["epochs_run"] * n_val + (1 + views) * n_test + (1 + views) * n_val
+    monkeypatch.undo()
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    model = models.build("smallcnn", 1)
+    model.load_state_dict(saved["state"])
+    split = pd.read_parquet(tmp / "split.parquet")
+    arr, info = cache_mod.open_cache(tmp / "c.npy", tmp / "c.json")
+    task = config["tasks"]["emphysema"]
+    test = shared_jobs.cached_data(arr, info, shared_jobs.selected_rows(split, "test"), task)
+    kw = dict(device=torch.device("cpu"), task_type="binary")
+    tta_seed = derive_seed(metrics["run_seed"], "tta")
+    old_plain = two_pass_predict(model, test, config["train"], **kw)
+    old_tta = two_pass_predict(model, test, config["train"], **kw, tta=views, seed=tta_seed)
+    preds = pd.read_parquet(out / "predictions.parquet")
+    np.testing.assert_allclose(preds["p_Emphysema"], old_plain[:, 0], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(preds["p_tta_Emphysema"], old_tta[:, 0], rtol=0, atol=1e-7)
+    assert metrics["test_auc"] == scores(old_plain, test, task_type="binary", labels=["Emphysema"])["auc"]
+    assert metrics["test_auc_tta"] == scores(old_tta, test, task_type="binary", labels=["Emphysema"])["auc"]
+
+
+def test_a_resumed_run_keeps_the_formats_of_its_first_attempt(prepared, monkeypatch, tmp_path):
+    """train.amp / channels_last: auto are measured once per run: a run killed after choosing resumes in
+    the formats it chose (pinned in its folder until it completes), even where this machine's cache, or a
+    new measurement, would choose otherwise; a new run chooses anew."""
+    from smalldl import formats
+
+    tmp, config = prepared
+    config = copy.deepcopy(config)
+    config["train"]["epochs"] = 2
+    monkeypatch.setattr(formats, "bf16_supported", lambda device: True)
+
+    def timings(fastest):
+        return lambda model, fmt, **kw: 1.0 if fmt.name == fastest else 2.0
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setenv("SMALLDL_CACHE", str(tmp_path / "first"))
+    monkeypatch.setattr(formats, "time_steps", timings("bf16"))
+    monkeypatch.setattr(train, "fit", killed)
+    with pytest.raises(Killed):
+        run_job(tmp, config, tag="pinned")
+    assert (tmp / "pinned" / "formats.json").exists()
+    monkeypatch.undo()  # the real fit, bf16 support and timer again
+    monkeypatch.setattr(formats, "bf16_supported", lambda device: True)
+    monkeypatch.setenv("SMALLDL_CACHE", str(tmp_path / "second"))  # as on another machine
+    monkeypatch.setattr(formats, "time_steps", timings("fp32+channels_last"))
+    _, resumed = run_job(tmp, config, tag="pinned")
+    assert resumed["formats"]["amp"] == "bf16" and resumed["formats"]["channels_last"] == "off"
+    assert resumed["formats"]["chosen_by"] == "measured" and resumed["format_step_s"]["bf16"] == 1.0
+    assert not (tmp / "pinned" / "formats.json").exists()
+    _, fresh = run_job(tmp, config, tag="fresh")
+    assert (fresh["formats"]["amp"], fresh["formats"]["channels_last"]) == ("off", "on")
+    assert fresh["formats"]["chosen_by"] == "measured"
