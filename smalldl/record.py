@@ -149,6 +149,9 @@ class RunRecord:
     source_checkpoint: str | None = None
     source_val_auc: float | None = None
     torch: str | None = None
+    # the GPU a training run held a slot of (smalldl.devices: UUID, slot number; null on the CPU)
+    gpu: str | None = None
+    gpu_slot: int | None = None
     cnn: CnnFields | None = field(default=None)
     radiomics: RadiomicsFields | None = field(default=None)
 

@@ -1,11 +1,13 @@
 """What the training jobs (pretrain, lr_find, finetune) share: the cached images of a split's rows,
-torch's threads and device, the model a recipe starts from, the history and environment records."""
+torch's threads and device (a GPU slot held for the job), the model a recipe starts from, the history and
+environment records."""
 
 from __future__ import annotations
 
 import hashlib
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +59,34 @@ def num_outputs(task: Mapping[str, Any], split: pd.DataFrame) -> int:
     return len(task["labels"])
 
 
-def setup_torch(settings: Mapping[str, Any], threads: int):
-    """torch with ``threads`` threads and deterministic algorithms, and the device of ``settings``."""
+@contextmanager
+def training_torch(settings: Mapping[str, Any], threads: int, job: str = "") -> Iterator[tuple[Any, Any, Any]]:
+    """(torch, device, GPU slot) of a training job for the ``with`` block: torch with ``threads`` threads
+    and deterministic algorithms; the device of ``settings["device"]``: ``cuda:<i>`` of a GPU slot claimed
+    for the block (``smalldl.devices``, at most ``settings["jobs_per_gpu"]`` jobs to a GPU, the current
+    CUDA device), or the CPU with no slot."""
     import torch
 
-    from smalldl.train import pick_device
+    from smalldl.devices import job_device
 
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch, pick_device(settings["device"])
+    with job_device(settings["device"], settings.get("jobs_per_gpu", 1), job=job) as (name, slot):
+        device = torch.device(name)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # what lands on "the" CUDA device lands on this one, not cuda:0
+        yield torch, device, slot
 
 
-def environment(device: Any) -> dict[str, Any]:
+def environment(device: Any, slot: Any = None) -> dict[str, Any]:
+    """Where a training job ran: its device, the GPU (UUID) and slot it held (null on the CPU), torch,
+    Python and threads."""
     import torch
 
     return {
         "device": str(device),
+        "gpu": slot.gpu.key if slot is not None else None,
+        "gpu_slot": slot.index if slot is not None else None,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
