@@ -28,20 +28,20 @@ import os, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 from smalldl.jobs import train as train_jobs  # what a finetune job imports
-from smalldl.jobs._shared import setup_torch
+from smalldl.jobs._shared import training_torch
 from smalldl import models, train
 from smalldl.config import train_settings
 s = train_settings({{"epochs": 1, "batch_size": {batch}, "crop": {crop}, "threads": {threads}, "device": {device!r},
                     "checkpoint": False}})
-torch, device = setup_torch(s, {threads})
-rng = np.random.default_rng(0)
-data = train.Data(rng.integers(0, 255, ({n}, {width}, {width}), dtype=np.uint8),
-                  (rng.random(({n}, 1)) < 0.5).astype(np.float32))
-model = models.build({arch!r}, 1).to(device)
-def first(i, m, o):
-    print(f"FIRST_STEP {{time.time()}}", flush=True)
-    os._exit(0)
-train.fit(model, data, data, s, train.Run(task_type="binary", labels=["y"], seed=0), train.Hooks(on_step=first))
+with training_torch(s, {threads}, "benchmark") as (torch, device, _):  # as a training job: a GPU slot held
+    rng = np.random.default_rng(0)
+    data = train.Data(rng.integers(0, 255, ({n}, {width}, {width}), dtype=np.uint8),
+                      (rng.random(({n}, 1)) < 0.5).astype(np.float32))
+    model = models.build({arch!r}, 1).to(device)
+    def first(i, m, o):
+        print(f"FIRST_STEP {{time.time()}}", flush=True)
+        os._exit(0)
+    train.fit(model, data, data, s, train.Run(task_type="binary", labels=["y"], seed=0), train.Hooks(on_step=first))
 """
 
 

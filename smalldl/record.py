@@ -152,6 +152,9 @@ class RunRecord:
     # the precision and memory format of training and evaluation (smalldl.formats; null for radiomics)
     formats: dict[str, str] | None = None
     format_step_s: dict[str, float] | None = None
+    # the GPU a training run held a slot of (smalldl.devices: UUID, slot number; null on the CPU)
+    gpu: str | None = None
+    gpu_slot: int | None = None
     cnn: CnnFields | None = field(default=None)
     radiomics: RadiomicsFields | None = field(default=None)
 

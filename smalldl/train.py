@@ -48,12 +48,6 @@ class Data:
         return len(self.images)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """A shuffled partition of range(n) into batches; a last batch of one joins the previous one
     (BatchNorm cannot train on a single image)."""

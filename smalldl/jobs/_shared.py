@@ -1,13 +1,14 @@
 """What the training jobs (pretrain, lr_find, finetune) share: the cached images of a split's rows,
-torch's threads and device, the model a recipe starts from, the formats it trains in (measured, smalldl.formats),
-the history and environment records."""
+torch's threads and device (a GPU slot held for the job), the model a recipe starts from, the formats it
+trains in (measured, smalldl.formats), the history and environment records."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,25 +60,36 @@ def num_outputs(task: Mapping[str, Any], split: pd.DataFrame) -> int:
     return len(task["labels"])
 
 
-def setup_torch(settings: Mapping[str, Any], threads: int):
-    """torch with ``threads`` threads and deterministic algorithms, and the device of ``settings``."""
+@contextmanager
+def training_torch(settings: Mapping[str, Any], threads: int, job: str = "") -> Iterator[tuple[Any, Any, Any]]:
+    """(torch, device, GPU slot) of a training job for the ``with`` block: torch with ``threads`` threads
+    and deterministic algorithms; the device of ``settings["device"]``: ``cuda:<i>`` of a GPU slot claimed
+    for the block (``smalldl.devices``, at most ``settings["jobs_per_gpu"]`` jobs to a GPU, the current
+    CUDA device), or the CPU with no slot."""
     import torch
 
-    from smalldl.train import pick_device
+    from smalldl.devices import job_device
 
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch, pick_device(settings["device"])
+    with job_device(settings["device"], settings.get("jobs_per_gpu", 1), job=job) as (name, slot):
+        device = torch.device(name)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # what lands on "the" CUDA device lands on this one, not cuda:0
+        yield torch, device, slot
 
 
-def environment(device: Any, formats: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Device, versions and threads of a job; with ``formats`` (``smalldl.formats.choose``'s record) the
-    precision and memory format it trained in (``formats``: amp, channels_last, chosen_by, machine) and
-    the measured seconds per training step of each candidate (``format_step_s``)."""
+def environment(device: Any, formats: Mapping[str, Any] | None = None, *, slot: Any = None) -> dict[str, Any]:
+    """Where and how a training job ran: its device, the GPU (UUID) and slot it held (null on the CPU),
+    torch, Python and threads; with ``formats`` (``smalldl.formats.choose``'s record) the precision and
+    memory format it trained in (``formats``: amp, channels_last, chosen_by, machine) and the measured
+    seconds per training step of each candidate (``format_step_s``)."""
     import torch
 
     env = {
         "device": str(device),
+        "gpu": slot.gpu.key if slot is not None else None,
+        "gpu_slot": slot.index if slot is not None else None,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),

@@ -22,7 +22,7 @@ from smalldl.jobs._shared import (
     file_sha256,
     num_outputs,
     selected_rows,
-    setup_torch,
+    training_torch,
     write_history,
 )
 from smalldl.utils import derive_seed, write_json
@@ -57,85 +57,87 @@ def pretrain(
     recipe = Recipe.parse(recipe_name)
     if (recipe.source == NO_SOURCE) != (start_ckpt is None):
         raise ValueError(f"source {source}: recipe {recipe_name} and start checkpoint {start_ckpt} disagree")
-    torch, device = setup_torch(settings, threads)
-    arr, info = cache_mod.open_cache(cache_npy, cache_meta)
-    split = pd.read_parquet(split_parquet)
-    train_table = selected_rows(split, "train")
-    if settings.get("max_images") and len(train_table) > settings["max_images"]:
-        rng = np.random.default_rng(derive_seed(global_seed, "pretrain-cap", source))
-        train_table = train_table.iloc[np.sort(rng.choice(len(train_table), settings["max_images"], replace=False))]
-    train = cached_data(arr, info, train_table, task)
-    val = cached_data(arr, info, selected_rows(split, "val"), task)
-    if len(val) == 0:
-        raise InputError(f"source {source}: task {task_name} has an empty validation split (val_fraction)")
-    seed = derive_seed(global_seed, "pretrain", source, arch)
-    model, start_meta, init_info = build_recipe_model(
-        task=task, arch=arch, recipe=recipe, source_ckpt=start_ckpt, seed=seed, outputs=num_outputs(task, split)
-    )
-    start_state = state_sha256(model.body.state_dict())
-    model = model.to(device)
-    chain = [*start_meta.get("chain", [recipe.source] if recipe.source != NO_SOURCE else []), source]
-    print(
-        f"pretrain {source} ({task_name}, {task['type']}) on {len(train)} images, val {len(val)}, {arch}, "
-        f"recipe {recipe_name} ({' -> '.join(chain)})",
-        file=sys.stderr,
-    )
-    checkpoint = f"{out_ckpt}.resume" if settings.get("checkpoint", True) else None
-    identity = {
-        "settings": dict(settings),
-        "recipe": recipe_name,
-        "seed": seed,
-        "n": len(train),
-        "start": file_sha256(start_ckpt) if start_ckpt else None,
-    }
-    pin = Path(f"{out_ckpt}.formats.json") if checkpoint else None  # a resumed run keeps its formats
-    settings, formats = choose_formats(settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity)
-    signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
-    result = fit(
-        model,
-        train,
-        val,
-        settings,
-        Run(
-            task_type=task["type"],
-            labels=list(task["labels"]),
-            seed=seed,
-            schedule=recipe.schedule,
-            transfer=recipe.transfer,
-            checkpoint=checkpoint,
-            signature=signature,
-        ),
-    )
-    meta = {
-        "source": source,
-        "task": task_name,
-        "arch": arch,
-        "recipe": recipe_name,
-        "chain": chain,
-        "start_checkpoint": str(start_ckpt) if start_ckpt else None,
-        "start_sha256": file_sha256(start_ckpt) if start_ckpt else None,
-        "start_state_sha256": start_state,
-        "init": init_info,
-        "seed": seed,
-        "n_train": len(train),
-        "n_val": len(val),
-        "best_epoch": result["best_epoch"],
-        "val_loss": result["val_loss"],
-        "val_auc": result["val_auc"],
-        "selected_state_sha256": result["selected_state_sha256"],
-        "wall_time_s": result["wall_time_s"],
-        "images_per_s": result["images_per_s"],
-        "settings": dict(settings),
-        **environment(device, formats),
-    }
-    write_history(result["history"], out_history)
-    models.save_source(out_ckpt, arch=arch, body=model.body.state_dict(), meta=meta)
-    write_json(out_metrics, meta)
-    if checkpoint:
-        Path(checkpoint).unlink(missing_ok=True)
-    if pin is not None:
-        pin.unlink(missing_ok=True)
-    return meta
+    with training_torch(settings, threads, job=f"pretrain {source} {arch}") as (torch, device, slot):
+        arr, info = cache_mod.open_cache(cache_npy, cache_meta)
+        split = pd.read_parquet(split_parquet)
+        train_table = selected_rows(split, "train")
+        if settings.get("max_images") and len(train_table) > settings["max_images"]:
+            rng = np.random.default_rng(derive_seed(global_seed, "pretrain-cap", source))
+            train_table = train_table.iloc[np.sort(rng.choice(len(train_table), settings["max_images"], replace=False))]
+        train = cached_data(arr, info, train_table, task)
+        val = cached_data(arr, info, selected_rows(split, "val"), task)
+        if len(val) == 0:
+            raise InputError(f"source {source}: task {task_name} has an empty validation split (val_fraction)")
+        seed = derive_seed(global_seed, "pretrain", source, arch)
+        model, start_meta, init_info = build_recipe_model(
+            task=task, arch=arch, recipe=recipe, source_ckpt=start_ckpt, seed=seed, outputs=num_outputs(task, split)
+        )
+        start_state = state_sha256(model.body.state_dict())
+        model = model.to(device)
+        chain = [*start_meta.get("chain", [recipe.source] if recipe.source != NO_SOURCE else []), source]
+        print(
+            f"pretrain {source} ({task_name}, {task['type']}) on {len(train)} images, val {len(val)}, {arch}, "
+            f"recipe {recipe_name} ({' -> '.join(chain)})",
+            file=sys.stderr,
+        )
+        checkpoint = f"{out_ckpt}.resume" if settings.get("checkpoint", True) else None
+        identity = {
+            "settings": dict(settings),
+            "recipe": recipe_name,
+            "seed": seed,
+            "n": len(train),
+            "start": file_sha256(start_ckpt) if start_ckpt else None,
+        }
+        pin = Path(f"{out_ckpt}.formats.json") if checkpoint else None  # a resumed run keeps its formats
+        settings, formats = choose_formats(
+            settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
+        )
+        signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
+        result = fit(
+            model,
+            train,
+            val,
+            settings,
+            Run(
+                task_type=task["type"],
+                labels=list(task["labels"]),
+                seed=seed,
+                schedule=recipe.schedule,
+                transfer=recipe.transfer,
+                checkpoint=checkpoint,
+                signature=signature,
+            ),
+        )
+        meta = {
+            "source": source,
+            "task": task_name,
+            "arch": arch,
+            "recipe": recipe_name,
+            "chain": chain,
+            "start_checkpoint": str(start_ckpt) if start_ckpt else None,
+            "start_sha256": file_sha256(start_ckpt) if start_ckpt else None,
+            "start_state_sha256": start_state,
+            "init": init_info,
+            "seed": seed,
+            "n_train": len(train),
+            "n_val": len(val),
+            "best_epoch": result["best_epoch"],
+            "val_loss": result["val_loss"],
+            "val_auc": result["val_auc"],
+            "selected_state_sha256": result["selected_state_sha256"],
+            "wall_time_s": result["wall_time_s"],
+            "images_per_s": result["images_per_s"],
+            "settings": dict(settings),
+            **environment(device, formats, slot=slot),
+        }
+        write_history(result["history"], out_history)
+        models.save_source(out_ckpt, arch=arch, body=model.body.state_dict(), meta=meta)
+        write_json(out_metrics, meta)
+        if checkpoint:
+            Path(checkpoint).unlink(missing_ok=True)
+        if pin is not None:
+            pin.unlink(missing_ok=True)
+        return meta
 
 
 def imagenet_weights(

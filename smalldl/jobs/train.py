@@ -20,8 +20,8 @@ from smalldl.jobs._shared import (
     choose_formats,
     environment,
     file_sha256,
-    setup_torch,
     target_data,
+    training_torch,
     write_history,
 )
 from smalldl.record import CnnFields, RunRecord, read_metrics_json
@@ -50,35 +50,35 @@ def lr_find(
     from smalldl.train import lr_sweep
 
     recipe = Recipe.parse(recipe_name)
-    torch, device = setup_torch(settings, threads)
-    subset, train, _, _ = target_data(
-        task=task, split_parquet=split_parquet, subset_csv=subset_csv, cache_npy=cache_npy, cache_meta=cache_meta
-    )
-    seed = derive_seed(global_seed, "lr_find", task_name, arch, recipe_name)
-    model, _, _ = build_recipe_model(task=task, arch=arch, recipe=recipe, source_ckpt=source_ckpt, seed=seed)
-    model = model.to(device)
-    settings, formats = choose_formats(settings, model=model, device=device, arch=arch)
-    print(f"lr finder {task_name} {arch} {recipe_name} on {len(train)} images", file=sys.stderr)
-    sweep = lr_sweep(model, train, settings, task_type=task["type"], seed=seed, transfer=recipe.transfer)
-    table = pd.DataFrame(sweep["rows"])
-    with atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
-    info = {
-        "task": task_name,
-        "arch": arch,
-        "recipe": recipe_name,
-        "n": len(train),
-        "subset": str(subset_csv),
-        "rule": sweep["rule"],
-        "lr": sweep["lr"],
-        "seed": seed,
-        "settings": dict(settings["lr_finder"]),
-        **environment(device, formats),
-    }
-    _plot_sweep(table, sweep["lr"], f"{task_name} {arch} {recipe_name} (n={len(train)})", out_png)
-    write_json(out_json, info)
-    print(f"lr finder ({sweep['rule']}): max_lr = {sweep['lr']:.3g}", file=sys.stderr)
-    return info
+    with training_torch(settings, threads, job=f"lr_find {task_name} {arch} {recipe_name}") as (torch, device, slot):
+        subset, train, _, _ = target_data(
+            task=task, split_parquet=split_parquet, subset_csv=subset_csv, cache_npy=cache_npy, cache_meta=cache_meta
+        )
+        seed = derive_seed(global_seed, "lr_find", task_name, arch, recipe_name)
+        model, _, _ = build_recipe_model(task=task, arch=arch, recipe=recipe, source_ckpt=source_ckpt, seed=seed)
+        model = model.to(device)
+        settings, formats = choose_formats(settings, model=model, device=device, arch=arch)
+        print(f"lr finder {task_name} {arch} {recipe_name} on {len(train)} images", file=sys.stderr)
+        sweep = lr_sweep(model, train, settings, task_type=task["type"], seed=seed, transfer=recipe.transfer)
+        table = pd.DataFrame(sweep["rows"])
+        with atomic_path(out_csv) as tmp:
+            table.to_csv(tmp, index=False)
+        info = {
+            "task": task_name,
+            "arch": arch,
+            "recipe": recipe_name,
+            "n": len(train),
+            "subset": str(subset_csv),
+            "rule": sweep["rule"],
+            "lr": sweep["lr"],
+            "seed": seed,
+            "settings": dict(settings["lr_finder"]),
+            **environment(device, formats, slot=slot),
+        }
+        _plot_sweep(table, sweep["lr"], f"{task_name} {arch} {recipe_name} (n={len(train)})", out_png)
+        write_json(out_json, info)
+        print(f"lr finder ({sweep['rule']}): max_lr = {sweep['lr']:.3g}", file=sys.stderr)
+        return info
 
 
 def _plot_sweep(table: pd.DataFrame, chosen: float, title: str, out_png: str | Path) -> None:
@@ -130,135 +130,146 @@ def finetune(
     from smalldl.train import Run, fit
 
     recipe = Recipe.parse(recipe_name)
-    torch, device = setup_torch(settings, threads)
-    subset, train, val, test = target_data(
-        task=task, split_parquet=split_parquet, subset_csv=subset_csv, cache_npy=cache_npy, cache_meta=cache_meta, n=n
-    )
-    labels = list(task["labels"])
-    run_seed = derive_seed(global_seed, "run", task_name, arch, recipe_name, n, seed)
-    max_lr, lr_source = float(settings["max_lr"]), "config"
-    if lr_json is not None:
-        max_lr, lr_source = float(json.loads(Path(lr_json).read_text())["lr"]), "finder"
-    model, source_meta, init_info = build_recipe_model(
-        task=task, arch=arch, recipe=recipe, source_ckpt=source_ckpt, seed=run_seed
-    )
-    model = model.to(device)
-    print(
-        f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}: train {len(train)}, val {len(val)}, "
-        f"test {len(test)}, max_lr {max_lr:.3g} ({lr_source})",
-        file=sys.stderr,
-    )
-    run_dir = Path(out_metrics).parent
-    checkpoint = run_dir / "resume.pt" if settings["checkpoint"] else None
-    identity = {
-        "settings": dict(settings),
-        "recipe": recipe_name,
-        "run_seed": run_seed,
-        "max_lr": max_lr,
-        "train": list(train.image_ids),
-        "source": file_sha256(source_ckpt) if source_ckpt else None,
-    }
-    pin = run_dir / "formats.json" if checkpoint is not None else None  # a resumed run keeps its formats
-    settings, formats = choose_formats(settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity)
-    signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
-    result = fit(
-        model,
-        train,
-        val,
-        settings,
-        Run(
-            task_type=task["type"],
-            labels=labels,
-            seed=run_seed,
+    with training_torch(settings, threads, job=f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}") as (
+        torch,
+        device,
+        slot,
+    ):
+        subset, train, val, test = target_data(
+            task=task,
+            split_parquet=split_parquet,
+            subset_csv=subset_csv,
+            cache_npy=cache_npy,
+            cache_meta=cache_meta,
+            n=n,
+        )
+        labels = list(task["labels"])
+        run_seed = derive_seed(global_seed, "run", task_name, arch, recipe_name, n, seed)
+        max_lr, lr_source = float(settings["max_lr"]), "config"
+        if lr_json is not None:
+            max_lr, lr_source = float(json.loads(Path(lr_json).read_text())["lr"]), "finder"
+        model, source_meta, init_info = build_recipe_model(
+            task=task, arch=arch, recipe=recipe, source_ckpt=source_ckpt, seed=run_seed
+        )
+        model = model.to(device)
+        print(
+            f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}: train {len(train)}, val {len(val)}, "
+            f"test {len(test)}, max_lr {max_lr:.3g} ({lr_source})",
+            file=sys.stderr,
+        )
+        run_dir = Path(out_metrics).parent
+        checkpoint = run_dir / "resume.pt" if settings["checkpoint"] else None
+        identity = {
+            "settings": dict(settings),
+            "recipe": recipe_name,
+            "run_seed": run_seed,
+            "max_lr": max_lr,
+            "train": list(train.image_ids),
+            "source": file_sha256(source_ckpt) if source_ckpt else None,
+        }
+        pin = run_dir / "formats.json" if checkpoint is not None else None  # a resumed run keeps its formats
+        settings, formats = choose_formats(
+            settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
+        )
+        signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
+        result = fit(
+            model,
+            train,
+            val,
+            settings,
+            Run(
+                task_type=task["type"],
+                labels=labels,
+                seed=run_seed,
+                schedule=recipe.schedule,
+                transfer=recipe.transfer,
+                max_lr=max_lr,
+                checkpoint=checkpoint,
+                signature=signature,
+            ),
+        )
+        t0 = time.time()
+        kind, views, tta_seed = task["type"], settings["tta"], derive_seed(run_seed, "tta")
+        # one pass over the test set: the centre crop is the TTA's first view (the plain validation score is
+        # fit's, of the selected epoch, so the validation set needs only its TTA pass)
+        test_sc, test_tta = evaluate_views(
+            model, test, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed
+        )
+        val_tta = (
+            evaluate(model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed)
+            if views > 0
+            else None
+        )
+        preds = pd.DataFrame({"image_id": test.image_ids})
+        for j, label in enumerate(labels):
+            preds[f"y_{label}"] = test.targets.reshape(len(test), -1)[:, j].astype(np.int64)
+            preds[f"p_{label}"] = test_sc["prob"][:, j]
+            if test_tta is not None:
+                preds[f"p_tta_{label}"] = test_tta["prob"][:, j]
+        env = environment(device, formats, slot=slot)
+        record = RunRecord(
+            family="cnn",
+            task=task_name,
+            arch=arch,
+            recipe=recipe_name,
             schedule=recipe.schedule,
             transfer=recipe.transfer,
+            source=recipe.source,
+            init=recipe.init,
+            n=n,
+            seed=seed,
+            run_seed=run_seed,
+            task_type=task["type"],
+            labels=labels,
+            n_train=len(train),
+            n_val=len(val),
+            n_test=len(test),
+            train_positives=splits_mod.positive_counts(subset, labels),
+            val_auc=result["val_auc"],
+            val_auc_tta=val_tta["auc"] if val_tta else None,
+            val_loss=result["val_loss"],
+            val_auc_per_label=result["val_per_label"],
+            test_auc=test_sc["auc"],
+            test_auc_tta=test_tta["auc"] if test_tta else None,
+            test_loss=test_sc["loss"],
+            test_auc_per_label=test_sc["per_label"],
+            test_auc_per_label_tta=test_tta["per_label"] if test_tta else None,
+            tta_views=views,
+            selected_epoch=result["best_epoch"],
+            epochs=settings["epochs"],
             max_lr=max_lr,
-            checkpoint=checkpoint,
-            signature=signature,
-        ),
-    )
-    t0 = time.time()
-    kind, views, tta_seed = task["type"], settings["tta"], derive_seed(run_seed, "tta")
-    # one pass over the test set: the centre crop is the TTA's first view (the plain validation score is
-    # fit's, of the selected epoch, so the validation set needs only its TTA pass)
-    test_sc, test_tta = evaluate_views(
-        model, test, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed
-    )
-    val_tta = (
-        evaluate(model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed)
-        if views > 0
-        else None
-    )
-    preds = pd.DataFrame({"image_id": test.image_ids})
-    for j, label in enumerate(labels):
-        preds[f"y_{label}"] = test.targets.reshape(len(test), -1)[:, j].astype(np.int64)
-        preds[f"p_{label}"] = test_sc["prob"][:, j]
-        if test_tta is not None:
-            preds[f"p_tta_{label}"] = test_tta["prob"][:, j]
-    env = environment(device, formats)
-    record = RunRecord(
-        family="cnn",
-        task=task_name,
-        arch=arch,
-        recipe=recipe_name,
-        schedule=recipe.schedule,
-        transfer=recipe.transfer,
-        source=recipe.source,
-        init=recipe.init,
-        n=n,
-        seed=seed,
-        run_seed=run_seed,
-        task_type=task["type"],
-        labels=labels,
-        n_train=len(train),
-        n_val=len(val),
-        n_test=len(test),
-        train_positives=splits_mod.positive_counts(subset, labels),
-        val_auc=result["val_auc"],
-        val_auc_tta=val_tta["auc"] if val_tta else None,
-        val_loss=result["val_loss"],
-        val_auc_per_label=result["val_per_label"],
-        test_auc=test_sc["auc"],
-        test_auc_tta=test_tta["auc"] if test_tta else None,
-        test_loss=test_sc["loss"],
-        test_auc_per_label=test_sc["per_label"],
-        test_auc_per_label_tta=test_tta["per_label"] if test_tta else None,
-        tta_views=views,
-        selected_epoch=result["best_epoch"],
-        epochs=settings["epochs"],
-        max_lr=max_lr,
-        steps=result["steps"],
-        wall_time_s=result["wall_time_s"] + (time.time() - t0),
-        images_per_s=result["images_per_s"],
-        source_checkpoint=str(source_ckpt) if source_ckpt else None,
-        source_val_auc=source_meta.get("val_auc"),
-        cnn=CnnFields(
-            selected_state_sha256=result["selected_state_sha256"],
-            epochs_run=result["epochs_run"],
-            lr_source=lr_source,
-            init_info=init_info,
-        ),
-        **env,
-    )
-    metrics = record.to_json()
-    write_history(result["history"], out_history)
-    with atomic_path(out_predictions) as tmp:
-        preds.to_parquet(tmp, index=False)
-    if settings["save_model"]:
-        with atomic_path(run_dir / "model.pt") as tmp:
-            state = model.cpu().state_dict()
-            torch.save({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, tmp)
-    write_json(out_metrics, metrics)
-    if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
-    if pin is not None:
-        pin.unlink(missing_ok=True)
-    tta_text = f", with TTA {test_tta['auc']:.4f}" if test_tta else ""
-    print(
-        f"test AUC {test_sc['auc']:.4f}{tta_text} (val AUC {result['val_auc']:.4f}, epoch {result['best_epoch']})",
-        file=sys.stderr,
-    )
-    return metrics
+            steps=result["steps"],
+            wall_time_s=result["wall_time_s"] + (time.time() - t0),
+            images_per_s=result["images_per_s"],
+            source_checkpoint=str(source_ckpt) if source_ckpt else None,
+            source_val_auc=source_meta.get("val_auc"),
+            cnn=CnnFields(
+                selected_state_sha256=result["selected_state_sha256"],
+                epochs_run=result["epochs_run"],
+                lr_source=lr_source,
+                init_info=init_info,
+            ),
+            **env,
+        )
+        metrics = record.to_json()
+        write_history(result["history"], out_history)
+        with atomic_path(out_predictions) as tmp:
+            preds.to_parquet(tmp, index=False)
+        if settings["save_model"]:
+            with atomic_path(run_dir / "model.pt") as tmp:
+                state = model.cpu().state_dict()
+                torch.save({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, tmp)
+        write_json(out_metrics, metrics)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        if pin is not None:
+            pin.unlink(missing_ok=True)
+        tta_text = f", with TTA {test_tta['auc']:.4f}" if test_tta else ""
+        print(
+            f"test AUC {test_sc['auc']:.4f}{tta_text} (val AUC {result['val_auc']:.4f}, epoch {result['best_epoch']})",
+            file=sys.stderr,
+        )
+        return metrics
 
 
 def select_stage(
