@@ -17,7 +17,8 @@ every training job a second or more of start-up.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -114,6 +115,61 @@ def autocast(settings: Mapping[str, Any], device: torch.device) -> torch.autocas
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(settings, device))
 
 
+# ------------------------------------------------------------------------------------------- compile
+
+_COMPILED = "_smalldl_compiled"  # a model's torch.compile wrapper, in its __dict__: not a submodule
+
+
+def compiled(model: nn.Module, settings: Mapping[str, Any]) -> nn.Module:
+    """What training steps and evaluation call: ``model`` itself (``compile: off``), or its
+    ``torch.compile`` wrapper, made once per model and kept with it, so one run compiles once (dynamo
+    recompiles only when a guard changes: train/eval mode, trainable groups, a new batch shape). The
+    wrapper shares the model's parameters; state_dicts, checkpoints and digests are taken from the model
+    itself, so their keys carry no ``_orig_mod.`` prefix and match an uncompiled run's."""
+    if settings.get("compile", "off") == "off":
+        return model
+    net = model.__dict__.get(_COMPILED)
+    if net is not None and getattr(net, "_orig_mod", None) is model:
+        return net
+    import torch
+
+    try:
+        net = torch.compile(model)
+    except Exception as e:  # e.g. dynamo unsupported on this Python / torch
+        raise _compile_failure(e) from e
+    model.__dict__[_COMPILED] = net  # bypasses nn.Module.__setattr__: no submodule, state_dict unchanged
+    return net
+
+
+def _compile_failure(e: BaseException) -> Exception:
+    from smalldl.errors import InputError
+
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return InputError(
+        f"train.compile: on, but torch.compile failed on this platform ({type(e).__name__}: {first}); "
+        "set train.compile: off"
+    )
+
+
+def _is_compile_error(e: BaseException) -> bool:
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError
+
+    return isinstance(e, TorchDynamoException | CppCompileError)
+
+
+@contextmanager
+def compile_errors(settings: Mapping[str, Any]) -> Iterator[None]:
+    """Turn a failure of dynamo / inductor (no C++ compiler, an unsupported platform), raised at the first
+    call of a compiled model or its first backward, into one InputError naming ``train.compile``."""
+    try:
+        yield
+    except Exception as e:
+        if settings.get("compile", "off") != "off" and _is_compile_error(e):
+            raise _compile_failure(e) from e
+        raise
+
+
 # ---------------------------------------------------------------------------------------- evaluation
 
 
@@ -149,7 +205,7 @@ def predict_views(
     same array when tta = 0). The centre crop is the TTA's first view, so the plain prediction costs no
     pass of its own. The views are drawn from a generator seeded with ``seed``, block by block of
     ``TTA_DRAW_BLOCK`` images whatever ``batch_size`` (default ``eval_batch_size``); bf16 autocast and
-    channels_last as ``settings`` says."""
+    channels_last as ``settings`` says; compiled once per model with ``compile: on`` (``compiled``)."""
     import torch
 
     from smalldl.data.transforms import apply_augment, center_crop, to_tensor, tta_draws
@@ -158,7 +214,8 @@ def predict_views(
     batch_size = batch_size or eval_batch_size(settings, device)
     h, w = data.images.shape[1:3]
     draws = tta_draws(len(data), h, w, crop, flip, rotate, tta, torch.Generator().manual_seed(int(seed)))
-    with torch.no_grad():
+    net = compiled(model, settings)
+    with torch.no_grad(), compile_errors(settings):
         model.eval()
         fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
         plain, mean = [], []
@@ -167,7 +224,7 @@ def predict_views(
             views = [center_crop(x, crop)]
             views.extend(apply_augment(x, tuple(d[i : i + batch_size] for d in v), crop, flip, rotate) for v in draws)
             with autocast(settings, device):
-                prob = torch.stack([_probs(model(v.contiguous(memory_format=fmt)).float(), task_type) for v in views])
+                prob = torch.stack([_probs(net(v.contiguous(memory_format=fmt)).float(), task_type) for v in views])
             plain.append(prob[0].cpu())
             mean.append(prob.mean(0).cpu())
         return torch.cat(plain).numpy(), torch.cat(mean).numpy()

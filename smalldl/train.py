@@ -32,7 +32,7 @@ from torch import nn
 
 from smalldl import models, schedules
 from smalldl.data.transforms import augment, to_tensor
-from smalldl.evaluate import autocast, evaluate, use_channels_last
+from smalldl.evaluate import autocast, compile_errors, compiled, evaluate, use_channels_last
 from smalldl.utils import atomic_path, derive_seed
 
 
@@ -234,6 +234,7 @@ def train_one_epoch(
     log, progress_every, on_step = hooks.log, hooks.progress_every, hooks.on_step
     model, optimizer, plan, groups = loop.model, loop.optimizer, loop.plan, loop.groups
     settings, device = loop.settings, loop.device
+    net = compiled(model, settings)  # the model itself unless compile: on (one wrapper per model)
     rows = []
     fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
     batches = make_batches(len(data), settings["batch_size"], rng)
@@ -251,10 +252,11 @@ def train_one_epoch(
         x = augment(to_tensor(data.images[idx], device), settings["crop"], settings["flip"], settings["rotate"], gen)
         y = _targets(data.targets[idx], loop.task_type, device)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(settings, device):
-            logits = model(x.contiguous(memory_format=fmt))
-        loss = loop.criterion(logits.float(), y)
-        loss.backward()
+        with compile_errors(settings):  # compiling happens at the first forward and backward
+            with autocast(settings, device):
+                logits = net(x.contiguous(memory_format=fmt))
+            loss = loop.criterion(logits.float(), y)
+            loss.backward()
         pg = optimizer.param_groups
         rows.append(
             {
