@@ -217,19 +217,15 @@ def _check_references(config: dict[str, Any]) -> None:
                 for value in stage["values"]:
                     if value != NO_SOURCE and value not in sources:
                         raise InputError(f"config key study.stages.vary[{k}]: unknown source {value!r}")
-        # every recipe a stage may compare is valid, for every winner the stage before it may pick
+        # every recipe a stage may compare is valid (stage_candidates parses each), for every winner the
+        # stage before it may pick, and every stage has one for every target
         for target in study["targets"]:
-            winners: list[str | None] = [None]
-            for k in range(len(stages["vary"])):
-                found: list[str] = []
-                for winner in winners:
-                    found += stage_candidates(config, k, winner, target)
-                if not found:
+            for k, candidates in enumerate(stage_reach(config, target)):
+                if not candidates:
                     raise InputError(
                         f"config key study.stages.vary[{k}]: no candidate is left for target {target!r} "
                         "(its sources are restricted to other targets: sources.<name>.targets)"
                     )
-                winners = list(dict.fromkeys(found))
     for arch in study["archs"]:
         if "-" in arch or "/" in arch:
             raise InputError(f"config key study.archs: {arch!r} may not contain '-' or '/'")
@@ -270,19 +266,23 @@ def stage_values(config: Mapping[str, Any], axis: str) -> list[str]:
     return values
 
 
+def stage_reach(config: Mapping[str, Any], target: str) -> list[list[str]]:
+    """Per stage, every recipe it may compare on ``target``: its candidates for every winner the stages
+    before it may pick (any candidate may win). Empty list per stage after one with no candidate."""
+    reach: list[list[str]] = []
+    winners: list[str | None] = [None]
+    for k in range(len(config["study"]["stages"]["vary"])):
+        winners = list(dict.fromkeys(c for w in winners for c in stage_candidates(config, k, w, target)))
+        reach.append(winners)
+    return reach
+
+
 def possible_stage_recipes(config: Mapping[str, Any], target: str | None = None) -> list[str]:
     """Every recipe some stage may compare (for ``target``, or any target)."""
-    stages = config["study"].get("stages")
-    if not stages:
+    if not config["study"].get("stages"):
         return []
-    found: list[str] = []
-    for task in [target] if target else config["study"]["targets"]:
-        winners: list[str | None] = [None]
-        for k in range(len(stages["vary"])):
-            names = [c for w in winners for c in stage_candidates(config, k, w, task)]
-            winners = list(dict.fromkeys(names))
-            found += winners
-    return list(dict.fromkeys(found))
+    tasks = [target] if target else config["study"]["targets"]
+    return list(dict.fromkeys(r for task in tasks for stage in stage_reach(config, task) for r in stage))
 
 
 def source_recipe(config: Mapping[str, Any], source: str) -> Recipe:
