@@ -12,6 +12,8 @@ from smalldl import models, train
 from smalldl.config import train_settings
 from smalldl.errors import InputError
 
+from .test_train import blobs  # positives carry a bright square; 24 px images, 20 px crops
+
 BASE = {
     "epochs": 2,
     "batch_size": 8,
@@ -24,19 +26,6 @@ BASE = {
     "channels_last": "off",
     "tta": 0,
 }
-
-
-def blobs(n, seed):
-    """Positives carry a bright square; 24 px images, 20 px crops."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 60, size=(n, 24, 24), dtype=np.uint8)
-    y = np.zeros((n, 1), dtype=np.float32)
-    y[: n // 2] = 1
-    for i in range(n // 2):
-        r, c = rng.integers(4, 14, size=2)
-        images[i, r : r + 6, c : c + 6] = 220
-    perm = rng.permutation(n)
-    return train.Data(images[perm], y[perm], [f"i{k}" for k in perm])
 
 
 def _fit(mode, checkpoint=None):

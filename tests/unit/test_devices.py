@@ -16,10 +16,9 @@ import pytest
 from smalldl import devices
 from smalldl.devices import Gpu, claim, job_device, occupancy
 from smalldl.errors import InputError
-from smalldl.jobs import train as train_jobs
 
 from ..conftest import ROOT
-from .test_finetune_job import prepared, run_job  # noqa: F401 (the fixture, requested by name)
+from .test_finetune_job import prepared, run_job, run_lr_find  # noqa: F401 (the fixture, requested by name)
 
 FAKE2 = [Gpu(0, "fake0", "cpu"), Gpu(1, "fake1", "cpu")]
 
@@ -207,22 +206,7 @@ def test_the_training_jobs_hold_a_slot_while_they_run_and_record_it(request, tmp
     monkeypatch.setenv(devices.FAKE_ENV, "2")
     monkeypatch.setenv(devices.SLOTS_ENV, str(tmp_path))
     config = {**config, "train": {**config["train"], "device": "auto", "jobs_per_gpu": 2, "epochs": 1}}
-    info = train_jobs.lr_find(
-        task_name="emphysema",
-        task=config["tasks"]["emphysema"],
-        global_seed=config["seed"],
-        settings=config["train"],
-        arch="smallcnn",
-        recipe_name="onecycle-finetune-none-default",
-        cache_npy=tmp / "c.npy",
-        cache_meta=tmp / "c.json",
-        split_parquet=tmp / "split.parquet",
-        subset_csv=tmp / "n20_s0.csv",
-        source_ckpt=None,
-        out_csv=tmp_path / "lr.csv",
-        out_json=tmp_path / "lr.json",
-        out_png=tmp_path / "lr.png",
-    )
+    info = run_lr_find(tmp, config, n=20, out=tmp_path)
     assert info["lr"] > 0 and occupancy(tmp_path) == {}
     other = claim(FAKE2, 2, directory=tmp_path)
     out, metrics = run_job(tmp, config, tag="slots")

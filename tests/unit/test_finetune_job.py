@@ -97,9 +97,9 @@ def run_job(tmp, config, recipe="onecycle-finetune-none-default", n=20, seed=0, 
     return out, metrics
 
 
-def test_lr_finder_job_writes_the_sweep_and_finetune_uses_its_lr(prepared):
-    tmp, config = prepared
-    info = train_jobs.lr_find(
+def run_lr_find(tmp, config, n, out):
+    """The lr finder job on the prepared data (scratch recipe, subset n, seed 0); writes out/lr.{csv,json,png}."""
+    return train_jobs.lr_find(
         task_name="emphysema",
         task=config["tasks"]["emphysema"],
         global_seed=config["seed"],
@@ -109,12 +109,17 @@ def test_lr_finder_job_writes_the_sweep_and_finetune_uses_its_lr(prepared):
         cache_npy=tmp / "c.npy",
         cache_meta=tmp / "c.json",
         split_parquet=tmp / "split.parquet",
-        subset_csv=tmp / "n40_s0.csv",
+        subset_csv=tmp / f"n{n}_s0.csv",
         source_ckpt=None,
-        out_csv=tmp / "lr.csv",
-        out_json=tmp / "lr.json",
-        out_png=tmp / "lr.png",
+        out_csv=out / "lr.csv",
+        out_json=out / "lr.json",
+        out_png=out / "lr.png",
     )
+
+
+def test_lr_finder_job_writes_the_sweep_and_finetune_uses_its_lr(prepared):
+    tmp, config = prepared
+    info = run_lr_find(tmp, config, n=40, out=tmp)
     sweep = pd.read_csv(tmp / "lr.csv")
     assert list(sweep.columns) == ["step", "lr", "loss", "smoothed_loss"] and len(sweep) >= 5
     assert info["n"] == 40 and info["rule"] == "minimum"
