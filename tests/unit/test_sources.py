@@ -275,7 +275,7 @@ def test_folder_options_patient_optional_labels_and_split_column(tmp_path):
     csv.drop(columns=["patient_id"]).assign(note="x").to_csv(folder / "labels.csv", index=False)
     table = data_jobs.index(
         dataset_name="mine",
-        dataset={"kind": "folder", "params": {"path": str(folder)}},
+        dataset={"kind": "folder", "params": {"path": str(folder), "ignore_columns": ["note"]}},
         out_parquet=tmp_path / "i.parquet",
     )
     assert (table["patient_id"] == table["image_id"]).all()  # every image its own patient
