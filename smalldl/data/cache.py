@@ -11,7 +11,8 @@ At scale (ChestX-ray14: 112,120 PNGs of 1024x1024) the build
 - streams: at most ``2 * workers`` chunks are in flight, no image is held beyond its chunk;
 - resumes: rows go to ``.<name>.partial`` with a ``.<name>.partial.json`` record of the finished
   chunks; a killed build started again with the same index and size continues where it stopped. Bad
-  input (a missing or undecodable image) removes both and leaves nothing behind.
+  input (a missing or undecodable image) removes both and leaves nothing behind; too little free disk
+  for the rows left is one line before decoding (the memmap is sparse: a full disk would be a SIGBUS).
 
 Images: PNG/JPEG/anything PIL reads (16-bit and float min-max scaled, a band of rows at a time:
 ``smalldl.data.tiles``; JPEGs decoded at a reduced scale when that is still at least W wide) and DICOM
@@ -23,10 +24,12 @@ up into a blur) stops the build naming the file, its size and the key.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -42,8 +45,8 @@ from PIL import Image, UnidentifiedImageError
 from smalldl.data import dicom
 from smalldl.data.limits import ImageLimits
 from smalldl.data.tiles import minmax_to_uint8
-from smalldl.errors import InputError
-from smalldl.utils import Progress, write_json
+from smalldl.errors import DiskFullError, InputError
+from smalldl.utils import Progress, format_bytes, write_json
 
 #: Resize first reduces by an integer factor when the image is at least this many times the target
 #: (Pillow's ``reducing_gap``): faster for 1024-px radiographs, no effect at factors below 2.
@@ -208,6 +211,18 @@ def _start_or_resume(partial: Path, state_path: Path, fingerprint: str, shape: t
     return set()
 
 
+def _check_space(out_npy: Path, needed: int) -> None:
+    """The memmap is a sparse file filled as images are decoded: a disk that fills up then kills a worker
+    with SIGBUS. Checked up front instead: too little free space is one line, before any decoding."""
+    free = shutil.disk_usage(out_npy.parent).free
+    if needed > free:
+        raise DiskFullError(
+            f"cache {out_npy} needs {format_bytes(needed)} more but {format_bytes(free)} is free in "
+            f"{out_npy.parent}: free space there (or lower preprocess.width) and run again",
+            errno=errno.ENOSPC,
+        )
+
+
 def build_cache(
     index: pd.DataFrame,
     out_npy: str | Path,
@@ -238,6 +253,7 @@ def build_cache(
         fingerprint = _fingerprint(paths, ids, width, height, chunk)
         done = _start_or_resume(partial, state_path, fingerprint, shape)
         starts = [s for s in range(0, len(paths), chunk) if s not in done]
+        _check_space(out_npy, sum(min(chunk, len(paths) - s) for s in starts) * height * width)
         tracker = Progress(len(paths), desc=f"cache {out_npy.parent.name}", unit="img")
         if done:
             resumed = sum(min(chunk, len(paths) - s) for s in done)
@@ -273,6 +289,12 @@ def build_cache(
             for job in jobs:
                 finished(*_fill_chunk(job))
         tracker.close()
+    except DiskFullError:
+        if done:  # keep the rows written so far for the run after space is freed
+            write_json(state_path, {"fingerprint": fingerprint, "done": sorted(done)})
+        else:
+            partial.unlink(missing_ok=True)
+        raise
     except InputError:
         partial.unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)

@@ -274,3 +274,17 @@ def test_wide_images_are_scaled_in_bands_within_a_workers_memory_to_the_same_byt
         peak = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
         assert peak < WORKER_BYTES_PER_PIXEL * n * n, f"{name}: {peak / n / n:.1f} bytes a pixel"
         np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), want, err_msg=name)
+
+
+def test_too_little_disk_for_the_cache_is_one_line_before_decoding(tmp_path, monkeypatch):
+    import shutil
+
+    table = index.read_raw_index(write_dataset(tmp_path / "ds", [(40, 40)] * 4))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    decoded = []
+    real = cache.load_resized
+    monkeypatch.setattr(cache, "load_resized", lambda *a: decoded.append(a[0]) or real(*a))
+    with pytest.raises(InputError) as info:  # not a worker killed by SIGBUS when the sparse memmap fills the disk
+        cache.build_cache(table, tmp_path / "c.npy", tmp_path / "c.json", width=32, aspect=1.0)
+    assert str(info.value).startswith(f"cache {tmp_path / 'c.npy'} needs 4.0 KiB more but 1000 B is free in ")
+    assert decoded == [] and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
