@@ -118,6 +118,14 @@ def index_inputs(wildcards):
     return {}
 
 
+def cache_mem_mb(wildcards):
+    """MB for a cache job: its decode workers, each holding one image of up to max_pixels pixels."""
+    from smalldl.data.limits import job_mem_mb
+
+    spec = config["datasets"][wildcards.dataset]
+    return job_mem_mb(spec["workers"], spec["max_pixels"])
+
+
 def cache_runtime(wildcards):
     """Minutes for a cache job (real datasets hold 10^5 full-size radiographs)."""
     kind = config["datasets"][wildcards.dataset]["kind"]

@@ -86,9 +86,11 @@ rule cache:
         "../envs/data.yaml"
     threads: lambda wc: config["datasets"][wc.dataset]["workers"]
     resources:
-        mem_mb=4000,
+        mem_mb=cache_mem_mb,
         runtime=cache_runtime,
     params:
         aspect=config["preprocess"]["aspect"],
+        min_side=config["preprocess"]["min_side"],
+        max_pixels=lambda wc: config["datasets"][wc.dataset]["max_pixels"],
     script:
         "../workflow_scripts/cache.py"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from smalldl.errors import InputError
-from smalldl.utils import atomic_path
+from smalldl.utils import save_torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -161,8 +161,7 @@ def save_source(path: str | Path, *, arch: str, body: dict[str, torch.Tensor], m
     """Write a source checkpoint: the body weights of ``arch`` (a pretrained model's body, the head being
     task-specific and dropped, or published ImageNet weights) and their meta, read by ``read_source``."""
     state = {k: v.detach().cpu() for k, v in body.items()}
-    with atomic_path(path) as tmp:
-        torch.save({"arch": arch, "body": state, "meta": meta}, tmp)
+    save_torch({"arch": arch, "body": state, "meta": meta}, path)
 
 
 def _load_weights(path: str | Path, what: str) -> Any:

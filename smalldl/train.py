@@ -33,7 +33,7 @@ from torch import nn
 from smalldl import models, schedules
 from smalldl.data.transforms import augment, to_tensor
 from smalldl.evaluate import autocast, compile_errors, compiled, evaluate, use_channels_last
-from smalldl.utils import atomic_path, derive_seed
+from smalldl.utils import derive_seed, save_torch
 
 
 @dataclass
@@ -312,8 +312,7 @@ def _cpu_copy(obj: Any) -> Any:
 
 
 def _save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 class _CheckpointWriter:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import secrets
+import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
+
+from smalldl.errors import DiskFullError
 
 T = TypeVar("T")
 
@@ -23,20 +27,90 @@ def derive_seed(*keys: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
+#: errno values that mean "the disk is full" (quota included): an atomic write that fails with one of
+#: them raises :class:`smalldl.errors.DiskFullError` naming the path and the free space.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary file is created empty with mode ``0o666`` less the umask, as any tool's output (a
+    shared results folder stays group-readable/writable under umask 002; ``mkstemp``'s 0600 would not).
+    A full disk while the block writes is one :class:`~smalldl.errors.DiskFullError` naming ``path``
+    and the free space; the temporary file is removed whatever happens.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_tmp(path)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            if exc.errno in DISK_FULL and not isinstance(exc, DiskFullError):
+                raise disk_full(path, exc, written=_size(tmp_path)) from None
+            raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _create_tmp(path: Path) -> Path:
+    """An empty new file ``.<name>.<random>.tmp`` beside ``path``, created with mode 0o666 & ~umask."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def disk_full(path: str | os.PathLike[str], exc: OSError, written: int | None = None) -> DiskFullError:
+    """The one-line error for a write to ``path`` that failed with ENOSPC/EDQUOT (``exc``)."""
+    folder = Path(path).parent
+    try:
+        free = f"{format_bytes(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "free space unknown"
+    done = f", {format_bytes(written)} of it written" if written else ""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return DiskFullError(
+        f"cannot write {path}: {reason} ({free} in {folder}{done}); free space there (or raise the quota) "
+        "and run again",
+        errno=exc.errno,
+    )
+
+
+def format_bytes(n: int) -> str:
+    """``1536`` -> ``'1.5 KiB'`` (binary units, as ``df -h``)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` atomically (checkpoints, models), through a Python file object: torch's own writer
+    reports a full disk as ``RuntimeError: ... unexpected pos``, a file object as ENOSPC, which becomes
+    one :class:`~smalldl.errors.DiskFullError` naming ``path`` (see :func:`atomic_path`)."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

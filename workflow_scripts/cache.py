@@ -14,6 +14,9 @@ def main(smk):
         width=int(smk.wildcards.width),
         aspect=smk.params.aspect,
         workers=smk.threads,
+        dataset_name=smk.wildcards.dataset,
+        max_pixels=smk.params.max_pixels,
+        min_side=smk.params.min_side,
     )
 
 

@@ -11,19 +11,28 @@ At scale (ChestX-ray14: 112,120 PNGs of 1024x1024) the build
 - streams: at most ``2 * workers`` chunks are in flight, no image is held beyond its chunk;
 - resumes: rows go to ``.<name>.partial`` with a ``.<name>.partial.json`` record of the finished
   chunks; a killed build started again with the same index and size continues where it stopped. Bad
-  input (a missing or undecodable image) removes both and leaves nothing behind.
+  input (a missing or undecodable image) removes both and leaves nothing behind; too little free disk
+  for the rows left is one line before decoding (the memmap is sparse: a full disk would be a SIGBUS).
 
-Images: PNG/JPEG/anything PIL reads (16-bit and float min-max scaled; JPEGs decoded at a reduced scale
-when that is still at least W wide) and DICOM (``smalldl.data.dicom``).
+Images: PNG/JPEG/anything PIL reads (16-bit and float min-max scaled, a band of rows at a time:
+``smalldl.data.tiles``; JPEGs decoded at a reduced scale when that is still at least W wide) and DICOM
+(``smalldl.data.dicom``). Before an image is decoded its header size is checked (``smalldl.data.limits``):
+more pixels than ``datasets.<name>.max_pixels`` (PIL's decompression-bomb limit, also set from it) or a
+shorter side below ``preprocess.min_side`` (a thumbnail or a corrupt header, that resizing would blow
+up into a blur) stops the build naming the file, its size and the key.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import sys
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -34,56 +43,94 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from smalldl.data import dicom
-from smalldl.errors import InputError
-from smalldl.utils import Progress, write_json
+from smalldl.data.limits import ImageLimits
+from smalldl.data.tiles import minmax_to_uint8
+from smalldl.errors import DiskFullError, InputError
+from smalldl.utils import Progress, format_bytes, write_json
 
 #: Resize first reduces by an integer factor when the image is at least this many times the target
 #: (Pillow's ``reducing_gap``): faster for 1024-px radiographs, no effect at factors below 2.
 REDUCING_GAP = 2.0
 
 
-def _open(path: str, draft_size: tuple[int, int] | None = None) -> Image.Image:
+def _bomb(path: str, exc: Exception, limits: ImageLimits) -> InputError:
+    """PIL's DecompressionBombError (over twice its limit: Image.open raises it before we see the size)
+    as :meth:`ImageLimits.check`'s message, the pixel count read from PIL's message."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return limits.too_many_pixels(path, f"{int(found.group(1)):,} pixels" if found else "too large")
+
+
+def _pil_open(path: str, limits: ImageLimits) -> Image.Image:
+    """Image.open (header only) with the size checked; InputError naming the file for anything wrong.
+
+    PIL's own decompression-bomb limit is ``limits.max_pixels`` while it opens the file (its warning
+    from there on, silenced: :meth:`ImageLimits.check` refuses the image by name; its error from twice
+    that, raised before the size reaches us, becomes the same message)."""
+    default = Image.MAX_IMAGE_PIXELS
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = limits.max_pixels
+            img = Image.open(path)
+    except FileNotFoundError:
+        raise InputError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError as exc:
+        raise _bomb(path, exc, limits) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"image {path} cannot be decoded ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = default
+    try:
+        limits.check(path, *img.size)
+    except InputError:
+        img.close()
+        raise
+    return img
+
+
+def _open(path: str, draft_size: tuple[int, int] | None = None, limits: ImageLimits | None = None) -> Image.Image:
+    img = _pil_open(path, limits or ImageLimits())
+    try:
         if draft_size is not None and img.format == "JPEG":
             img.draft("L", draft_size)
         img.load()
-    except FileNotFoundError:
-        raise InputError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"image {path} cannot be decoded ({exc})") from None
     return img
 
 
+#: PIL modes min-max scaled to 8 bits (16-bit, 32-bit integer, float).
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
 def to_grey_uint8(img: Image.Image) -> np.ndarray:
-    """Any PIL image as a 2-D uint8 array (16-bit and float images are min-max scaled)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        return np.round(scaled).astype(np.uint8)
+    """Any PIL image as a 2-D uint8 array (16-bit and float images are min-max scaled, in bands of rows:
+    no float64 copy of the whole image)."""
+    if img.mode in WIDE_MODES:
+        width, height = img.size
+        return minmax_to_uint8(height, width, lambda rows: np.asarray(img.crop((0, rows.start, width, rows.stop))))
     return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """(width, height) from the file header (PIL or DICOM), InputError naming the file."""
+def image_size(path: str, limits: ImageLimits | None = None) -> tuple[int, int]:
+    """(width, height) from the file header (PIL or DICOM), checked against ``limits`` (default: at most
+    PIL's limit of pixels, any side); InputError naming the file."""
+    limits = limits or ImageLimits(min_side=0)
     if dicom.is_dicom(path):
-        return dicom.dicom_size(path)
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise InputError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"image {path} cannot be decoded ({exc})") from None
+        size = dicom.dicom_size(path)
+        limits.check(path, *size)
+        return size
+    with _pil_open(path, limits) as img:
+        return img.size
 
 
-def common_aspect(paths: list[str], decimals: int = 2) -> float:
-    """The most common height/width ratio (rounded), read from image headers only."""
+def common_aspect(paths: list[str], decimals: int = 2, limits: ImageLimits | None = None) -> float:
+    """The most common height/width ratio (rounded), read from image headers only (checked against
+    ``limits`` if given)."""
     counts: Counter[float] = Counter()
     tracker = Progress(len(paths), desc="image sizes", unit="img", every=5.0) if len(paths) > 5000 else None
     for p in paths:
-        w, h = image_size(p)
+        w, h = image_size(p, limits)
         counts[round(h / w, decimals)] += 1
         if tracker is not None:
             tracker.update()
@@ -92,16 +139,18 @@ def common_aspect(paths: list[str], decimals: int = 2) -> float:
     return counts.most_common(1)[0][0]
 
 
-def read_grey(path: str, width: int | None = None) -> np.ndarray:
-    """Decode one image (PIL or DICOM) to a 2-D uint8 array; JPEGs at a reduced scale >= ``width``."""
+def read_grey(path: str, width: int | None = None, limits: ImageLimits | None = None) -> np.ndarray:
+    """Decode one image (PIL or DICOM) to a 2-D uint8 array; JPEGs at a reduced scale >= ``width``.
+    The header size is checked against ``limits`` (default :class:`ImageLimits`) before decoding."""
+    limits = limits or ImageLimits()
     if dicom.is_dicom(path):
-        return dicom.read_dicom(path)
-    return to_grey_uint8(_open(path, (width, 1) if width else None))
+        return dicom.read_dicom(path, check_size=lambda w, h: limits.check(path, w, h))
+    return to_grey_uint8(_open(path, (width, 1) if width else None, limits))
 
 
-def load_resized(path: str, width: int, height: int) -> np.ndarray:
+def load_resized(path: str, width: int, height: int, limits: ImageLimits | None = None) -> np.ndarray:
     """Decode one image and resize it to (height, width), aspect kept, centre crop/pad in height."""
-    arr = read_grey(path, width)
+    arr = read_grey(path, width, limits)
     h0, w0 = arr.shape
     new_h = max(1, round(h0 * width / w0))
     resized = np.asarray(
@@ -120,13 +169,13 @@ def load_resized(path: str, width: int, height: int) -> np.ndarray:
     return out
 
 
-def _fill_chunk(args: tuple[str, int, list[str], int, int]) -> tuple[int, int]:
+def _fill_chunk(args: tuple[str, int, list[str], int, int, ImageLimits]) -> tuple[int, int]:
     """Worker: decode ``paths`` into rows ``start...`` of the memmap at ``npy``; returns (start, count)."""
-    npy, start, paths, width, height = args
+    npy, start, paths, width, height, limits = args
     mm = np.load(npy, mmap_mode="r+")
     try:
         for i, p in enumerate(paths):
-            mm[start + i] = load_resized(p, width, height)
+            mm[start + i] = load_resized(p, width, height, limits)
         mm.flush()
     finally:
         del mm
@@ -162,6 +211,18 @@ def _start_or_resume(partial: Path, state_path: Path, fingerprint: str, shape: t
     return set()
 
 
+def _check_space(out_npy: Path, needed: int) -> None:
+    """The memmap is a sparse file filled as images are decoded: a disk that fills up then kills a worker
+    with SIGBUS. Checked up front instead: too little free space is one line, before any decoding."""
+    free = shutil.disk_usage(out_npy.parent).free
+    if needed > free:
+        raise DiskFullError(
+            f"cache {out_npy} needs {format_bytes(needed)} more but {format_bytes(free)} is free in "
+            f"{out_npy.parent}: free space there (or lower preprocess.width) and run again",
+            errno=errno.ENOSPC,
+        )
+
+
 def build_cache(
     index: pd.DataFrame,
     out_npy: str | Path,
@@ -170,9 +231,13 @@ def build_cache(
     aspect: float | None = None,
     workers: int = 1,
     chunk: int = 64,
+    limits: ImageLimits | None = None,
 ) -> dict[str, Any]:
-    """Write the memmap ``out_npy`` (uint8, N x H x W, index order) and its metadata JSON (resumable)."""
+    """Write the memmap ``out_npy`` (uint8, N x H x W, index order) and its metadata JSON (resumable).
+
+    ``limits``: the images' size limits (default :class:`ImageLimits`), checked on each header."""
     out_npy = Path(out_npy)
+    limits = limits or ImageLimits()
     paths = [str(p) for p in index["path"]]
     ids = [str(i) for i in index["image_id"]]
     if not paths:
@@ -182,12 +247,13 @@ def build_cache(
     fingerprint: str | None = None
     done: set[int] = set()
     try:
-        aspect = aspect if aspect is not None else common_aspect(paths)
+        aspect = aspect if aspect is not None else common_aspect(paths, limits=limits)
         height = max(1, round(width * aspect))
         shape = (len(paths), height, width)
         fingerprint = _fingerprint(paths, ids, width, height, chunk)
         done = _start_or_resume(partial, state_path, fingerprint, shape)
         starts = [s for s in range(0, len(paths), chunk) if s not in done]
+        _check_space(out_npy, sum(min(chunk, len(paths) - s) for s in starts) * height * width)
         tracker = Progress(len(paths), desc=f"cache {out_npy.parent.name}", unit="img")
         if done:
             resumed = sum(min(chunk, len(paths) - s) for s in done)
@@ -207,7 +273,7 @@ def build_cache(
                 last_save = time.monotonic()
                 write_json(state_path, {"fingerprint": fingerprint, "done": sorted(done)})
 
-        jobs = ((str(partial), s, paths[s : s + chunk], width, height) for s in starts)
+        jobs = ((str(partial), s, paths[s : s + chunk], width, height, limits) for s in starts)
         if workers > 1 and len(starts) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 pending: set[Future] = set()
@@ -223,6 +289,12 @@ def build_cache(
             for job in jobs:
                 finished(*_fill_chunk(job))
         tracker.close()
+    except DiskFullError:
+        if done:  # keep the rows written so far for the run after space is freed
+            write_json(state_path, {"fingerprint": fingerprint, "done": sorted(done)})
+        else:
+            partial.unlink(missing_ok=True)
+        raise
     except InputError:
         partial.unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)
@@ -261,4 +333,12 @@ def rows_for(info: dict[str, Any], image_ids: list[str] | pd.Series) -> np.ndarr
     return out
 
 
-__all__ = ["build_cache", "open_cache", "rows_for", "load_resized", "common_aspect", "read_grey", "image_size"]
+__all__ = [
+    "build_cache",
+    "open_cache",
+    "rows_for",
+    "load_resized",
+    "common_aspect",
+    "read_grey",
+    "image_size",
+]

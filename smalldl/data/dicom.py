@@ -10,10 +10,12 @@ Steps, as a DICOM viewer displays the image:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from smalldl.data.tiles import map_to_uint8, minmax_to_uint8
 from smalldl.errors import InputError
 
 SUFFIXES = (".dcm", ".dicom")
@@ -72,48 +74,57 @@ def window_to_uint8(x: np.ndarray, center: float, width: float) -> np.ndarray:
     return np.clip(np.round(y), 0, 255).astype(np.uint8)
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    lo, hi = float(x.min()), float(x.max())
-    if hi <= lo:
-        return np.zeros(x.shape, dtype=np.uint8)
-    return np.round((x - lo) / (hi - lo) * 255.0).astype(np.uint8)
+def read_dicom(path: str | Path, check_size: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """A DICOM file as a 2-D uint8 image (see the module docstring); InputError naming the file if not.
 
-
-def read_dicom(path: str | Path) -> np.ndarray:
-    """A DICOM file as a 2-D uint8 image (see the module docstring); InputError naming the file if not."""
+    ``check_size(width, height)`` runs on the header before the pixel data is decoded (the cache's
+    ``max_pixels`` and ``min_side``). The LUTs and the window are applied to bands of rows
+    (:mod:`smalldl.data.tiles`): the worker holds the decoded pixels and the uint8 result, not float64
+    copies of the image.
+    """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     ds = _read(path, pixels=True)
     if "PixelData" not in ds:
         raise InputError(f"DICOM {path} has no pixel data: not an image")
+    if check_size is not None:
+        try:
+            check_size(int(ds.Columns), int(ds.Rows))
+        except AttributeError:
+            raise InputError(f"DICOM {path} has no Rows/Columns: not an image") from None
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken or unsupported pixel data
         raise InputError(f"DICOM {path}: pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
+    del ds.PixelData  # the encoded bytes, as large again as the decoded image (which owns its memory)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         arr = arr[0]
+    height, width = arr.shape[:2]
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-            rgb = arr[..., :3].astype(np.float64)
-            arr = rgb @ np.array([0.299, 0.587, 0.114])
-        else:
+        if not (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
             raise InputError(f"DICOM {path}: photometric interpretation {photometric} is not supported")
-        out = _minmax(arr)
+        weights = np.array([0.299, 0.587, 0.114])
+        return minmax_to_uint8(height, width, lambda rows: arr[rows, :, :3].astype(np.float64) @ weights)
+    if arr.ndim != 2:
+        raise InputError(f"DICOM {path}: pixel array of shape {arr.shape} is not a 2-D image")
+
+    def modality(rows: slice) -> np.ndarray:
+        return np.asarray(apply_modality_lut(arr[rows], ds), dtype=np.float64)
+
+    if "VOILUTSequence" in ds:
+        out = minmax_to_uint8(
+            height, width, lambda rows: np.asarray(apply_voi_lut(modality(rows), ds, prefer_lut=True), np.float64)
+        )
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        center, window = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        out = map_to_uint8(height, width, modality, lambda x: window_to_uint8(x, center, window))
     else:
-        if arr.ndim != 2:
-            raise InputError(f"DICOM {path}: pixel array of shape {arr.shape} is not a 2-D image")
-        x = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
-        if "VOILUTSequence" in ds:
-            out = _minmax(np.asarray(apply_voi_lut(x, ds, prefer_lut=True), dtype=np.float64))
-        elif "WindowCenter" in ds and "WindowWidth" in ds:
-            out = window_to_uint8(x, _first(ds.WindowCenter), _first(ds.WindowWidth))
-        else:
-            out = _minmax(x)
-        if photometric == "MONOCHROME1":
-            out = 255 - out
-    return np.ascontiguousarray(out, dtype=np.uint8)
+        out = minmax_to_uint8(height, width, modality)
+    if photometric == "MONOCHROME1":
+        np.subtract(255, out, out=out)
+    return out
 
 
 __all__ = ["dicom_size", "is_dicom", "read_dicom", "window_to_uint8"]

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from smalldl.data import cache as cache_mod
+from smalldl.data.limits import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageLimits
 from smalldl.errors import InputError
 from smalldl.utils import atomic_path
 
@@ -95,10 +96,21 @@ def cache(
     width: int,
     aspect: float | None,
     workers: int = 1,
+    dataset_name: str = "<name>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
 ) -> dict[str, Any]:
-    """Decode and resize every indexed image once into a uint8 memmap."""
+    """Decode and resize every indexed image once into a uint8 memmap; an image over ``max_pixels``
+    (``datasets.<dataset_name>.max_pixels``) or with a side under ``min_side`` (``preprocess.min_side``)
+    stops it, named."""
     meta = cache_mod.build_cache(
-        pd.read_parquet(index_parquet), out_npy, out_meta, width=width, aspect=aspect, workers=workers
+        pd.read_parquet(index_parquet),
+        out_npy,
+        out_meta,
+        width=width,
+        aspect=aspect,
+        workers=workers,
+        limits=ImageLimits(dataset=dataset_name, max_pixels=max_pixels, min_side=min_side),
     )
     print(f"cache: {meta['n']} images of {meta['height']}x{meta['width']}", file=sys.stderr)
     return meta

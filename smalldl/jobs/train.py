@@ -25,7 +25,7 @@ from smalldl.jobs._shared import (
     write_history,
 )
 from smalldl.record import CnnFields, RunRecord, read_metrics_json
-from smalldl.utils import atomic_path, derive_seed, write_json
+from smalldl.utils import atomic_path, derive_seed, save_torch, write_json
 
 
 def lr_find(
@@ -256,9 +256,8 @@ def finetune(
         with atomic_path(out_predictions) as tmp:
             preds.to_parquet(tmp, index=False)
         if settings["save_model"]:
-            with atomic_path(run_dir / "model.pt") as tmp:
-                state = model.cpu().state_dict()
-                torch.save({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, tmp)
+            state = model.cpu().state_dict()
+            save_torch({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, run_dir / "model.pt")
         write_json(out_metrics, metrics)
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)

@@ -35,3 +35,23 @@ def test_generate_then_index_and_cache(tmp_path):
         workers=1,
     )
     assert (tmp_path / "c.npy").stat().st_size > 16 * 16 * len(table)
+
+
+def test_cache_job_names_the_dataset_key_of_a_too_large_or_too_small_image(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for name, size in [("ok.png", (64, 64)), ("big.png", (200, 100))]:
+        Image.new("L", size, 90).save(tmp_path / "imgs" / name)
+    table = pd.DataFrame({"image_id": ["a", "b"], "path": [str(tmp_path / "imgs" / n) for n in ("ok.png", "big.png")]})
+    table.to_parquet(tmp_path / "index.parquet")
+    kw = dict(index_parquet=tmp_path / "index.parquet", out_npy=tmp_path / "c.npy", out_meta=tmp_path / "c.json")
+    with pytest.raises(InputError, match=r"big\.png is 200x100 = 20,000 pixels, .*\(datasets\.scans\.max_pixels"):
+        data_jobs.cache(**kw, width=16, aspect=1.0, dataset_name="scans", max_pixels=10_000)
+    small = r"ok\.png is 64x64 pixels: its shorter side 64 is below preprocess\.min_side = 80 "
+    with pytest.raises(InputError, match=small):
+        data_jobs.cache(**kw, width=16, aspect=1.0, dataset_name="scans", min_side=80)
+    assert not (tmp_path / "c.npy").exists()
+    data_jobs.cache(**kw, width=16, aspect=1.0, dataset_name="scans", max_pixels=20_000, min_side=64)
+    assert (tmp_path / "c.npy").exists()

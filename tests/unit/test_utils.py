@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,3 +40,84 @@ def test_progress_in_blocks_ends_on_a_full_count(capsys):
     tracker.close()
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cache: 10/10 (100%)")
+
+
+def _fill_disk_after(nbytes):
+    """A torch.save that writes ``nbytes`` into the file then fails as a full disk does."""
+    import contextlib
+    import errno
+
+    def write(_obj, f):
+        with contextlib.ExitStack() as stack:
+            fh = stack.enter_context(open(f, "wb")) if isinstance(f, str | Path) else f
+            fh.write(b"x" * nbytes)
+            fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    return write
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_free_space_and_leaves_no_tmp(tmp_path, monkeypatch):
+    import contextlib
+    import errno
+    import shutil
+
+    import torch
+
+    from smalldl.errors import InputError
+    from smalldl.models import save_source
+    from smalldl.train import _save_checkpoint
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 2048, 2048))
+    monkeypatch.setattr(torch, "save", _fill_disk_after(4096))
+    run = tmp_path / "run"
+    run.mkdir()
+    for write, target in [
+        (lambda p: _save_checkpoint(p, {"epoch": 1}), run / "resume.pt"),  # the checkpoint writer's call
+        (lambda p: save_source(p, arch="smallcnn", body={}, meta={}), run / "source.pt"),
+    ]:
+        with pytest.raises(InputError) as info:  # one ERROR line in the rule's log, outputs removed
+            write(target)
+        message = str(info.value)
+        assert "\n" not in message and str(target) in message
+        assert "No space left on device" in message and "2.0 KiB free" in message and "4.0 KiB of it written" in message
+        assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
+    assert list(run.iterdir()) == []  # no resume.pt, no .resume.pt.*.tmp
+
+    def full(self, *a, **k):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(InputError, match=r"cannot write .*metrics\.json: Disk quota exceeded \(2\.0 KiB free in"):
+        write_json(run / "metrics.json", {"auc": 0.5})
+    # still an OSError: an optional write that tolerates one (formats.py's pin) tolerates a full disk
+    with contextlib.suppress(OSError):
+        write_json(run / "pin.json", {})
+    assert list(run.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_atomic_outputs_take_the_umask_mode_as_any_other_tool(tmp_path, umask):
+    import os
+
+    from smalldl.train import _save_checkpoint
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        _save_checkpoint(tmp_path / "resume.pt", {"epoch": 1})
+        with atomic_path(tmp_path / "t.csv") as tmp:
+            tmp.write_text("a\n1\n")
+        (tmp_path / "plain.txt").write_text("x")  # what open() gives: the reference
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["m.json", "resume.pt", "t.csv", "plain.txt"], 0o666 & ~umask)
+
+
+def test_the_readme_says_unlocking_after_a_killed_run_is_safe_and_why():
+    from ..conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("**Resuming.**", 1)[1].split("**Speed:**", 1)[0]
+    for needed in ("snakemake --unlock", "Directory cannot be locked", "atomically", "no partial output", "resume.pt"):
+        assert needed in section, needed
