@@ -19,8 +19,16 @@ if not workflow.overwrite_configfiles:
     configfile: str(Path(workflow.basedir) / "config.yaml")
 
 
+# Validated and completed before any rule exists: what the study leaves out is derived (targets, recipes,
+# sizes: auto from the targets' training pools, read from the data's metadata), every size and
+# architecture is checked, and the main process says what the study runs and what it does not use.
+# A job's process re-reads the config that the main process checked: no second check, nothing printed.
 try:
-    cfg.validate(config)
+    cfg.validate(
+        config,
+        check_pools=workflow.is_main_process,
+        say=(lambda line: print(line, file=sys.stderr)) if workflow.is_main_process else None,
+    )
 except InputError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 

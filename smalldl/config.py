@@ -6,7 +6,8 @@ Imported by the Snakefile at DAG-build time, so it must stay light: no torch, no
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+import difflib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,56 @@ class Recipe:
 #: How a source with a task is pretrained unless sources.<name>.recipe says otherwise: from scratch.
 DEFAULT_SOURCE_RECIPE = "onecycle-finetune-none-default"
 
+#: The source implied when the config defines none of that name: the published ImageNet weights.
+IMAGENET = "imagenet"
+IMAGENET_SOURCE = {"weights": "imagenet"}
+#: The recipes of a study that lists none (and no stages): training from scratch, and from ImageNet with
+#: fine-tuning of all layers and with gradual unfreezing; none needs data beyond the study's own. Every
+#: source the config defines adds onecycle-finetune-<source>-transfer (``default_recipes``).
+BASE_RECIPES = (
+    "onecycle-finetune-none-default",
+    "onecycle-finetune-imagenet-transfer",
+    "onecycle-gradual-imagenet-transfer",
+)
+#: study.sizes: auto takes the paper's sizes up to the training pool (``auto_sizes``).
+SIZE_LADDER = (50, 100, 200, 500, 1000, 2000)
+#: ... and the whole pool as one more size when it is at least this many times the largest size kept.
+POOL_STEP = 1.25
+
+#: ``preset``: values filled in where the config does not set them (before the schema's defaults).
+#: paper = the schema's defaults alone; cpu = the demo's CPU sizes (width 64, crop 56, EfficientNet-Lite0,
+#: whose ImageNet weights ship with a pip package, 6 epochs, max_lr without the lr finder).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {
+        "preprocess": {"width": 64},
+        "train": {"crop": 56, "epochs": 6, "lr_finder": {"enabled": False}},
+        "pretrain": {"crop": 56, "epochs": 6},
+        "study": {"archs": ["efficientnet_lite0"]},
+    },
+}
+
+#: torchvision's classification models (torchvision.models.list_models(module=torchvision.models) of the
+#: pinned torchvision; a test keeps the two equal), named here so that the DAG build checks an
+#: architecture without importing torch.
+TORCHVISION_ARCHS = (
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "densenet121",
+    "densenet161", "densenet169", "densenet201", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+    "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
+    "efficientnet_v2_l", "efficientnet_v2_m", "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t",
+    "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "mobilenet_v3_large",
+    "mobilenet_v3_small", "regnet_x_16gf", "regnet_x_1_6gf", "regnet_x_32gf", "regnet_x_3_2gf",
+    "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf", "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf",
+    "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf", "regnet_y_800mf", "regnet_y_8gf", "resnet101",
+    "resnet152", "resnet18", "resnet34", "resnet50", "resnext101_32x8d", "resnext101_64x4d",
+    "resnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
+    "squeezenet1_0", "squeezenet1_1", "swin_b", "swin_s", "swin_t", "swin_v2_b", "swin_v2_s", "swin_v2_t",
+    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vit_b_16",
+    "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
+)  # fmt: skip
+#: Every architecture study.archs may name (smalldl/models.py builds each).
+ARCHS = ("smallcnn", "efficientnet_lite0", *TORCHVISION_ARCHS)
+
 
 def _check_choice(where: str, axis: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
@@ -134,19 +185,225 @@ def _format_error(error: jsonschema.ValidationError) -> str:
     return f"config key {where}: {error.message}"
 
 
-def validate(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate ``config`` in place (filling defaults) and check cross-references. Returns it.
+def validate(
+    config: dict[str, Any],
+    schema: dict[str, Any] | None = None,
+    *,
+    check_pools: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Validate ``config`` in place and complete the study. Returns it.
+
+    In order: the ``preset``'s values where the config sets none, ``sources.imagenet`` where the config
+    defines no source of that name, the schema's defaults; then what the study leaves out
+    (``resolve_study``: its targets, recipes) and the cross-references; then the training sizes against
+    each target's training pool, read from the data's metadata (smalldl/data/pool.py):
+    ``study.sizes: auto`` becomes the sizes it stands for, and with ``check_pools`` every size is
+    checked (``False`` skips the check where the sizes are listed: a job's process re-reads the config
+    the main process checked). ``say`` receives the lines the run prints before any work: a
+    ``WARNING:`` for each dataset or source the study does not use and for very small pools, and what
+    the study is (``study_summary``).
 
     Raises InputError with a message naming the offending key.
     """
     schema = schema if schema is not None else load_schema()
+    _apply_preset(config)
+    sources = config.get("sources")
+    if sources is None and "sources" not in config:
+        sources = config["sources"] = {}
+    if isinstance(sources, dict) and IMAGENET not in sources:
+        sources[IMAGENET] = dict(IMAGENET_SOURCE)
+        implied = [IMAGENET]
+    else:
+        implied = []
     validator_cls = _with_defaults(jsonschema.validators.validator_for(schema))
     validator = validator_cls(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), _key_path(e)))
     if errors:
         raise InputError(_format_error(errors[0]))
+    derived = resolve_study(config)
     _check_references(config)
+    sizes_note = _resolve_sizes(config, check_pools, say or _quiet)
+    if sizes_note:
+        derived["sizes"] = sizes_note
+    if say is not None:
+        for line in unused_warnings(config, implied):
+            say(line)
+        say(study_summary(config, derived))
     return config
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def _apply_preset(config: dict[str, Any]) -> None:
+    """Fill in the ``preset``'s values that the config does not set (an unknown preset is left to the
+    schema's check)."""
+    name = config.get("preset", "paper")
+    if isinstance(name, str) and PRESETS.get(name):
+        _fill(config, PRESETS[name])
+
+
+def _fill(node: dict[str, Any], values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            if node.get(key) is None:
+                node[key] = {}
+            if isinstance(node[key], dict):
+                _fill(node[key], value)
+        elif key not in node:
+            node[key] = copy.deepcopy(value)
+
+
+def default_targets(config: Mapping[str, Any]) -> list[str]:
+    """The targets of a study that names none: every task, except multiclass tasks (no AUC to report)
+    and the tasks sources are pretrained on."""
+    source_tasks = {s["task"] for s in config.get("sources", {}).values() if "task" in s}
+    return [t for t, spec in config["tasks"].items() if spec["type"] != "multiclass" and t not in source_tasks]
+
+
+def default_recipes(config: Mapping[str, Any]) -> list[str]:
+    """The recipes of a study that lists none and has no stages: ``BASE_RECIPES`` (scratch, ImageNet with
+    fine-tuning and with gradual unfreezing) and onecycle-finetune-<source>-transfer for every other
+    source the config defines."""
+    others = [f"onecycle-finetune-{s}-transfer" for s in config.get("sources", {}) if s != IMAGENET]
+    return [*BASE_RECIPES, *others]
+
+
+def resolve_study(config: dict[str, Any]) -> dict[str, str]:
+    """Fill in what ``study`` leaves out: targets (``default_targets``) and recipes (``default_recipes``
+    without stages, none with them). Returns what was derived, key -> how (for the study summary)."""
+    study = config["study"]
+    derived: dict[str, str] = {}
+    if "targets" not in study:
+        study["targets"] = default_targets(config)
+        if not study["targets"]:
+            raise InputError(
+                "config key study.targets: no task can be a target by default (multiclass tasks and the "
+                "tasks of sources are not targets): list the targets"
+            )
+        derived["targets"] = "default: every task but multiclass ones and sources' tasks"
+    if study["recipes"] is None:
+        study["recipes"] = [] if study.get("stages") else default_recipes(config)
+        if not study.get("stages"):
+            derived["recipes"] = "default: scratch, ImageNet fine-tuned and gradually unfrozen, one per source defined"
+    return derived
+
+
+def auto_sizes(pool: int) -> list[int]:
+    """``study.sizes: auto`` for a training pool of ``pool`` images: the paper's sizes
+    (``SIZE_LADDER``: 50 to 2000) up to the pool, plus the pool itself when it is below the last one and
+    at least ``POOL_STEP`` times the largest size kept (the whole pool is a point of the learning curve,
+    not a near-copy of the size below it); a pool under 50 gives the one size it has."""
+    if pool < 2:
+        raise InputError(f"config key study.sizes: a training pool of {pool} image(s) is too small to train on")
+    sizes = [n for n in SIZE_LADDER if n <= pool]
+    if not sizes:
+        return [pool]
+    if pool < SIZE_LADDER[-1] and pool >= POOL_STEP * sizes[-1]:
+        sizes.append(pool)
+    return sizes
+
+
+def _resolve_sizes(config: dict[str, Any], check_pools: bool, say: Callable[[str], None]) -> str | None:
+    """``study.sizes: auto`` -> sizes from the smallest training pool of the targets; with ``check_pools``
+    every listed size (and the lr finder's) checked against every pool known at plan time. Returns how
+    auto sizes were derived (None for listed sizes)."""
+    study = config["study"]
+    auto = study["sizes"] == "auto"
+    if not (auto or check_pools):
+        return None
+    from smalldl.data.pool import training_pool  # pandas: only when the pools are needed
+
+    pools = {t: training_pool(config, t) for t in study["targets"]}
+    known = {t: p.images for t, p in pools.items() if p.images is not None}
+    note = None
+    if auto:
+        if known:
+            task = min(known, key=known.__getitem__)
+            pool = known[task]
+            try:
+                study["sizes"] = auto_sizes(pool)
+            except InputError as exc:
+                raise InputError(f"{exc} (task {task!r}: {pools[task].why})") from None
+            note = f"auto: the paper's sizes up to the training pool of {task}, {pool} images"
+            if pool < SIZE_LADDER[0]:
+                say(
+                    f"WARNING: study.sizes auto: task {task!r} has {pool} training images, fewer than the "
+                    f"paper's smallest size ({SIZE_LADDER[0]}): one size, {pool}; its results will be very noisy"
+                )
+        else:
+            study["sizes"] = list(SIZE_LADDER)
+            note = "auto: the paper's sizes, no training pool known yet"
+        for task, p in pools.items():
+            if p.images is None:
+                say(
+                    f"WARNING: study.sizes auto: the training pool of task {task!r} is not known before the "
+                    f"data is prepared ({p.why}); a size larger than it stops at its subset job: list study.sizes"
+                )
+    lr = config["train"]["lr_finder"]
+    tuned = lr["size"] if lr["enabled"] and lr.get("size") else None
+    for task, pool in known.items():
+        for key, sizes in (("study.sizes", study["sizes"]), ("train.lr_finder.size", [tuned] if tuned else [])):
+            too_big = [n for n in sizes if n > pool]
+            if too_big:
+                raise InputError(
+                    f"config key {key}: {max(too_big)} is larger than the training pool of task {task!r} "
+                    f"({pool} images: {pools[task].why})"
+                )
+    return note
+
+
+def unused_warnings(config: Mapping[str, Any], implied: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """A ``WARNING:`` line for each dataset that no task of the study reads (no target, no source it
+    uses, no task their splits avoid) and each source no recipe or stage uses (``implied``: sources
+    the config did not define, never reported)."""
+    tasks = config["tasks"]
+    read = {tasks[t]["dataset"] for t in used_tasks(config)}
+    lines = [
+        f"WARNING: datasets.{name} is not used: no target of the study and no source it uses is on it, "
+        "so it is not read (make a task on it a target, study.targets, or remove it)"
+        for name in config["datasets"]
+        if name not in read
+    ]
+    used = set(used_sources(config))
+    lines += [
+        f"WARNING: sources.{name} is not used: no recipe or stage of the study starts from it"
+        + (", so it is not pretrained" if "task" in spec else "")
+        for name, spec in config.get("sources", {}).items()
+        if name not in used and name not in implied
+    ]
+    return lines
+
+
+def study_summary(config: Mapping[str, Any], derived: Mapping[str, str] | None = None) -> str:
+    """What the study runs, in a few lines: targets, architectures, recipes (or stages), sizes, seeds,
+    each key the study left out saying how it was derived, and which data each dataset is read for."""
+    study, derived = config["study"], derived or {}
+
+    def line(key: str, values: Any) -> str:
+        how = f" ({derived[key]})" if key in derived else ""
+        return f"  {key}: {', '.join(map(str, values))}{how}"
+
+    lines = ["study:", line("targets", study["targets"]), line("archs", study["archs"])]
+    if study["recipes"]:
+        lines.append(line("recipes", study["recipes"]))
+    if study.get("stages"):
+        axes = ", ".join(stage["axis"] for stage in study["stages"]["vary"])
+        lines.append(f"  stages: from {study['stages']['start']}, varying {axes}")
+    lines += [line("sizes", study["sizes"]), line("seeds", study["seeds"])]
+    tasks = config["tasks"]
+    sources = config.get("sources", {})
+    readers: dict[str, dict[str, list[str]]] = {}
+    for t in study["targets"]:
+        readers.setdefault(tasks[t]["dataset"], {}).setdefault("targets", []).append(t)
+    for s in pretrained_sources(config):
+        readers.setdefault(tasks[sources[s]["task"]]["dataset"], {}).setdefault("sources", []).append(s)
+    for name, why in readers.items():
+        uses = " and ".join(f"{what} {', '.join(names)}" for what, names in why.items())
+        lines.append(f"  data: datasets.{name} ({config['datasets'][name]['kind']}) for {uses}")
+    return "\n".join(lines)
 
 
 def _check_references(config: dict[str, Any]) -> None:
@@ -226,9 +483,14 @@ def _check_references(config: dict[str, Any]) -> None:
                         f"config key study.stages.vary[{k}]: no candidate is left for target {target!r} "
                         "(its sources are restricted to other targets: sources.<name>.targets)"
                     )
-    for arch in study["archs"]:
-        if "-" in arch or "/" in arch:
-            raise InputError(f"config key study.archs: {arch!r} may not contain '-' or '/'")
+    for i, arch in enumerate(study["archs"]):
+        if arch not in ARCHS:
+            close = difflib.get_close_matches(arch, ARCHS, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise InputError(
+                f"config key study.archs[{i}]: unknown architecture {arch!r}{hint}: smallcnn, "
+                "efficientnet_lite0 or a torchvision classification model (e.g. densenet121, resnet50)"
+            )
     crop = config["train"]["crop"]
     if crop > config["preprocess"]["width"]:
         raise InputError(f"config key train.crop: {crop} is larger than preprocess.width")

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +24,17 @@ def _format_cache(tmp_path_factory):
         os.environ.pop("SMALLDL_CACHE", None)
     else:
         os.environ["SMALLDL_CACHE"] = old
+
+
+def dry_run(directory, *configfiles, timeout=300):
+    """``snakemake -n`` of the workflow in ``directory`` with ``configfiles`` (the whole study over the
+    schema's defaults): its stdout and stderr, after checking it succeeded."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "--cores", "1",
+           "--configfile", *map(str, configfiles), "--directory", str(directory)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=directory, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    return out
 
 
 #: Every rule of the workflow (the tests check each has its directives, its script and its job function).

@@ -188,15 +188,3 @@ def test_a_stage_sets_other_axes_when_it_begins():
         conf["study"]["stages"]["vary"] = [bad]
         with pytest.raises(InputError, match=match):
             cfg.validate(conf)
-
-
-def test_the_readme_own_data_snippet_is_a_whole_study():
-    """README "Your own data": the config it shows is complete on its own (a --configfile is the whole
-    study over the schema's defaults)."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("**Your own data**") :]
-    snippet = section[section.index("```yaml") + len("```yaml") : section.index("```", section.index("```yaml") + 7)]
-    conf = cfg.validate(yaml.safe_load(snippet))
-    assert conf["study"]["targets"] == ["nodule"] and conf["study"]["archs"] == ["densenet121"]
-    assert conf["preprocess"]["width"] == 250 and conf["train"]["crop"] == 236  # the paper's, not the demo's
-    assert cfg.used_sources(conf) == ["imagenet"]

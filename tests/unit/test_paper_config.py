@@ -4,14 +4,14 @@ where it comes from. "PAPER.md" is the paper's text (docs/DESIGN.md summarises i
 published code, github.com/r0mer0m/DL-Medical-Images."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from smalldl import config as cfg
+
+from ..conftest import dry_run
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "configs" / "paper.yaml"
@@ -151,11 +151,7 @@ def test_snakemake_with_a_configfile_does_not_merge_the_demo(tmp_path):
         "study: {targets: [shapes], recipes: [onecycle-finetune-none-default], sizes: [8], seeds: [0]}\n"
         "train: {lr_finder: {enabled: false}}\n"
     )
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "--cores", "1",
-           "--configfile", str(own), "--directory", str(tmp_path)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    out = dry_run(tmp_path, own)
     assert "synth_chest" not in out and "pretrain" not in out and "radiomics" not in out
     assert re.search(r"^generate_synthetic\s+1\s*$", out, re.M)  # the user's dataset only
     assert "wildcards: dataset=mine" in out

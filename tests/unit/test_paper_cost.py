@@ -26,7 +26,13 @@ TINY = {
     "datasets": {
         "synth_chest": {
             "kind": "synthetic_chest",
-            "params": {"n_patients": 60, "images_per_patient": [1, 2], "image_size": 32},
+            # Emphysema positives in every split: the DAG build makes the split to count the training pool
+            "params": {
+                "n_patients": 60,
+                "images_per_patient": [1, 2],
+                "image_size": 32,
+                "prevalence": {"Emphysema": 0.3},
+            },
         }
     },
     "preprocess": {"width": 32},

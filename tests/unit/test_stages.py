@@ -86,7 +86,9 @@ def test_stage_config_is_checked():
     with pytest.raises(InputError, match="cxr13"):
         cfg.validate(bad)  # cxr13 is not a configured source
     with pytest.raises(InputError, match="recipes, stages"):
-        cfg.validate({**base, "study": dict(base["study"])})
+        cfg.validate({**base, "study": {**base["study"], "recipes": []}})
+    # neither recipes nor stages: the recipes that need no data beyond the study's (smalldl.config.default_recipes)
+    assert cfg.validate({**base, "study": dict(base["study"])})["study"]["recipes"] == list(cfg.BASE_RECIPES)
     with pytest.raises(InputError, match="either 'task'"):
         cfg.validate(
             {**base, "sources": {"x": {}}, "study": {**base["study"], "recipes": ["onecycle-finetune-none-default"]}}
