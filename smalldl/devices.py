@@ -70,7 +70,10 @@ def visible_gpus() -> list[Gpu]:
     if fake:
         if not fake.isdigit():
             raise InputError(f"{FAKE_ENV}={fake!r}: expected a number of fake GPUs")
-        return [Gpu(i, f"fake{i}", "cpu") for i in range(int(fake))]
+        # named after the CUDA_VISIBLE_DEVICES entries when set (a SLURM job's own fake GPUs), as real
+        # ones are told apart by UUID: jobs given different (fake) GPUs never wait for each other
+        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        return [Gpu(i, f"fake{visible[i] if i < len(visible) else i}", "cpu") for i in range(int(fake))]
     import torch
 
     if not torch.cuda.is_available():

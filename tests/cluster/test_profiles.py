@@ -32,7 +32,11 @@ def test_local_test_profile_groups_like_the_real_one():
     assert real["executor"] == local["executor"] == "slurm"
     for key in SHARED:
         assert local[key] == real[key], key
-    assert real["resources"] == {"gpu": 1} and real["set-resource-scopes"] == {"gpu": "local"}
+    # the plugin runs a group's members one at a time (--jobs 1): every grouped rule takes the group's
+    # one turn, so that Snakemake asks for the sum of their runtimes, not for a round run side by side
+    assert real["resources"] == {"group_turn": 1} and real["set-resource-scopes"] == {"group_turn": "local"}
+    for rule in real["groups"]:
+        assert real["set-resources"][rule]["group_turn"] == local["set-resources"][rule]["group_turn"] == 1, rule
     assert real["group-components"]["finetune_{task}_{arch}_{recipe}"] == 5
     # the test cluster has no accounting: status via squeue
     assert local["slurm-status-command"] == "squeue"

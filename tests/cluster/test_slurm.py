@@ -181,7 +181,7 @@ def test_training_jobs_asked_the_cluster_for_a_gpu(slurm_jobs):
     others = [j for j in slurm_jobs if j not in training]
     assert training and others
     for job in training:
-        assert "gres:gpu:1" in job.get("TresPerJob", ""), job["StdOut"]
+        assert "gres:gpu:1" in job.get("TresPerJob", ""), job["StdOut"]  # --gpus=1
     for job in others:  # data, splits, results: CPU only
         assert "gpu" not in job.get("TresPerJob", ""), job["StdOut"]
 
@@ -202,13 +202,21 @@ def test_small_jobs_went_in_groups_within_the_time_limit(slurm_study, slurm_jobs
     radiomics_groups = [j for j in slurm_jobs if "/group_radiomics_" in j["StdOut"]]
     assert best and len(radiomics_groups) == len(best)
     assert not [j for j in slurm_jobs if re.search(r"/rule_radiomics_(model|best)/", j["StdOut"])]
-    # a group asks for the sum of its members' runtimes (one GPU, members in turn), within MaxTime
+    # a group asks for the sum of its members' runtimes (the plugin runs them one at a time), within MaxTime
     train_runtime = 60  # configs/tiny.yaml: the schema's default train.runtime
     for job in slurm_jobs:
         assert minutes(job["TimeLimit"]) <= MAX_TIME, job["StdOut"]
     assert max(minutes(j["TimeLimit"]) for j in finetune_groups) == train_runtime * min(
         GROUP_SIZE, max(per_recipe.values())
     )
+    # CPU-only members too: a target's subsets (10 min each), a radiomics group's two models (the
+    # schema's radiomics.runtime, 120 min each) and the pick of the best (10 min)
+    subsets = {}  # target -> its training subsets (n, seed)
+    for run_dir in runs(slurm_study):
+        parts = run_dir.split("/")
+        subsets.setdefault(parts[1], set()).add((parts[4], parts[5]))
+    assert sorted(minutes(j["TimeLimit"]) for j in subset_groups) == sorted(10 * len(s) for s in subsets.values())
+    assert {minutes(j["TimeLimit"]) for j in radiomics_groups} == {2 * 120 + 10}
 
 
 PREEMPT_RUN = "runs/emphysema/efficientnet_lite0/onecycle-finetune-none-default/n40/s0"

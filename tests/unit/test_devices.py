@@ -160,12 +160,17 @@ def test_a_gpu_job_holds_its_slot_for_the_block_only(tmp_path):
 
 
 def test_fake_gpus_and_the_slot_directory_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv(devices.FAKE_ENV, "3")
     assert [(g.index, g.key, g.torch_device) for g in devices.visible_gpus()] == [
         (0, "fake0", "cpu"),
         (1, "fake1", "cpu"),
         (2, "fake2", "cpu"),
     ]
+    # a SLURM job given fake GPUs 2 and 3 of a node: named as they, so that jobs given others never wait
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    monkeypatch.setenv(devices.FAKE_ENV, "2")
+    assert [(g.index, g.key) for g in devices.visible_gpus()] == [(0, "fake2"), (1, "fake3")]
     monkeypatch.setenv(devices.FAKE_ENV, "two")
     with pytest.raises(InputError, match="SMALLDL_FAKE_GPUS"):
         devices.visible_gpus()
