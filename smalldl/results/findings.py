@@ -381,11 +381,15 @@ def radiomics_rows(
     summary: pd.DataFrame, comparisons: pd.DataFrame, claim_id: str, task: str, arch: str, margin: float
 ) -> list[dict[str, Any]]:
     """CNN vs radiomics: the CNN is the best recipe on validation among the scratch recipes
-    (radiomics_vs_scratch, at the smallest size) or the transfer recipes (transfer_vs_radiomics)."""
+    (radiomics_vs_scratch, at the smallest size) or the transfer recipes (a source, init transfer:
+    transfer_vs_radiomics)."""
     claim = CLAIM[claim_id]
     scratch = claim_id == "radiomics_vs_scratch"
     cnn = _best_by_validation(
-        summary, task, arch, (lambda r: r.source == NO_SOURCE) if scratch else (lambda r: r.source != NO_SOURCE)
+        summary,
+        task,
+        arch,
+        (lambda r: r.source == NO_SOURCE) if scratch else (lambda r: r.source != NO_SOURCE and r.init == "transfer"),
     )
     if cnn is None or not len(comparisons):
         return []

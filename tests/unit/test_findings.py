@@ -162,6 +162,7 @@ def test_radiomics_claims_use_the_cnn_chosen_on_validation():
             ("t", "cnn", ARCH, REGULAR, 20, 0, 0.6, 0.60, "b"),
             ("t", "cnn", ARCH, IMAGENET, 20, 0, 0.8, 0.80, "c"),
             ("t", "cnn", ARCH, CXR13, 20, 0, 0.9, 0.85, "d"),
+            ("t", "cnn", ARCH, MOMENTS, 20, 0, 0.5, 0.99, "m"),  # a source, but not its weights: not transfer
             ("t", "radiomics", "radiomics_paper79", "best", 20, 0, 0.7, 0.7, "e"),
         ],
         columns=SUMMARY_COLUMNS,
@@ -174,6 +175,7 @@ def test_radiomics_claims_use_the_cnn_chosen_on_validation():
         comp(REGULAR, "best", 0.1, 0.05, 0.15, n=20, **rad),  # not the scratch recipe chosen on validation
         comp(CXR13, "best", 0.2, 0.1, 0.3, **rad),
         comp(IMAGENET, "best", -0.1, -0.2, -0.05, **rad),  # lower validation AUC than cxr13: not chosen
+        comp(MOMENTS, "best", -0.2, -0.3, -0.1, **rad),
     ]
     table = run_findings(rows, summary=summary)
     scratch = table[table["claim"] == "radiomics_vs_scratch"]
