@@ -338,6 +338,16 @@ def run_predictions(wildcards=None):
     return [p[: -len("metrics.json")] + "predictions.parquet" for p in run_metrics(wildcards)]
 
 
+def source_metas():
+    """The metadata JSON of every source model the study uses (pretrained or published weights), per
+    architecture: chain, recipe, validation AUC (rule source_models)."""
+    return [
+        SOURCE_MODEL.replace(".pt", ".json").format(source=s, arch=a)
+        for s in cfg.used_sources(config)
+        for a in STUDY["archs"]
+    ]
+
+
 def split_manifests(wildcards=None):
     return {t: MANIFEST.format(task=t) for t in cfg.used_tasks(config)}
 
@@ -383,6 +393,8 @@ def all_results(wildcards=None):
         rules.bootstrap.output.seed_means,
         *rules.compare.output,
         rules.learning_curves.output.csv,
+        rules.findings.output.csv,
+        rules.source_models.output.csv,
         rules.results_readme.output.readme,
         *figure_paths(),
     ]

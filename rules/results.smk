@@ -1,5 +1,6 @@
-# Results: aggregation, Table 1 and statistics (config["results"]; no plot settings), then the
-# figures (the only rules that read config["plots"]), then results/README.md.
+# Results: aggregation, Table 1 and statistics (config["results"]; no plot settings), the paper's
+# findings tested on them and the source models' table, then the figures (the only rules that read
+# config["plots"]), then results/README.md.
 # Which figures exist is decided from the config alone (FIGURES, rules/common.smk).
 # Each rule's script calls smalldl.jobs.results.<rule>. Every path is written once: a rule refers to an
 # upstream file as rules.<rule>.output.<name>, so rules come after the rules they read from.
@@ -159,6 +160,62 @@ rule learning_curves:
         "../workflow_scripts/learning_curves.py"
 
 
+rule findings:
+    input:
+        summary=rules.aggregate.output.parquet,
+        replicates=rules.bootstrap.output.replicates,
+        comparisons=rules.compare.output.comparisons,
+        curves=rules.learning_curves.output.csv,
+    output:
+        csv=report(
+            "results/findings.csv",
+            caption="../report/findings.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/findings.log",
+    benchmark:
+        "logs/benchmarks/findings.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        results=results_settings("ci", "equivalence_margin", "target_auc"),
+        anatomy=cfg.source_anatomies(config),
+        targets=STUDY["targets"],
+        archs=STUDY["archs"],
+    script:
+        "../workflow_scripts/findings.py"
+
+
+rule source_models:
+    input:
+        metas=source_metas(),
+    output:
+        csv=report(
+            "results/source_models.csv",
+            caption="../report/source_models.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/source_models.log",
+    benchmark:
+        "logs/benchmarks/source_models.tsv"
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        results=results_settings("ci"),
+    script:
+        "../workflow_scripts/source_models.py"
+
+
 rule plot_auc_vs_n:
     input:
         seed_means=rules.bootstrap.output.seed_means,
@@ -276,6 +333,8 @@ rule results_readme:
         curves=rules.learning_curves.output.csv,
         table1=rules.table1.output.csv,
         comparisons=rules.compare.output.comparisons,
+        findings=rules.findings.output.csv,
+        sources=rules.source_models.output.csv,
     output:
         readme="results/README.md",
     log:
@@ -289,7 +348,7 @@ rule results_readme:
         mem_mb=1000,
         runtime=5,
     params:
-        results=results_settings("metric", "ci", "target_auc"),
+        results=results_settings("metric", "ci", "target_auc", "equivalence_margin"),
         figures={f: {"title": s["title"], "config": s["config"]} for f, s in FIGURES.items()},
     script:
         "../workflow_scripts/results_readme.py"

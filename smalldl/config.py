@@ -619,9 +619,48 @@ def pretrained_sources(config: Mapping[str, Any]) -> list[str]:
 def source_settings(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Pretraining settings for one source: ``pretrain`` with the source's own overrides."""
     settings = dict(config["pretrain"])
-    own = ("task", "weights", "files", "recipe", "targets")
+    own = ("task", "weights", "files", "recipe", "targets", "anatomy")
     settings.update({k: v for k, v in config["sources"][source].items() if k not in own})
     return settings
+
+
+#: The anatomy of each dataset kind's images (a folder dataset's is unknown: sources.<name>.anatomy).
+KIND_ANATOMY = {
+    "nih": "chest",
+    "chexpert": "chest",
+    "synthetic_chest": "chest",
+    "mura": "musculoskeletal",
+    "synthetic_limb": "musculoskeletal",
+    "fractal": "natural",
+}
+
+
+def source_anatomy(config: Mapping[str, Any], source: str, target: str) -> str | None:
+    """How a source's images relate to a target's, for the findings (smalldl.results.findings): 'same'
+    (same anatomy, e.g. ChestX-ray13 or CheXpert for a ChestX-ray14 target), 'other' (e.g. MURA), 'natural'
+    (ImageNet and other natural images), or None (unknown). ``sources.<name>.anatomy`` decides when given;
+    else published weights are natural, and a source task's dataset kind is compared with the target's
+    (``KIND_ANATOMY``; two tasks on the same data are the same anatomy whatever their kind)."""
+    spec = config["sources"][source]
+    if spec.get("anatomy"):
+        return spec["anatomy"]
+    if "weights" in spec:
+        return "natural"
+    task = spec["task"]
+    if same_data(config, task, target):
+        return "same"
+    kinds = (config["datasets"][config["tasks"][t]["dataset"]]["kind"] for t in (task, target))
+    src, tgt = (KIND_ANATOMY.get(k) for k in kinds)
+    if src == "natural":
+        return "natural"
+    if src is None or tgt is None:
+        return None
+    return "same" if src == tgt else "other"
+
+
+def source_anatomies(config: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
+    """target -> used source -> ``source_anatomy``."""
+    return {t: {s: source_anatomy(config, s, t) for s in used_sources(config)} for t in config["study"]["targets"]}
 
 
 def used_tasks(config: Mapping[str, Any]) -> list[str]:

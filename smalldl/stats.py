@@ -91,6 +91,23 @@ def mean_auc_replicates(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def auc_bootstrap_se(
+    y: np.ndarray, p: np.ndarray, iterations: int, rng: np.random.Generator, multiclass: bool = False
+) -> float:
+    """Bootstrap standard error of the mean AUC over labels (``mean_auc_replicates``) of scores ``p`` (m x L)
+    against ``y`` (m x L, -1 masked; stratified by the label when there is one), resampling the images.
+    ``multiclass``: ``y`` holds class indices and ``p`` one column per class (the macro one-vs-rest AUC
+    over the classes present). NaN when fewer than two replicates are defined."""
+    p = np.asarray(p, dtype=np.float64).reshape(len(p), -1)
+    if multiclass:
+        y = (np.asarray(y).astype(int).reshape(-1, 1) == np.arange(p.shape[1])).astype(np.int8)
+    y = np.asarray(y).reshape(len(p), -1)
+    weights = bootstrap_weights(len(p), iterations, rng, strata=y[:, 0] if y.shape[1] == 1 else None)
+    reps = mean_auc_replicates(y, p, weights)
+    reps = reps[~np.isnan(reps)]
+    return float(reps.std(ddof=1)) if reps.size > 1 else math.nan
+
+
 def percentile_ci(replicates: np.ndarray, level: float) -> tuple[float, float]:
     """Percentile interval of bootstrap replicates (NaN replicates ignored; NaN if none is left)."""
     reps = np.asarray(replicates, dtype=np.float64)

@@ -59,6 +59,8 @@ RULES = (
     "bootstrap",
     "compare",
     "learning_curves",
+    "findings",
+    "source_models",
     "results_readme",
     "plot_auc_vs_n",
     "plot_history",

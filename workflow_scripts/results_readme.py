@@ -1,4 +1,4 @@
-"""rule results_readme: results/README.md (stage winners, headline numbers, files)."""
+"""rule results_readme: results/README.md (findings, stage winners, headline numbers, source models, files)."""
 
 import _bootstrap  # noqa: F401
 
@@ -14,6 +14,8 @@ def main(smk):
         curves_csv=smk.input.curves,
         table1_csv=smk.input.table1,
         comparisons_csv=smk.input.comparisons,
+        findings_csv=smk.input.findings,
+        sources_csv=smk.input.sources,
         figures=smk.params.figures,
         settings=smk.params.results,
         out_readme=smk.output.readme,

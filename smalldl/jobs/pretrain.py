@@ -27,6 +27,9 @@ from smalldl.jobs._shared import (
 )
 from smalldl.utils import derive_seed, write_json
 
+#: Bootstrap resamples of the validation images behind a source model's ``val_auc_se``.
+VAL_AUC_BOOTSTRAP = 1000
+
 
 def pretrain(
     *,
@@ -50,8 +53,9 @@ def pretrain(
     (sources.<name>.recipe: schedule, transfer method, the source model it starts from ``start_ckpt``,
     init), select on validation loss, save the body. The metadata records the chain of sources and the
     SHA-256 of the weights it started from."""
-    from smalldl import models
+    from smalldl import models, stats
     from smalldl.config import NO_SOURCE, Recipe
+    from smalldl.evaluate import evaluate
     from smalldl.train import Run, fit, state_sha256
 
     recipe = Recipe.parse(recipe_name)
@@ -108,6 +112,13 @@ def pretrain(
                 signature=signature,
             ),
         )
+        # the selected model's validation AUC with a bootstrap standard error over the validation images: the
+        # results flag a source whose AUC is within its CI of 0.5 (smalldl.results.sources)
+        val_scores = evaluate(model, val, settings, device=device, task_type=task["type"], labels=list(task["labels"]))
+        se_rng = np.random.default_rng(derive_seed(global_seed, "pretrain-val-se", source, arch))
+        val_auc_se = stats.auc_bootstrap_se(
+            val.targets, val_scores["prob"], VAL_AUC_BOOTSTRAP, se_rng, multiclass=task["type"] == "multiclass"
+        )
         meta = {
             "source": source,
             "task": task_name,
@@ -124,6 +135,8 @@ def pretrain(
             "best_epoch": result["best_epoch"],
             "val_loss": result["val_loss"],
             "val_auc": result["val_auc"],
+            "val_auc_se": val_auc_se,
+            "val_auc_bootstrap": VAL_AUC_BOOTSTRAP,
             "selected_state_sha256": result["selected_state_sha256"],
             "wall_time_s": result["wall_time_s"],
             "images_per_s": result["images_per_s"],

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from smalldl.errors import InputError
-from smalldl.results import comparisons, curves, intervals, readme, summary
+from smalldl.results import comparisons, curves, intervals, readme, sources, summary
+from smalldl.results import findings as claims
 from smalldl.utils import atomic_path
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -146,6 +147,49 @@ def learning_curves(
     return fits
 
 
+def _csv(path: str | Path) -> pd.DataFrame:
+    """A results CSV written by a rule (an empty file is an empty table)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def findings(
+    *,
+    summary_parquet: str | Path,
+    replicates_npz: str | Path,
+    comparisons_csv: str | Path,
+    curves_csv: str | Path,
+    anatomy: Mapping[str, Mapping[str, str | None]],
+    targets: Sequence[str],
+    archs: Sequence[str],
+    settings: Mapping[str, Any],
+    out_csv: str | Path,
+) -> pd.DataFrame:
+    """results/findings.csv: the paper's claims tested on the study (``smalldl.results.findings``).
+    ``anatomy``: target -> source -> same/other/natural; ``settings``: results.ci, .equivalence_margin,
+    .target_auc."""
+    table = pd.read_parquet(summary_parquet)
+    keys, reps = _load_replicates(replicates_npz)
+    comp = _csv(comparisons_csv)
+    if comp.empty:
+        comp = pd.DataFrame(columns=["task", "n", "family_a", "arch_a", "recipe_a", "family_b", "arch_b", "recipe_b"])
+    result = claims.findings(table, comp, keys, reps, _csv(curves_csv), anatomy, settings, targets, archs)
+    _write_csv(result, out_csv)
+    print(result[["claim", "task", "arch", "n", "comparison", "difference", "verdict"]].to_string(index=False))
+    return result
+
+
+def source_models(*, metas: Sequence[str | Path], settings: Mapping[str, Any], out_csv: str | Path) -> pd.DataFrame:
+    """results/source_models.csv: every source model's chain and validation AUC with its CI and flag
+    (``smalldl.results.sources``), from the models' metadata JSONs. ``settings``: results.ci."""
+    table = sources.source_table([sources.read_meta(p) for p in metas], settings["ci"])
+    _write_csv(table, out_csv)
+    print(table.to_string(index=False))
+    return table
+
+
 # ----------------------------------------------------------------------------------------- figures
 
 
@@ -231,15 +275,13 @@ def results_readme(
     figures: Mapping[str, Mapping[str, Any]],
     settings: Mapping[str, Any],
     out_readme: str | Path,
+    findings_csv: str | Path | None = None,
+    sources_csv: str | Path | None = None,
 ) -> None:
     """results/README.md. ``figures``: every figure's title and config line; ``settings``: results.metric,
-    .ci and .target_auc."""
-
-    def csv(path: str | Path) -> pd.DataFrame:
-        try:
-            return pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame()
+    .ci, .target_auc and .equivalence_margin; ``findings_csv``, ``sources_csv``: the findings and the
+    source models (their sections)."""
+    csv = _csv
 
     text = readme.render(
         pd.read_parquet(summary_parquet),
@@ -250,6 +292,8 @@ def results_readme(
         csv(comparisons_csv),
         figures,
         settings,
+        findings=None if findings_csv is None else csv(findings_csv),
+        source_models=None if sources_csv is None else csv(sources_csv),
     )
     with atomic_path(out_readme) as tmp:
         Path(tmp).write_text(text)

@@ -46,8 +46,11 @@ def render(
     comparisons: pd.DataFrame,
     figures: Mapping[str, Mapping[str, Any]],
     settings: Mapping[str, Any],
+    findings: pd.DataFrame | None = None,
+    source_models: pd.DataFrame | None = None,
 ) -> str:
-    """results/README.md: the stage winners, the headline numbers and what every file is."""
+    """results/README.md: the findings, the stage winners, the headline numbers, the source models and what
+    every file is."""
     level = int(round(100 * settings["ci"]))
     metric = (
         "test AUC with test-time augmentation (plain test AUC where a run has none)"
@@ -62,9 +65,10 @@ def render(
         f"Headline metric: {metric}; intervals are {level}% confidence intervals.",
         f"{len(summary)} runs. Build the HTML report with `snakemake --report results/report.html`.",
         "",
-        "## Stage winners",
-        "",
     ]
+    if findings is not None:
+        out += findings_section(findings, settings)
+    out += ["## Stage winners", ""]
     if stages_df.empty:
         out.append("No stage or group of recipes differing in one axis in this study.")
     else:
@@ -147,6 +151,8 @@ def render(
         f"{len(comparisons)} paired comparisons in `comparisons.csv`; "
         f"{len(sig)} over all sizes with Holm-adjusted p < 0.05.",
     ]
+    if source_models is not None:
+        out += ["", *sources_section(source_models, settings)]
     out += ["", "## Table 1", "", "Positives per task and split (`table1.csv`).", ""]
     if not table_1.empty:
         out += ["| task | role | label | train | val | test |", "|---|---|---|---|---|---|"]
@@ -162,5 +168,106 @@ def render(
         "- `run_ci.csv`: each run's test AUC with its bootstrap CI; `seed_means.csv`: means over seeds with CIs.",
         "- `comparisons.csv`: paired comparisons of recipes on the same test images (difference, CI, p-values).",
         "- `stages.csv`: stage winners with their margins; `learning_curves.csv`: the fits and sizes needed.",
+        "- `findings.csv`: each claim of the paper per task, architecture, comparison and size (and pooled), "
+        "with the difference, its CI, the Holm-adjusted p and the verdict.",
+        "- `source_models.csv`: each source model's chain, recipe and validation AUC with its CI and flag.",
     ]
     return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+#: The order of the verdicts in the README's tally.
+_VERDICTS = ("holds", "contradicted", "inconclusive", "not run")
+
+
+def findings_section(findings: pd.DataFrame, settings: Mapping[str, Any]) -> list[str]:
+    """## Findings: a tally of the verdicts per claim, then each claim's pooled evidence per task,
+    architecture and comparison (``findings.headline``), and the fewest images needed for the target AUC."""
+    from smalldl.results.findings import headline
+
+    level = int(round(100 * settings["ci"]))
+    margin = settings.get("equivalence_margin", 0.02)
+    out = [
+        "## Findings",
+        "",
+        "The paper's claims tested on this study's runs (`findings.csv`: per training size and pooled over "
+        f"sizes). Difference: test AUC of the claim's first side minus its second, mean over the runs both have "
+        f"on the same test images, with its {level}% paired-bootstrap CI (not adjusted for multiplicity; p: "
+        "Holm-adjusted, `comparisons.csv`). Verdict from the CI: **holds**; **contradicted** (the CI lies "
+        "entirely on the other side); **inconclusive** (the CI covers 0; for ≈, the CI is not within "
+        f"±{margin} AUC; for >>, the CI is not above {margin}); **not run** (the study has no runs to test it).",
+        "",
+    ]
+    if findings is None or findings.empty:
+        return [*out, "No claim could be tested.", ""]
+    table = findings.copy()
+    table["n"] = table["n"].astype(str)
+    claims = table[table["claim"] != "n_needed"]
+    out += ["| claim | " + " | ".join(_VERDICTS) + " |", "|---|" + "---|" * len(_VERDICTS)]
+    shown = headline(claims)
+    for _, g in shown.groupby("claim", sort=False):
+        counts = g["verdict"].value_counts()
+        out.append(f"| {g['statement'].iloc[0]} | " + " | ".join(str(int(counts.get(v, 0))) for v in _VERDICTS) + " |")
+    out += [
+        "",
+        "Pooled over sizes (the smallest size for radiomics vs scratch):",
+        "",
+        "| claim | task | arch | comparison | n | difference [CI] | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in shown.to_dict("records"):
+        if r["verdict"] == "not run":
+            out.append(f"| {r['statement']} | {r['task']} | {r['arch']} | {r['note']} | – | – | – | not run |")
+            continue
+        out.append(
+            f"| {r['statement']} | {r['task']} | {r['arch']} | {r['comparison']} | {r['n']} | "
+            f"{_fmt(_float(r['difference']))} [{_fmt(_float(r['ci_lo']))}, {_fmt(_float(r['ci_hi']))}] | "
+            f"{_fmt(_float(r['p_holm']))} | {r['verdict']} |"
+        )
+    needed = table[(table["claim"] == "n_needed") & (table["verdict"] != "not run")]
+    if not needed.empty:
+        out += ["", f"Fewest training images to reach the target test AUC {settings.get('target_auc')} "
+                "(learning curves; every recipe in `findings.csv` and `learning_curves.csv`):", ""]  # fmt: skip
+        for (task, arch), g in needed.groupby(["task", "arch"], sort=True):
+            # the recipe whose interval's upper end is lowest (then the point): the safest few images
+            g = g.assign(
+                _hi=pd.to_numeric(g["ci_hi"], errors="coerce"), _n=pd.to_numeric(g["difference"], errors="coerce")
+            )
+            g = g.sort_values(["_hi", "_n"], kind="mergesort", na_position="last")
+            best = g.iloc[0]
+            out.append(f"- {task} ({arch}): `{best['a']}`, {best['note']} ({best['verdict']}).")
+    return [*out, ""]
+
+
+def sources_section(sources: pd.DataFrame, settings: Mapping[str, Any]) -> list[str]:
+    """## Source models: each source model's chain, recipe and validation AUC [CI], flagged 'not learned'
+    when its CI reaches 0.5."""
+    level = int(round(100 * settings["ci"]))
+    out = ["## Source models", ""]
+    if sources is None or sources.empty:
+        return [*out, "No source model in this study.", ""]
+    out += [
+        f"Validation AUC of each source model on its own task, with a {level}% CI (bootstrap standard error over "
+        "its validation images); **not learned**: the CI reaches 0.5 (`source_models.csv`).",
+        "",
+        "| source | arch | chain | recipe | task | val AUC [CI] | n val | flag |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sources.to_dict("records"):
+        flag = f"**{r['flag']}**" if r["flag"] == "not learned" else r["flag"]
+        recipe = r["recipe"] if isinstance(r["recipe"], str) else "–"
+        task = r["task"] if isinstance(r["task"], str) else "–"
+        out.append(
+            f"| {r['source']} | {r['arch']} | {r['chain']} | `{recipe}` | {task} | "
+            f"{_fmt(_float(r['val_auc']))} [{_fmt(_float(r['ci_lo']))}, {_fmt(_float(r['ci_hi']))}] | "
+            f"{_count(None if pd.isna(r['n_val']) else r['n_val'])} | {flag} |"
+        )
+    return [*out, ""]
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan

@@ -337,6 +337,10 @@ def test_a_source_is_pretrained_with_its_recipe_from_exactly_the_named_source(pr
     assert meta["chain"] == ["imagenet", "cxr13"] and meta["recipe"] == "onecycle-gradual-imagenet-transfer"
     assert meta["formats"]["chosen_by"] in ("measured", "cache") and meta["settings"]["amp"] in ("off", "bf16")
     assert meta["start_sha256"] == shared_jobs.file_sha256(start_ckpt)
+    # the validation AUC with a bootstrap standard error over the validation images (for the source-model
+    # table's 'not learned' flag), recorded in the metadata next to the checkpoint
+    assert 0 < meta["val_auc_se"] < 0.5 and meta["val_auc_bootstrap"] == 1000
+    assert json.loads((out / "m.json").read_text())["val_auc_se"] == meta["val_auc_se"]
     assert meta["start_state_sha256"] == train.state_sha256(start.body.state_dict())  # exactly its weights
     saved_body, saved_meta = models.read_source(out / "m.pt", "smallcnn")
     assert saved_meta["chain"] == meta["chain"]

@@ -67,7 +67,7 @@ def plot_jobs():
 
 
 #: Statistics rules downstream of the summary (they never read plot settings).
-STATS_JOBS = {"bootstrap": 1, "compare": 1, "learning_curves": 1, "results_readme": 1}
+STATS_JOBS = {"bootstrap": 1, "compare": 1, "learning_curves": 1, "findings": 1, "results_readme": 1}
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +246,27 @@ def test_results_tables_figures_and_report(study):
     assert len(curves) == len(summary.groupby(["task", "arch", "recipe"]))
     readme = (res / "README.md").read_text()
     assert "## Stage winners" in readme and f"`{stages.iloc[0]['winner']}`" in readme
+    # the paper's claims, each tested on the tiny study's runs or marked not run
+    from smalldl.results.findings import CLAIMS, VERDICTS
+
+    found = pd.read_csv(res / "findings.csv", dtype={"n": str})
+    assert set(found["claim"]) == {c.id for c in CLAIMS} and set(found["verdict"]) <= set(VERDICTS)
+    assert set(found.loc[found["verdict"] != "not run", "claim"]) >= {
+        "schedule",
+        "source_vs_none",
+        "transfer_vs_moments",
+    }
+    assert readme.index("## Findings") < readme.index("## Stage winners") and "| one-cycle >= regular |" in readme
+    # every source model with its chain and validation AUC
+    sources = pd.read_csv(res / "source_models.csv").set_index("source")
+    assert set(sources.index) == set(config["sources"])
+    assert sources.loc["cxr13", "chain"] == "imagenet -> cxr13" and sources.loc["mura", "chain"] == "fractal -> mura"
+    assert sources.loc["imagenet", "flag"] == "published weights"
+    assert set(sources.loc[["cxr13", "mura", "fractal"], "flag"]) <= {"learned", "not learned"}
+    assert "## Source models" in readme
+    for name, row in sources.iterrows():
+        auc = "–" if pd.isna(row["val_auc"]) else f"{row['val_auc']:.3f}"
+        assert f"| {name} | {ARCH} | {row['chain']} |" in readme and f"| {auc} [" in readme, name
     # the HTML report: every figure with its caption
     snakemake(study, "--report", "results/report.html")
     html = (res / "report.html").read_text(errors="replace")
@@ -253,6 +274,7 @@ def test_results_tables_figures_and_report(study):
     for fig_id in plan:
         assert f"{fig_id}.png" in html, fig_id
     assert "Learning curves" in html and config["study"]["targets"][0] in html
+    assert "findings.csv" in html and "source_models.csv" in html
 
 
 def test_changing_a_plot_option_reruns_only_plotting(study, tmp_path):
@@ -301,7 +323,7 @@ def test_source_models_start_from_their_recipe_and_a_changed_recipe_reruns_only_
     targets = {p.relative_to(study / "runs").parts[0] for p in mura_runs}
     assert planned == {
         "pretrain": 1, "finetune": len(mura_runs), "select_stage": len(targets), "aggregate": 1,
-        **STATS_JOBS, **plot_jobs(), "all": 1,
+        "source_models": 1, **STATS_JOBS, **plot_jobs(), "all": 1,
     }  # fmt: skip
 
 
