@@ -16,10 +16,11 @@ at test AUCs within noise.
 
 (b) The input pipeline at the paper's settings (width 250, crop 236, flip, rotation 10, batch 16): images/s
 delivered by our cached pipeline (the uint8 memmap of smalldl.data.cache, a batch read per step, and
-smalldl.data.transforms' to_tensor + augment as the trainer calls them, torch threads = --workers) against
-fastai's DataLoader from PNG files (DataBlock with Resize(250) + RandomCrop(236), Flip, Rotate(10);
---workers worker processes, kept alive between epochs) on the same images. Batches after a warm-up count.
-Target: ours >= 5x fastai.
+smalldl.data.transforms' to_tensor + augment as the trainer calls them) against fastai's DataLoader from PNG
+files (DataBlock with Resize(250) + RandomCrop(236), Flip, Rotate(10); --workers worker processes, kept alive
+between epochs) on the same images, each with 1 and with --workers torch threads in the process that
+augments (ours: its only one; fastai: the main one, where batch transforms run), the best of each. Batches
+after a warm-up count. Target: ours >= 5x fastai.
 
 fastai is an optional extra: ``pip install -e ".[bench]"``.
 
@@ -149,7 +150,7 @@ def run_ours(model, train, val, test, settings, *, labels, device, run_seed, max
     from smalldl.utils import derive_seed
 
     kind, views = "binary", int(settings["tta"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with open(os.devnull, "w") as log:
         result = fit(
             model,
@@ -165,9 +166,10 @@ def run_ours(model, train, val, test, settings, *, labels, device, run_seed, max
     )
     if views > 0:
         evaluate(model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
         "wall_s": wall,
+        "cpu_s": cpu,
         "auc": test_sc["auc"],
         "auc_tta": test_tta["auc"] if test_tta else test_sc["auc"],
         "best_epoch": result["best_epoch"],
@@ -177,24 +179,24 @@ def run_ours(model, train, val, test, settings, *, labels, device, run_seed, max
 # ----------------------------------------------------------------------------------------- fastai (a)
 
 
-def fastai_loaders(train, val, test, settings, device, eval_bs: int):
+def fastai_loaders(train, val, test, settings, device, eval_bs: int, seed: int):
     """fastai DataLoaders on the same cached images (in memory, uint8): batch transforms IntToFloatTensor,
-    then for training one affine resampling (random crop of ``crop`` as a fixed zoom with a random centre,
-    flip p=0.5, rotation +-rotate degrees, zero padding), for validation and test a centre crop. Returns
-    (dls, test_dl)."""
+    then one affine resampling: for training the random crop of ``crop`` (a fixed zoom with a random centre),
+    flip p=0.5, rotation +-rotate degrees, zero padding; for validation and test the centre crop. fastai's
+    random state (its loaders' shuffling) from ``seed``. Returns (dls, test_dl)."""
     import torch
     from fastai.vision.all import (
         Datasets,
         Flip,
         IntToFloatTensor,
         Rotate,
-        TensorImage,
         TensorImageBW,
-        Transform,
         Zoom,
+        set_seed,
         setup_aug_tfms,
     )
 
+    set_seed(seed)  # python's random (the loaders' shuffling), numpy and torch
     crop, rotate = int(settings["crop"]), float(settings["rotate"])
     images = np.concatenate([train.images, val.images, test.images])
     targets = np.concatenate([train.targets, val.targets, test.targets]).astype(np.float32)
@@ -207,16 +209,21 @@ def fastai_loaders(train, val, test, settings, device, eval_bs: int):
     def get_y(i):
         return torch.from_numpy(targets[i].reshape(-1))
 
-    class CenterCrop(Transform):  # fastai crops tensors only by resampling; validation takes the centre crop
-        split_idx, order = 1, 30
+    class CropZoom(Zoom):
+        """The crop as a fixed zoom (crop/width of the image, a random centre) for training, and the centre
+        crop for validation and test: fastai's affine transforms resample those with the identity at their
+        output size, which would resize the whole image to the crop instead."""
 
-        def encodes(self, x: TensorImage):
-            top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
-            return x[..., top : top + crop, left : left + crop]
+        def _get_affine_mat(self, x):
+            if not self.split_idx:
+                return super()._get_affine_mat(x)
+            mat = torch.zeros(x.size(0), 2, 3, device=x.device, dtype=x.dtype)
+            mat[:, 0, 0] = mat[:, 1, 1] = crop / w  # square images: no aspect correction
+            return mat
 
     pad = {"pad_mode": "zeros", "align_corners": False}
     augment = [
-        Zoom(min_zoom=w / crop, max_zoom=w / crop, p=1.0, size=crop, **pad),  # the crop; its size rules the merge
+        CropZoom(min_zoom=w / crop, max_zoom=w / crop, p=1.0, size=crop, **pad),  # first: the merge keeps its size
         *([Flip(p=0.5, **pad)] if settings["flip"] else []),
         *([Rotate(max_deg=rotate, p=1.0, **pad)] if rotate else []),
     ]
@@ -229,7 +236,7 @@ def fastai_loaders(train, val, test, settings, device, eval_bs: int):
     dls = dsets.dataloaders(
         bs=int(settings["batch_size"]),
         val_bs=eval_bs,
-        after_batch=[IntToFloatTensor(), *setup_aug_tfms(augment), CenterCrop()],
+        after_batch=[IntToFloatTensor(), *setup_aug_tfms(augment)],  # one resampling per batch
         drop_last=False,  # as ours: every training image every epoch
         num_workers=0,  # in memory, as ours: no worker processes
         device=device,
@@ -275,7 +282,7 @@ def run_fastai(model, dls, test_dl, settings, *, formats, run_seed, max_lr, fold
     if formats["amp"] == "bf16":
         cbs.append(MixedPrecision(AMPMode.BF16) if dls.device.type == "cuda" else CpuBf16())
     torch.manual_seed(run_seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     learn = Learner(
         dls,
         model,
@@ -301,8 +308,8 @@ def run_fastai(model, dls, test_dl, settings, *, formats, run_seed, max_lr, fold
         prob, y = learn.tta(dl=test_dl, n=views, beta=tta_beta(views))
         if views > 0:
             learn.tta(dl=dls.valid, n=views, beta=tta_beta(views))
-    wall = time.perf_counter() - t0
-    return {"wall_s": wall, "auc_tta": our_auc(y.numpy().ravel(), prob.float().numpy().ravel())}
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"wall_s": wall, "cpu_s": cpu, "auc_tta": our_auc(y.numpy().ravel(), prob.float().numpy().ravel())}
 
 
 # ---------------------------------------------------------------------------------------------- part a
@@ -326,25 +333,44 @@ def part_a(args, folder: Path) -> dict:
     recipe = Recipe.parse(RECIPE)
     print(f"(a) data prepared in {time.perf_counter() - t_prep:.0f} s (not timed below)", flush=True)
     rows = []
+
+    def setup(n: int, seed: int, device):
+        """What the finetune job does before fit: the run's data from the cache, its model (the ImageNet
+        body, a new head, seeded by the run's seed) and its measured formats."""
+        _, train, val, test = target_data(
+            task=task,
+            split_parquet=folder / "split.parquet",
+            subset_csv=folder / f"subset_n{n}_s{seed}.csv",
+            cache_npy=folder / "cache.npy",
+            cache_meta=folder / "cache.json",
+            n=n,
+        )
+        run_seed = derive_seed(config["seed"], "run", TASK, ARCH, RECIPE, n, seed)
+        model, _, _ = build_recipe_model(
+            task=task, arch=ARCH, recipe=recipe, source_ckpt=folder / "imagenet.pt", seed=run_seed
+        )
+        model = model.to(device)
+        with contextlib.redirect_stderr(io.StringIO()):
+            run_settings, formats = choose_formats(settings, model=model, device=device, arch=ARCH)
+        return train, val, test, run_seed, model, run_settings, formats
+
+    def ours(train, val, test, run_seed, model, run_settings, device):
+        ckpt = folder / "resume.pt" if run_settings["checkpoint"] else None  # as the job: one per run
+        out = run_ours(
+            model, train, val, test, run_settings, labels=list(task["labels"]), device=device, run_seed=run_seed,
+            max_lr=float(run_settings["max_lr"]), checkpoint=ckpt,
+        )  # fmt: skip
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
+        return out
+
     with training_torch(settings, threads, job="peer benchmark") as (_, device, _slot):
         for k, (n, seed) in enumerate(pairs):
-            _, train, val, test = target_data(
-                task=task,
-                split_parquet=folder / "split.parquet",
-                subset_csv=folder / f"subset_n{n}_s{seed}.csv",
-                cache_npy=folder / "cache.npy",
-                cache_meta=folder / "cache.json",
-                n=n,
-            )
-            run_seed = derive_seed(config["seed"], "run", TASK, ARCH, RECIPE, n, seed)
-            model, _, _ = build_recipe_model(
-                task=task, arch=ARCH, recipe=recipe, source_ckpt=folder / "imagenet.pt", seed=run_seed
-            )
-            model = model.to(device)
-            with contextlib.redirect_stderr(io.StringIO()):
-                run_settings, formats = choose_formats(settings, model=model, device=device, arch=ARCH)
+            train, val, test, run_seed, model, run_settings, formats = setup(n, seed, device)
             peer_model = copy.deepcopy(model)  # the same model object and initial weights for fastai
-            dls, test_dl = fastai_loaders(train, val, test, run_settings, device, eval_batch_size(run_settings, device))
+            dls, test_dl = fastai_loaders(
+                train, val, test, run_settings, device, eval_batch_size(run_settings, device), run_seed
+            )
             if k == 0:
                 fmt = ("bf16" if formats["amp"] == "bf16" else "fp32") + (
                     "+channels_last" if formats["channels_last"] == "on" else ""
@@ -356,56 +382,65 @@ def part_a(args, folder: Path) -> dict:
                     f"thread(s), {fmt}; fastai {fastai_version()}",
                     flush=True,
                 )
-                print(f"{'n':>5} {'seed':>4} {'first':>6} {'ours s':>8} {'fastai s':>9} {'ratio':>6} "
-                      f"{'AUC ours':>9} {'AUC fastai':>11}")  # fmt: skip
-
-            ckpt = folder / "resume.pt" if run_settings["checkpoint"] else None  # as the job: one per run
-            lr = float(run_settings["max_lr"])
+                print(f"{'':>17} {'wall s':^26} {'CPU s':^26} {'test AUC (TTA)':^21}")
+                print(f"{'n':>5} {'seed':>4} {'first':>6} " + f"{'ours':>8} {'fastai':>8} {'ratio':>8} " * 2
+                      + f"{'ours':>10} {'fastai':>10}")  # fmt: skip
             jobs = {
-                "ours": functools.partial(
-                    run_ours, model, train, val, test, run_settings, labels=list(task["labels"]), device=device,
-                    run_seed=run_seed, max_lr=lr, checkpoint=ckpt,
-                ),
+                "ours": functools.partial(ours, train, val, test, run_seed, model, run_settings, device),
                 "fastai": functools.partial(
                     run_fastai, peer_model, dls, test_dl, run_settings, formats=formats, run_seed=run_seed,
-                    max_lr=lr, folder=folder,
+                    max_lr=float(run_settings["max_lr"]), folder=folder,
                 ),
             }  # fmt: skip
             order = ["ours", "fastai"] if k % 2 == 0 else ["fastai", "ours"]
             out = {name: jobs[name]() for name in order}
-            if ckpt is not None:
-                ckpt.unlink(missing_ok=True)
             a, b = out["ours"], out["fastai"]
             row = {"n": n, "seed": seed, "first": order[0], "ours": a, "fastai": b}
             rows.append(row)
-            print(
-                f"{n:>5} {seed:>4} {row['first']:>6} {a['wall_s']:8.1f} {b['wall_s']:9.1f} "
-                f"{b['wall_s'] / a['wall_s']:6.2f} {a['auc_tta']:9.4f} {b['auc_tta']:11.4f}",
-                flush=True,
-            )
+            times = "".join(f"{a[t]:8.1f} {b[t]:8.1f} {b[t] / a[t]:8.2f} " for t in ("wall_s", "cpu_s"))
+            print(f"{n:>5} {seed:>4} {order[0]:>6} {times}{a['auc_tta']:10.4f} {b['auc_tta']:10.4f}", flush=True)
             del model, peer_model, dls, test_dl, jobs
-    return summarise_a(rows)
+        summary = summarise_a(rows)
+        if args.profile:  # one more run of ours, the first (n, seed), under cProfile; not in the totals
+            import cProfile
+            import pstats
+
+            *run, model, run_settings, _ = setup(*pairs[0], device)
+            profile = cProfile.Profile()
+            profile.runcall(ours, *run, model, run_settings, device)
+            print(f"(a) where our time goes (cProfile of one more run, n={pairs[0][0]} seed={pairs[0][1]}):")
+            pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(args.profile)
+    return summary
 
 
 def summarise_a(rows: list[dict]) -> dict:
-    """Totals, the ratio fastai/ours, and the mean test AUCs (with TTA) with the spread of the paired
+    """Totals, the ratio fastai/ours of wall time (the target's) and of CPU time (the work, less sensitive to
+    other processes on the machine), and the mean test AUCs (with TTA) with the spread of the paired
     differences (the noise the target is judged against)."""
     ours = sum(r["ours"]["wall_s"] for r in rows)
     peer = sum(r["fastai"]["wall_s"] for r in rows)
+    cpu_ratio = sum(r["fastai"]["cpu_s"] for r in rows) / sum(r["ours"]["cpu_s"] for r in rows)
     auc_ours = np.array([r["ours"]["auc_tta"] for r in rows])
     auc_peer = np.array([r["fastai"]["auc_tta"] for r in rows])
     diff = auc_ours - auc_peer
     sd = float(diff.std(ddof=1)) if len(diff) > 1 else math.nan
     ratio = peer / ours
     print(
-        f"(a) total: ours {ours:.1f} s, fastai {peer:.1f} s over {len(rows)} run(s): fastai/ours {ratio:.2f} "
-        f"(target >= {TARGET_TRAINING})"
+        f"(a) total wall time: ours {ours:.1f} s, fastai {peer:.1f} s over {len(rows)} run(s): fastai/ours "
+        f"{ratio:.2f} (target >= {TARGET_TRAINING}); CPU time fastai/ours {cpu_ratio:.2f}"
     )
     print(
         f"(a) mean test AUC with TTA: ours {auc_ours.mean():.4f}, fastai {auc_peer.mean():.4f}; "
         f"paired difference {diff.mean():+.4f} (sd {sd:.4f})"
     )
-    return {"ratio": ratio, "ours_s": ours, "fastai_s": peer, "auc_ours": auc_ours, "auc_fastai": auc_peer}
+    return {
+        "ratio": ratio,
+        "cpu_ratio": cpu_ratio,
+        "ours_s": ours,
+        "fastai_s": peer,
+        "auc_ours": auc_ours,
+        "auc_fastai": auc_peer,
+    }
 
 
 def fastai_version() -> str:
@@ -458,10 +493,11 @@ def ours_pipeline_rate(arr: np.ndarray, *, batches: int, warmup: int, threads: i
     return images / (time.perf_counter() - t0)
 
 
-def fastai_pipeline_rate(paths: list[str], *, batches: int, warmup: int, workers: int) -> float:
+def fastai_pipeline_rate(paths: list[str], *, batches: int, warmup: int, workers: int, threads: int) -> float:
     """Images/s of fastai's DataLoader from the PNG files: DataBlock(ImageBlock(PILImageBW)), item
     transforms Resize(250) + RandomCrop(236), batch transforms IntToFloatTensor + Flip + Rotate(10) (one
-    affine resampling, zero padding); ``workers`` worker processes kept between epochs."""
+    affine resampling, zero padding, in the main process with ``threads`` torch threads); ``workers`` worker
+    processes, kept between epochs."""
     import pandas as pd
     import torch
     from fastai.vision.all import (
@@ -478,7 +514,7 @@ def fastai_pipeline_rate(paths: list[str], *, batches: int, warmup: int, workers
         setup_aug_tfms,
     )
 
-    torch.set_num_threads(workers)
+    torch.set_num_threads(threads)
     pad = {"pad_mode": "zeros", "align_corners": False}
     table = pd.DataFrame({"path": paths, "label": [i % 2 for i in range(len(paths))]})
     block = DataBlock(
@@ -527,20 +563,26 @@ def part_b(args, folder: Path) -> dict:
         f"{warmup} of warm-up",
         flush=True,
     )
-    ours_best = peer_best = 0.0
-    for rep in range(1 if args.quick else 2):  # alternated, best of each
-        runs = [("ours", 0), ("fastai", 1)] if rep % 2 == 0 else [("fastai", 1), ("ours", 0)]
-        for name, _ in runs:
-            if name == "ours":
-                rate = ours_pipeline_rate(arr, batches=batches, warmup=warmup, threads=args.workers, seed=rep)
-                ours_best = max(ours_best, rate)
-            else:
-                rate = fastai_pipeline_rate(paths, batches=batches, warmup=warmup, workers=args.workers)
-                peer_best = max(peer_best, rate)
-            print(f"    {name:>6}: {rate:9.1f} images/s", flush=True)
+    # Torch threads of the process that augments (ours: the only one; fastai: the main one, where its batch
+    # transforms run): 1 and --workers, the same for both; on a loaded machine one thread can beat two.
+    # Alternated, best of each.
+    best = {"ours": (0.0, 0), "fastai": (0.0, 0)}
+    for rep in range(1 if args.quick else 2):
+        for threads in sorted({1, args.workers}):
+            for name in ("ours", "fastai") if rep % 2 == 0 else ("fastai", "ours"):
+                if name == "ours":
+                    rate = ours_pipeline_rate(arr, batches=batches, warmup=warmup, threads=threads, seed=rep)
+                else:
+                    rate = fastai_pipeline_rate(
+                        paths, batches=batches, warmup=warmup, workers=args.workers, threads=threads
+                    )
+                best[name] = max(best[name], (rate, threads))
+                print(f"    {name:>6}, {threads} thread(s): {rate:9.1f} images/s", flush=True)
+    (ours_best, ours_t), (peer_best, peer_t) = best["ours"], best["fastai"]
     ratio = ours_best / peer_best
     print(
-        f"(b) ours (cache) {ours_best:.0f} images/s, fastai (PNG) {peer_best:.0f} images/s: ours/fastai "
+        f"(b) ours (cache, {ours_t} thread(s)) {ours_best:.0f} images/s, fastai (PNG, {args.workers} workers, "
+        f"{peer_t} thread(s)) {peer_best:.0f} images/s: ours/fastai "
         f"{ratio:.1f} (target >= {TARGET_PIPELINE:g})"
     )
     return {"ratio": ratio, "ours": ours_best, "fastai": peer_best}
@@ -550,7 +592,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one run of (a), short pipeline runs (a smoke test)")
     ap.add_argument("--runs", type=int, default=None, help="runs of (a), in order n 50/100/200 x seeds (default all 6)")
-    ap.add_argument("--workers", type=int, default=2, help="(b): worker processes of fastai, torch threads of ours")
+    ap.add_argument("--workers", type=int, default=2, help="(b): fastai's worker processes")
     ap.add_argument(
         "--threads", type=int, default=None, help="(a): torch threads (default: the config's train.threads)"
     )
@@ -560,6 +602,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only", choices=["a", "b"], default=None, help="run one part only")
     ap.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="the demo's config")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the prepared data here (default: a temp dir)")
+    ap.add_argument(
+        "--profile", type=int, nargs="?", const=15, default=0, metavar="N",
+        help="(a): profile one more run of ours with cProfile and print its N most expensive functions (15)",
+    )  # fmt: skip
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
     if args.quick and args.runs is None:

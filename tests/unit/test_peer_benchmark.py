@@ -100,13 +100,17 @@ def test_our_pipeline_counts_only_batches_after_the_warm_up(monkeypatch):
     assert math.isfinite(rate) and rate > 0
 
 
-def test_summary_ratio_is_fastai_over_ours_with_the_paired_auc_difference(capsys):
+def test_summary_ratios_are_fastai_over_ours_with_the_paired_auc_difference(capsys):
+    def run(wall, cpu, auc):
+        return {"wall_s": wall, "cpu_s": cpu, "auc_tta": auc}
+
     rows = [
-        {"ours": {"wall_s": 10.0, "auc_tta": 0.80}, "fastai": {"wall_s": 16.0, "auc_tta": 0.78}},
-        {"ours": {"wall_s": 30.0, "auc_tta": 0.90}, "fastai": {"wall_s": 44.0, "auc_tta": 0.90}},
+        {"ours": run(10.0, 9.0, 0.80), "fastai": run(16.0, 12.0, 0.78)},
+        {"ours": run(30.0, 11.0, 0.90), "fastai": run(44.0, 10.0, 0.90)},
     ]
     out = pf.summarise_a(rows)
     assert out["ratio"] == 60.0 / 40.0
+    assert out["cpu_ratio"] == 22.0 / 20.0
     text = capsys.readouterr().out
-    assert "fastai/ours 1.50" in text
+    assert "fastai/ours 1.50" in text and "CPU time fastai/ours 1.10" in text
     assert "ours 0.8500, fastai 0.8400; paired difference +0.0100" in text
