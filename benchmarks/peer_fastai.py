@@ -11,20 +11,21 @@ resampling (random crop, flip, rotation +-10 degrees, zero padding), the same fo
 bf16 as the job measures it) and the same TTA (the centre crop plus 4 views, averaged: ``tta(beta=1/5)``).
 Ours and fastai alternate run by run (the first of each pair alternates too) so that both share the
 machine's noise. Wall time per run = training + evaluation with TTA, without the one-time data preparation
-(dataset, cache, splits, subsets, weights), the model build and the data loaders. Target: fastai/ours >= 1.3
-at test AUCs within noise.
+(dataset, cache, splits, subsets, weights), the model build and the data loaders; the process's CPU time
+over the same span is printed next to it (other processes on a shared machine move it less). Target:
+fastai/ours >= 1.3 at test AUCs within noise. --profile adds one more run of ours under cProfile.
 
 (b) The input pipeline at the paper's settings (width 250, crop 236, flip, rotation 10, batch 16): images/s
 delivered by our cached pipeline (the uint8 memmap of smalldl.data.cache, a batch read per step, and
 smalldl.data.transforms' to_tensor + augment as the trainer calls them) against fastai's DataLoader from PNG
-files (DataBlock with Resize(250) + RandomCrop(236), Flip, Rotate(10); --workers worker processes, kept alive
-between epochs) on the same images, each with 1 and with --workers torch threads in the process that
-augments (ours: its only one; fastai: the main one, where batch transforms run), the best of each. Batches
-after a warm-up count. Target: ours >= 5x fastai.
+files (DataBlock with Resize(250) + RandomCrop(236), Flip, Rotate(10); --workers worker processes, which
+fastai's DataLoader starts anew every epoch) on the same images, each with 1 and with --workers torch
+threads in the process that augments (ours: its only one; fastai: the main one, where batch transforms run),
+the best of each. Batches after a warm-up count. Target: ours >= 5x fastai.
 
 fastai is an optional extra: ``pip install -e ".[bench]"``.
 
-    python benchmarks/peer_fastai.py              # both parts, about 10 minutes on 2 CPU cores
+    python benchmarks/peer_fastai.py              # both parts: 7 min on 2 CPU cores at load 4, 25 at load 13
     python benchmarks/peer_fastai.py --quick      # one run of (a) and short pipeline runs: a smoke test
     python benchmarks/peer_fastai.py --runs 2 --workers 4
 """
@@ -497,7 +498,8 @@ def fastai_pipeline_rate(paths: list[str], *, batches: int, warmup: int, workers
     """Images/s of fastai's DataLoader from the PNG files: DataBlock(ImageBlock(PILImageBW)), item
     transforms Resize(250) + RandomCrop(236), batch transforms IntToFloatTensor + Flip + Rotate(10) (one
     affine resampling, zero padding, in the main process with ``threads`` torch threads); ``workers`` worker
-    processes, kept between epochs."""
+    processes (fastai's DataLoader makes a new torch iterator every epoch, so they start anew each epoch:
+    torch's persistent_workers cannot apply)."""
     import pandas as pd
     import torch
     from fastai.vision.all import (
@@ -525,9 +527,7 @@ def fastai_pipeline_rate(paths: list[str], *, batches: int, warmup: int, workers
         item_tfms=[Resize(PAPER_WIDTH), RandomCrop(PAPER_CROP)],
         batch_tfms=setup_aug_tfms([Flip(p=0.5, **pad), Rotate(max_deg=PAPER_ROTATE, p=1.0, **pad)]),
     )
-    dls = block.dataloaders(
-        table, bs=PAPER_BATCH, num_workers=workers, persistent_workers=workers > 0, device=torch.device("cpu")
-    )
+    dls = block.dataloaders(table, bs=PAPER_BATCH, num_workers=workers, device=torch.device("cpu"))
     done = images = 0
     t0 = 0.0
     while done < warmup + batches:
