@@ -23,6 +23,7 @@ def test_pyproject_pins_everything_exactly():
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
     assert pins["snakemake"].startswith("9.")
     _pins(project["optional-dependencies"]["test"])
+    assert _pins(project["optional-dependencies"]["bench"])["fastai"] == "2.8.12"  # benchmarks/peer_fastai.py
 
 
 def test_env_files_agree_with_pyproject():
