@@ -1,5 +1,6 @@
 # Results: aggregation, Table 1 and statistics (config["results"]; no plot settings), then the
-# figures (the only rules that read config["plots"]), then results/README.md.
+# figures (the only rules that read config["plots"]), then results/README.md (the answer first, also
+# results/answer.html for the report).
 # Which figures exist is decided from the config alone (FIGURES, rules/common.smk).
 # Each rule's script calls smalldl.jobs.results.<rule>. Every path is written once: a rule refers to an
 # upstream file as rules.<rule>.output.<name>, so rules come after the rules they read from.
@@ -114,6 +115,7 @@ rule compare:
             caption="../report/stages.rst",
             category="Tables",
         ),
+        answer="results/answer.csv",
     log:
         "logs/compare.log",
     benchmark:
@@ -276,8 +278,14 @@ rule results_readme:
         curves=rules.learning_curves.output.csv,
         table1=rules.table1.output.csv,
         comparisons=rules.compare.output.comparisons,
+        answer=rules.compare.output.answer,
     output:
         readme="results/README.md",
+        answer=report(
+            "results/answer.html",
+            caption="../report/answer.rst",
+            category="Answer",
+        ),
     log:
         "logs/results_readme.log",
     benchmark:

@@ -1,4 +1,5 @@
-"""rule results_readme: results/README.md (stage winners, headline numbers, files)."""
+"""rule results_readme: results/README.md (the answer, stage winners, headline numbers, files) and
+results/answer.html (the answer, for the report)."""
 
 import _bootstrap  # noqa: F401
 
@@ -14,9 +15,11 @@ def main(smk):
         curves_csv=smk.input.curves,
         table1_csv=smk.input.table1,
         comparisons_csv=smk.input.comparisons,
+        answer_csv=smk.input.answer,
         figures=smk.params.figures,
         settings=smk.params.results,
         out_readme=smk.output.readme,
+        out_answer_html=smk.output.answer,
     )
 
 
