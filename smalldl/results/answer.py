@@ -82,18 +82,28 @@ def _recommend_pairs(summary: pd.DataFrame) -> tuple[list[tuple[Any, ...]], dict
     return pairs, groups
 
 
+def _eligible(units: pd.DataFrame) -> pd.Series:
+    """Which units (rows with family, arch, recipe) compete for 'best': every CNN recipe and, per radiomics
+    feature set, its 'best' model where there is one (a copy of one of the others), else every model."""
+    radiomics = units["family"] != "cnn"
+    with_best = set(units.loc[radiomics & (units["recipe"] == "best"), "arch"])
+    return ~radiomics | ~units["arch"].isin(with_best) | (units["recipe"] == "best")
+
+
 def _best_at_n_pairs(summary: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """Per (task, n): the unit (family, arch, recipe) with the highest mean test AUC over seeds against the
-    next one (ties: the earlier unit in sorted order)."""
+    """Per (task, n): the eligible unit (``_eligible``) with the highest mean test AUC over seeds against
+    the next one (ties: the earlier unit in sorted order)."""
     pairs = []
-    for (_, n), part in summary.groupby(["task", "n"], sort=True):
-        means = part.groupby(["family", "arch", "recipe"], sort=True)["headline_auc"].mean().dropna()
+    for (task, n), part in summary.groupby(["task", "n"], sort=True):
+        means = part.groupby(["family", "arch", "recipe"], sort=True)["headline_auc"].mean().dropna().reset_index()
+        means = means[_eligible(means)]
         if len(means) < 2:
             continue
-        order = sorted(range(len(means)), key=lambda i: -means.iloc[i])  # stable: ties keep sorted order
-        top = [dict(zip(("family", "arch", "recipe"), means.index[i], strict=True)) for i in order[:2]]
-        task = part["task"].iloc[0]
-        pairs.append(({**top[0], "task": task}, {**top[1], "task": task}, "best_at_n", int(n)))
+        top = means.sort_values("headline_auc", ascending=False, kind="mergesort").head(2)
+        a, b = (
+            {"family": r["family"], "task": task, "arch": r["arch"], "recipe": r["recipe"]} for _, r in top.iterrows()
+        )
+        pairs.append((a, b, "best_at_n", int(n)))
     return pairs
 
 
@@ -206,7 +216,12 @@ def size_needed(x: Any, smallest: Any, largest: Any) -> str:
 
 def _curve(row: Mapping[str, Any]) -> str:
     a = 1.0 if row["model"] == "ipl2" else row["a"]
-    return f"AUC(n) = {a:.3f} − {row['b']:.3g}·n^−{row['c']:.3g} ({row['model']})"
+    return f"AUC(n) = {a:.3f} − {row['b']:.3g}·n^{-row['c']:.3g} ({row['model']})"
+
+
+def _rises(row: Mapping[str, Any]) -> bool:
+    """Whether a fitted learning curve rises with n (b > 0 and c > 0)."""
+    return bool(row["b"] > 0 and row["c"] > 0)
 
 
 def _interval_words(band: str, seeds: int) -> str:
@@ -283,6 +298,11 @@ def _answer_one(
             f"{int(last['n'])}, the largest size run."
         )
     out += [headline, ""]
+    if last is not None and last["ci_lo"] <= 0.5:
+        out.append(
+            f"- Its interval at n = {int(last['n'])} includes 0.5: at the sizes run this study does not show "
+            f"`{recommended}` doing better than chance on this target."
+        )
     win_val = part["select_a"].iloc[0]
     out.append(
         f"- Picked on validation: `{winner}` has the highest validation AUC ({_num(win_val)}) of "
@@ -305,7 +325,7 @@ def _answer_one(
         out.append(
             f"- Against the runner-up on validation, `{r['recipe_b']}` ({_num(r['select_b'])}): test AUC "
             f"difference (winner − runner-up) {r['diff']:+.3f} [{_num(r['diff_lo'])}, {_num(r['diff_hi'])}] over "
-            f"{int(r['runs'])} paired runs, p = {_p(r['p_holm'])} (Holm): {verdict}."
+            f"{int(r['runs'])} paired runs, p = {_p(r['p_holm'])} (Holm; the CI is not adjusted): {verdict}."
         )
         better = others[(others["p_holm"] < alpha) & (others["diff"] < 0)]
         if len(better) and better.index[0] != r.name:
@@ -366,63 +386,83 @@ def _cost_words(row: Mapping[str, Any]) -> str:
     return words
 
 
+def needed(row: Mapping[str, Any]) -> tuple[str, str]:
+    """The training size needed for the target AUC from a learning_curves.csv row, as (cell, what it is).
+    A size run whose mean reaches the target is a measurement and wins over the fit ('≤ n', measured);
+    otherwise the fit's size with its interval, never below the smallest size run, 'never' where the fit
+    levels off below the target or does not rise, flagged when beyond the largest size run."""
+    lo, hi = int(row["min_n"]), int(row["max_n"])
+    n, reached = float(row["n_target"]), float(row.get("n_reached", math.nan))
+    if not math.isnan(reached) and not (math.isfinite(n) and lo < n <= reached):
+        first = "the smallest size run" if reached <= lo else "a size run"
+        return f"≤ {int(reached):,}", f"measured: {first} (n = {int(reached)}) reaches it"
+    bounds = [size_needed(row[k], lo, hi) for k in ("n_target_lo", "n_target_hi")]
+    cell = f"{size_needed(n, lo, hi)} [{bounds[0]}, {bounds[1]}]"
+    if math.isinf(n):
+        asymptote = 1.0 if row["model"] == "ipl2" else row["a"]
+        rises = _rises(row)
+        return (
+            cell,
+            f"the fit levels off below it (asymptote {_num(asymptote)})" if rises else "the fit does not rise with n",
+        )
+    if math.isnan(n):
+        return cell, "not read off the fit"
+    if n <= lo:
+        return cell, f"the fit reaches it by the smallest size run (n = {lo}); the measured mean there falls short"
+    if n > hi:
+        return (
+            cell,
+            f"**extrapolated** beyond the largest size run (n = {hi}): a projection of the fit, not a measurement",
+        )
+    return cell, "read off the fit within the sizes run"
+
+
 def _curve_lines(task: str, arch: str, recipe: str, curves: pd.DataFrame, target: float | None) -> list[str]:
-    if curves.empty:
-        return []
-    hit = curves[(curves["task"] == task) & (curves["arch"] == arch) & (curves["recipe"] == recipe)]
+    """The learning curve of the recommended recipe and, with a target, the training size needed."""
+    hit = (
+        curves[(curves["task"] == task) & (curves["arch"] == arch) & (curves["recipe"] == recipe)]
+        if len(curves)
+        else curves
+    )
     if hit.empty:
         return []
     c = hit.iloc[0].to_dict()
     if c["status"] != "ok":
         return [f"- No learning curve: {c['status']}."]
-    lo, hi = int(c["min_n"]), int(c["max_n"])
     line = (
-        f"- Learning curve: {_curve(c)}, fitted on n = {lo}–{hi} (rmse {_num(c['rmse'])}); it describes "
-        f"AUC within the sizes run"
+        f"- Learning curve: {_curve(c)}, fitted on n = {int(c['min_n'])}–{int(c['max_n'])} (rmse {_num(c['rmse'])}); "
+        "it describes AUC within the sizes run" + ("" if _rises(c) else ", where it does not rise with n")
     )
     if target is None:
         return [line + "; set `results.target_auc` for the training size needed to reach a target AUC."]
-    n = c["n_target"]
-    bounds = f"[{size_needed(c['n_target_lo'], lo, hi)}, {size_needed(c['n_target_hi'], lo, hi)}]"
-    needed = f"{size_needed(n, lo, hi)} {bounds}"
-    if isinstance(n, float) and math.isinf(n):
-        where = f"the fit levels off below it (asymptote {_num(1.0 if c['model'] == 'ipl2' else c['a'])})"
-    elif isinstance(n, float) and math.isnan(n):
-        where = "not read off the fit"
-    elif n <= lo:
-        where = f"reached already at the smallest size run (n = {lo})"
-    elif n > hi:
-        where = f"**extrapolated** beyond the largest size run (n = {hi}): a projection of the fit, not a measurement"
-    else:
-        where = "within the sizes run"
-    return [line + ".", f"- Training images needed for test AUC {target}: {needed}; {where}."]
+    cell, what = needed(c)
+    return [line + ".", f"- Training images needed for test AUC {target}: {cell}; {what}."]
 
 
 def best_per_size(task: str, part: pd.DataFrame, rows: pd.DataFrame | None, level: float) -> str:
     """'Best per size' of a task's headline table (``part``: its rows of seed_means.csv): the unit with the
-    highest mean test AUC per size, and whether it differs significantly from the next one (the
-    'best_at_n' rows of answer.csv: paired on the same test images, Holm-adjusted over the task's sizes):
-    "n=50: `A` (arch) 0.710 ≈ `B` (arch) 0.700 (not significant, p = 0.400)"."""
+    highest mean test AUC per size (radiomics: the 'best' model, ``_eligible``) and whether it differs
+    significantly from the next one (the 'best_at_n' rows of answer.csv: paired on the same test images,
+    Holm-adjusted over the task's sizes): "n=50: `A` (arch) 0.710 ≈ `B` (arch) 0.700 (not significant,
+    p = 0.400)"."""
     alpha = 1.0 - level
-    best = part.loc[part.groupby("n")["mean"].idxmax().dropna()]
-    pairs = (
-        rows[(rows["kind"] == "best_at_n") & (rows["task"] == task)]
-        if rows is not None and len(rows)
-        else pd.DataFrame(columns=COLUMNS)
-    )
+    pairs = rows[(rows["kind"] == "best_at_n") & (rows["task"] == task)] if rows is not None and len(rows) else None
+    units = part[_eligible(part)] if len(part) else part
     cells = []
-    for b in best.to_dict("records"):
-        cell = f"n={int(b['n'])}: `{b['recipe']}` ({b['arch']}) {_num(b['mean'])}"
-        hit = pairs[(pairs["n"].astype(str) == str(int(b["n"])))]
-        if len(hit):
-            h = hit.iloc[0]
-            if h["p_holm"] < alpha:
-                cell += f" > `{h['recipe_b']}` ({h['arch_b']}) {_num(h['auc_b'])} (significant, p = {_p(h['p_holm'])})"
-            else:
-                cell += (
-                    f" ≈ `{h['recipe_b']}` ({h['arch_b']}) {_num(h['auc_b'])} (not significant, p = {_p(h['p_holm'])})"
-                )
-        cells.append(cell)
+    for n, at_n in units.groupby("n", sort=True):
+        hit = pairs[pairs["n"].astype(str) == str(int(n))] if pairs is not None else pd.DataFrame()
+        if hit.empty:  # no paired comparison (one unit, or no runs in common): the best alone
+            b = at_n.loc[at_n["mean"].idxmax()] if at_n["mean"].notna().any() else None
+            if b is not None:
+                cells.append(f"n={int(n)}: `{b['recipe']}` ({b['arch']}) {_num(b['mean'])}")
+            continue
+        h = hit.iloc[0]
+        best = f"n={int(n)}: `{h['recipe_a']}` ({h['arch_a']}) {_num(h['auc_a'])}"
+        other = f"`{h['recipe_b']}` ({h['arch_b']}) {_num(h['auc_b'])}"
+        if h["p_holm"] < alpha:
+            cells.append(f"{best} > {other} (significant, p = {_p(h['p_holm'])})")
+        else:
+            cells.append(f"{best} ≈ {other} (not significant, p = {_p(h['p_holm'])})")
     return "Best per size: " + "; ".join(cells) + "."
 
 

@@ -23,8 +23,9 @@ def learning_curves(
 ) -> pd.DataFrame:
     """A fitted AUC(n) per (family, task, arch, recipe) with >= 2 training sizes and the smallest and largest
     size run; with a ``target``, the size at which the fit reaches it with a bootstrap interval (inf: never)
-    and whether that is an extrapolation beyond the largest size. Without one (None) the n_target columns
-    are NaN and there is no bootstrap of them."""
+    and whether that is an extrapolation beyond the largest size, and the smallest size run whose mean
+    over seeds reaches it (``n_reached``, measured). Without one (None) those columns are NaN and there is
+    no bootstrap."""
     rows = []
     for (task, family, arch, recipe), part in summary.groupby(["task", "family", "arch", "recipe"], sort=True):
         part = part[part["headline_auc"].notna()]
@@ -62,12 +63,14 @@ def learning_curves(
         row["rmse"] = float(np.sqrt(np.mean(residual**2)))
         if target is not None:
             row["reached"] = bool(row["best_mean_auc"] >= target)
-            row["extrapolated"] = bool(math.isfinite(fit["n_target"]) and fit["n_target"] > row["max_n"])
+            row["n_reached"] = float(means.index[means >= target].min()) if row["reached"] else math.nan
+            beyond = math.isfinite(fit["n_target"]) and fit["n_target"] > row["max_n"]
+            row["extrapolated"] = bool(beyond and not row["reached"])  # reached: a size run says so
         row["status"] = "ok"
         rows.append(row)
     columns = [
         "family", "task", "arch", "recipe", "model", "a", "b", "c", "rmse", "sizes", "runs", "min_n", "max_n",
-        "best_mean_auc", "target_auc", "n_target", "n_target_lo", "n_target_hi", "reached", "extrapolated",
+        "best_mean_auc", "target_auc", "n_target", "n_target_lo", "n_target_hi", "reached", "n_reached", "extrapolated",
         "fits", "status",
     ]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)

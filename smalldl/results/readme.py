@@ -113,19 +113,19 @@ def render(
         out += [
             f"Training images needed to reach the target test AUC {target} on the fitted learning "
             f"curve (inverse power law), with a {level}% bootstrap interval ('–': none, one run per size and an "
-            "exact fit); 'never': the fit levels off below it; '≤ n': reached at the smallest size run; "
-            "extrapolated: beyond the largest size run, a projection of the fit, not a measurement.",
+            "exact fit); 'never': the fit levels off below it or does not rise. A size run whose mean reaches "
+            "the target is a measurement and is shown instead ('≤ n', from: measured); no size is shown below the "
+            "smallest size run; extrapolated: beyond the largest size run, a projection of the fit.",
             "",
-            "| task | arch | recipe | model | n needed [interval] | best mean AUC | extrapolated |",
-            "|---|---|---|---|---|---|---|",
+            "| task | arch | recipe | model | n needed [interval] | best mean AUC | from | extrapolated |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in ok.to_dict("records"):
-            needed, lo, hi = (
-                answer.size_needed(r[k], r["min_n"], r["max_n"]) for k in ("n_target", "n_target_lo", "n_target_hi")
-            )
+            cell, what = answer.needed(r)
             out.append(
-                f"| {r['task']} | {r['arch']} | `{r['recipe']}` | {r['model']} | {needed} [{lo}, {hi}] | "
-                f"{_fmt(r['best_mean_auc'])} | {'yes' if r['extrapolated'] else 'no'} |"
+                f"| {r['task']} | {r['arch']} | `{r['recipe']}` | {r['model']} | {cell} | "
+                f"{_fmt(r['best_mean_auc'])} | {'measured' if what.startswith('measured') else 'fit'} | "
+                f"{'yes' if r['extrapolated'] else 'no'} |"
             )
     sig = (
         comparisons[(comparisons["n"].astype(str) == "all") & (comparisons["p_holm"] < 0.05)]

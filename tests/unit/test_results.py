@@ -482,11 +482,57 @@ def test_target_auc_is_off_by_default_and_never_reports_a_size_below_the_smalles
     curves = pd.read_csv("results/lc.csv")
     assert (curves["n_target"] < 20).any() and (curves["min_n"] == 20).all()
     table = section(text, "How much data is needed")
-    assert "| ≤ 20 [" in table and "| 0 [" not in table
-    assert "Training images needed for test AUC 0.51: ≤ 20" in section(text, "Answer")
+    assert "| ≤ 20 | " in table and "| measured |" in table and "| 0 [" not in table
+    assert "Training images needed for test AUC 0.51: ≤ 20; measured: the smallest size run" in section(text, "Answer")
     # a target beyond the largest size run: flagged as extrapolated
     text = run_results(dict(SETTINGS, target_auc=0.97), stats_jobs=False)
     assert "**extrapolated** beyond the largest size run (n = 80)" in section(text, "Answer")
+
+
+def test_answer_reads_falling_curves_and_chance_honestly():
+    """A tiny study's shape: one seed, AUC falling from n=20 to 40 (a fit that never reaches the target) yet
+    above the target at n=20, and an interval at the largest size that includes 0.5."""
+    rows = pd.DataFrame([{"kind": "recommend", "task": "emph", "n": "all", "family_a": "cnn", "arch_a": "r18",
+                          "recipe_a": SCRATCH, "family_b": "cnn", "arch_b": "r18", "recipe_b": SCRATCH, "runs": 2,
+                          "select_a": 0.9, "select_b": 0.9, "auc_a": 0.7, "auc_b": 0.7, "diff": 0.0,
+                          "cost_source_b": 0, "cost_transfer_b": 1, "time_b": 2.0, "not_worse": True,
+                          "recommended": True}])  # fmt: skip
+    means = pd.DataFrame({"family": "cnn", "task": "emph", "arch": "r18", "recipe": SCRATCH, "n": [20, 40],
+                          "mean": [0.85, 0.55], "ci_lo": [0.8, 0.45], "ci_hi": [0.9, 0.65], "count": 1,
+                          "band": "test"})  # fmt: skip
+    curves = pd.DataFrame([{"task": "emph", "arch": "r18", "recipe": SCRATCH, "status": "ok", "model": "ipl2",
+                            "a": 1.0, "b": 0.0005, "c": -1.1, "rmse": 0.0, "min_n": 20, "max_n": 40,
+                            "n_target": math.inf, "n_target_lo": math.nan, "n_target_hi": math.nan,
+                            "n_reached": 20.0}])  # fmt: skip
+    runs = pd.DataFrame({"family": "cnn", "task": "emph", "arch": "r18", "recipe": SCRATCH, "n": [20, 40],
+                         "n_test": 50})  # fmt: skip
+    text = "\n".join(answer.answer_section(runs, means, rows, curves, dict(SETTINGS, target_auc=0.8)))
+    assert "n^1.1 (ipl2)" in text and "where it does not rise with n" in text
+    assert "Training images needed for test AUC 0.8: ≤ 20; measured: the smallest size run (n = 20) reaches it" in text
+    assert "Its interval at n = 40 includes 0.5" in text and "1 seed per size, 50 test images" in text
+    assert "No other recipe to compare it with." in text
+    # without a measured size reaching the target, the fit's 'never' says why
+    text = "\n".join(
+        answer.answer_section(runs, means, rows, curves.assign(n_reached=math.nan), dict(SETTINGS, target_auc=0.8))
+    )
+    assert "Training images needed for test AUC 0.8: never [–, –]; the fit does not rise with n" in text
+
+
+def test_size_needed_prefers_a_measurement_and_flags_extrapolation():
+    row = {"min_n": 20, "max_n": 80, "model": "ipl3", "a": 0.9, "b": 1.0, "c": 0.5, "n_target_lo": math.nan,
+           "n_target_hi": math.nan}  # fmt: skip
+    # measured at 40, the fit says 500: the measurement
+    assert answer.needed(dict(row, n_target=500.0, n_reached=40.0)) == (
+        "≤ 40",
+        "measured: a size run (n = 40) reaches it",
+    )
+    # measured at 40, the fit says 31 (within the sizes run, consistent): the fit's finer reading
+    assert answer.needed(dict(row, n_target=31.0, n_reached=40.0))[0].startswith("31 [")
+    # not measured: beyond the largest size run, flagged; below the smallest, never shown below it
+    cell, what = answer.needed(dict(row, n_target=500.0, n_target_lo=120.0, n_target_hi=2000.0, n_reached=math.nan))
+    assert cell == "500 [120, 2,000]" and "**extrapolated** beyond the largest size run (n = 80)" in what
+    assert answer.needed(dict(row, n_target=3.0, n_reached=math.nan))[0].startswith("≤ 20 [")
+    assert "levels off below it (asymptote 0.900)" in answer.needed(dict(row, n_target=math.inf, n_reached=math.nan))[1]
 
 
 def test_sizes_needed_are_shown_within_what_was_measured():
