@@ -1,6 +1,6 @@
 # Results: aggregation, Table 1 and statistics (config["results"]; no plot settings), the paper's
 # findings tested on them and the source models' table, then the figures (the only rules that read
-# config["plots"]), then results/README.md.
+# config["plots"]), then results/README.md (the answer first, also results/answer.html for the report).
 # Which figures exist is decided from the config alone (FIGURES, rules/common.smk).
 # Each rule's script calls smalldl.jobs.results.<rule>. Every path is written once: a rule refers to an
 # upstream file as rules.<rule>.output.<name>, so rules come after the rules they read from.
@@ -115,6 +115,7 @@ rule compare:
             caption="../report/stages.rst",
             category="Tables",
         ),
+        answer="results/answer.csv",
     log:
         "logs/compare.log",
     benchmark:
@@ -335,8 +336,14 @@ rule results_readme:
         comparisons=rules.compare.output.comparisons,
         findings=rules.findings.output.csv,
         sources=rules.source_models.output.csv,
+        answer=rules.compare.output.answer,
     output:
         readme="results/README.md",
+        answer=report(
+            "results/answer.html",
+            caption="../report/answer.rst",
+            category="Answer",
+        ),
     log:
         "logs/results_readme.log",
     benchmark:

@@ -384,10 +384,12 @@ def radiomics_figure(
 
 
 def learning_curves_figure(
-    curves: pd.DataFrame, means: pd.DataFrame, target: float, options: Mapping[str, Any], outputs: Sequence
+    curves: pd.DataFrame, means: pd.DataFrame, target: float | None, options: Mapping[str, Any], outputs: Sequence
 ) -> None:
-    """Fitted AUC(n) per recipe (lines, extended to the size needed for the target where that is within
-    10x the largest size), seed means (points), the target AUC (dashed) and each fit's size (ticks)."""
+    """Fitted AUC(n) per recipe (lines over the sizes run), seed means (points) and, with a ``target``
+    (results.target_auc), the target AUC (dashed), each fit's size needed (ticks) and the fit extended
+    (dotted: an extrapolation) to that size where it is within 10x the largest size. Without a target the
+    fits are drawn over the sizes run only."""
     _theme(options)
     fits = curves[curves["status"] == "ok"] if len(curves) else curves
     fig, axes, archs, tasks, colors = _arch_task_panels(means, sharex=False)
@@ -403,18 +405,22 @@ def learning_curves_figure(
                 if fit.empty:
                     continue
                 f = fit.iloc[0].to_dict()
-                hi = max(sizes)
-                if math.isfinite(f["n_target"]) and f["n_target"] <= 10 * hi:
-                    hi = max(hi, f["n_target"])
-                grid = np.geomspace(min(sizes), hi, 100)
+                grid = np.geomspace(min(sizes), max(sizes), 100)
                 ax.plot(grid, stats.learning_curve(grid, f), "-", color=color, label=str(recipe))
-                if math.isfinite(f["n_target"]) and min(sizes) <= f["n_target"] <= hi:
-                    ax.plot([f["n_target"]], [target], "|", ms=12, mew=2, color=color)
-            ax.axhline(target, color="0.3", lw=0.8, ls="--")
+                if target is None:
+                    continue
+                n_target = float(f["n_target"])
+                if math.isfinite(n_target) and max(sizes) < n_target <= 10 * max(sizes):
+                    beyond = np.geomspace(max(sizes), n_target, 50)
+                    ax.plot(beyond, stats.learning_curve(beyond, f), ":", color=color)
+                if math.isfinite(n_target) and min(sizes) <= n_target <= 10 * max(sizes):
+                    ax.plot([n_target], [target], "|", ms=12, mew=2, color=color)
+            if target is not None:
+                ax.axhline(target, color="0.3", lw=0.8, ls="--")
             _size_axis(ax, sizes)
             ax.set_title(f"{task} ({arch})")
             ax.set_ylabel(HEADLINE if j == 0 else "")
     _legend(fig, axes, "recipe")
-    fig.suptitle(f"Learning curves (target AUC {target})")
+    fig.suptitle("Learning curves" if target is None else f"Learning curves (target AUC {target})")
     fig.tight_layout()
     save(fig, outputs, options)

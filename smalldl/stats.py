@@ -10,6 +10,7 @@ refers to the same resampled test set, which makes differences of replicates a *
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -171,17 +172,37 @@ def delong_contrast(y: np.ndarray, scores: np.ndarray, contrast: Sequence[float]
 # ------------------------------------------------------------------------------- intervals, p-values
 
 
-def t_interval(values: Sequence[float], level: float) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval of the mean (over seeds). NaN bounds with fewer than 2."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    half = float(sps.t.ppf(0.5 + level / 2.0, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return mean, mean - half, mean + half
+#: Fewest seeds behind an interval that also covers the variation between seeds (``mean_interval``).
+MIN_SEEDS = 3
+
+
+def mean_interval(
+    replicates: np.ndarray, level: float, rng: np.random.Generator, min_seeds: int = MIN_SEEDS
+) -> tuple[float, float, str]:
+    """Interval of the mean AUC over seeds from the runs' bootstrap replicates (seeds x B, the replicates
+    of one task paired: column b of every run is the same resampling of the test images).
+
+    With ``min_seeds`` or more seeds, a hierarchical bootstrap: replicate b draws the seeds with
+    replacement, then takes each drawn seed's AUC on test resampling b, and averages them; the interval
+    covers both sources of variation, the seeds and the test images. With fewer seeds the seeds are too
+    few to resample: replicate b is the mean of the seeds' AUCs on test resampling b, and the interval
+    covers the test images only. Either way every replicate is a mean of AUCs, so the interval lies in
+    [0, 1]. Returns (lo, hi, band) with band ``seeds+test`` or ``test``; NaN bounds without replicates."""
+    r = np.atleast_2d(np.asarray(replicates, dtype=np.float64))
+    r = r[~np.all(np.isnan(r), axis=1)]  # a run without any defined replicate does not count
+    k, b = r.shape
+    if k == 0 or b == 0:
+        return math.nan, math.nan, "test"
+    if k < min_seeds:
+        chosen, band = r, "test"
+    else:
+        idx = rng.integers(0, k, size=(k, b))
+        chosen, band = r[idx, np.arange(b)[None, :]], "seeds+test"
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, dropped by percentile_ci
+        means = np.nanmean(chosen, axis=0)
+    lo, hi = percentile_ci(means, level)
+    return lo, hi, band
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""rule compare: paired comparisons of recipes (comparisons.csv) and stage winners with margins (stages.csv)."""
+"""rule compare: paired comparisons of recipes (comparisons.csv), stage winners with margins (stages.csv) and
+the comparisons behind the answer (answer.csv)."""
 
 import _bootstrap  # noqa: F401
 
@@ -17,6 +18,7 @@ def main(smk):
         global_seed=smk.params.seed,
         out_comparisons=smk.output.comparisons,
         out_stages=smk.output.stages,
+        out_answer=smk.output.answer,
     )
 
 

@@ -1,4 +1,5 @@
-"""rule results_readme: results/README.md (findings, stage winners, headline numbers, source models, files)."""
+"""rule results_readme: results/README.md (the answer, findings, stage winners, headline numbers, source
+models, files) and results/answer.html (the answer, for the report)."""
 
 import _bootstrap  # noqa: F401
 
@@ -16,9 +17,11 @@ def main(smk):
         comparisons_csv=smk.input.comparisons,
         findings_csv=smk.input.findings,
         sources_csv=smk.input.sources,
+        answer_csv=smk.input.answer,
         figures=smk.params.figures,
         settings=smk.params.results,
         out_readme=smk.output.readme,
+        out_answer_html=smk.output.answer,
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from smalldl.errors import InputError
-from smalldl.results import comparisons, curves, intervals, readme, sources, summary
+from smalldl.results import answer, comparisons, curves, intervals, readme, sources, summary
 from smalldl.results import findings as claims
 from smalldl.utils import atomic_path
 
@@ -100,7 +100,7 @@ def bootstrap(
     results.metric, .ci and .bootstrap."""
     table = pd.read_parquet(summary_parquet)
     run_ci, reps = intervals.bootstrap(table, settings["bootstrap"], settings["ci"], global_seed, settings["metric"])
-    means = intervals.seed_means(table, run_ci, settings["ci"])
+    means = intervals.seed_means(table, list(table["path"]), reps, settings["ci"], global_seed)
     _write_csv(run_ci, out_run_ci)
     _write_csv(means, out_seed_means)
     _save_replicates(out_replicates, list(table["path"]), reps)
@@ -117,9 +117,11 @@ def compare(
     global_seed: int,
     out_comparisons: str | Path,
     out_stages: str | Path,
+    out_answer: str | Path,
 ) -> None:
-    """Paired comparisons of recipes and the stage winners with their margins. ``figures``: the axis
-    figures (kind, axis, archs, stage, recipes); ``settings``: results.metric, .ci, .bootstrap, .comparison."""
+    """Paired comparisons of recipes, the stage winners with their margins and the comparisons behind the
+    answer (answer.csv). ``figures``: the axis figures (kind, axis, archs, stage, recipes); ``settings``:
+    results.metric, .ci, .bootstrap, .comparison."""
     table = pd.read_parquet(summary_parquet)
     keys, reps = _load_replicates(replicates_npz)
     missing = sorted(set(table["path"]) - set(keys))
@@ -129,8 +131,10 @@ def compare(
     stages = [comparisons.read_stage(p) for p in stage_files]
     specs = comparisons.stage_specs(table, stages, figures, select_on)
     stage_table = comparisons.stage_table(table, keys, reps, specs, settings["ci"], settings["bootstrap"], global_seed)
+    answer_rows = answer.answer_table(table, keys, reps, settings["ci"], settings["comparison"], settings["metric"])
     _write_csv(pairs, out_comparisons)
     _write_csv(stage_table, out_stages)
+    _write_csv(answer_rows, out_answer)
 
 
 def learning_curves(
@@ -272,28 +276,37 @@ def results_readme(
     curves_csv: str | Path,
     table1_csv: str | Path,
     comparisons_csv: str | Path,
+    answer_csv: str | Path,
     figures: Mapping[str, Mapping[str, Any]],
     settings: Mapping[str, Any],
     out_readme: str | Path,
+    out_answer_html: str | Path,
     findings_csv: str | Path | None = None,
     sources_csv: str | Path | None = None,
 ) -> None:
-    """results/README.md. ``figures``: every figure's title and config line; ``settings``: results.metric,
-    .ci, .target_auc and .equivalence_margin; ``findings_csv``, ``sources_csv``: the findings and the
-    source models (their sections)."""
+    """results/README.md, the answer first, and the answer alone as results/answer.html (for the HTML
+    report). ``figures``: every figure's title and config line; ``settings``: results.metric, .ci,
+    .target_auc and .equivalence_margin; ``findings_csv``, ``sources_csv``: the findings and the source
+    models (their sections)."""
     csv = _csv
 
+    table = pd.read_parquet(summary_parquet)
+    means, curve_fits, answer_rows = csv(seed_means_csv), csv(curves_csv), csv(answer_csv)
     text = readme.render(
-        pd.read_parquet(summary_parquet),
-        csv(seed_means_csv),
+        table,
+        means,
         csv(stages_csv),
-        csv(curves_csv),
+        curve_fits,
         csv(table1_csv),
         csv(comparisons_csv),
         figures,
         settings,
         findings=None if findings_csv is None else csv(findings_csv),
         source_models=None if sources_csv is None else csv(sources_csv),
+        answer_rows=answer_rows,
     )
+    page = answer.html_page(answer.answer_section(table, means, answer_rows, curve_fits, settings), "Answer")
     with atomic_path(out_readme) as tmp:
         Path(tmp).write_text(text)
+    with atomic_path(out_answer_html) as tmp:
+        Path(tmp).write_text(page)

@@ -104,12 +104,15 @@ def compare(
     method: str = "bootstrap",
     metric: str = "test_auc_tta",
     loader: Callable[[Mapping[str, Any], str], dict[str, Any]] | None = run_scores,
+    pairs: Sequence[tuple[Any, ...]] | None = None,
 ) -> pd.DataFrame:
     """Paired comparisons of units on the same test images: per training size and, with several sizes, over
     all sizes ('all'), the mean over matching (n, seed) runs of AUC(a) - AUC(b), its paired-bootstrap CI
     and p-value, DeLong's p-value (per size, single-label tasks; NaN otherwise and without a loader),
     ``p`` (the configured ``method``; bootstrap where DeLong is undefined) and Holm-adjusted ``p_holm``
-    within each task."""
+    within each task. ``pairs``: the (a, b, axis) to compare (default ``comparison_pairs``); a fourth
+    item restricts a pair to one size (a training size, or 'all': over all sizes, the one size if there
+    is only one)."""
     index = {k: i for i, k in enumerate(keys)}
     cache: dict[str, dict[str, Any]] = {}
 
@@ -129,14 +132,19 @@ def compare(
 
     by_unit = {k: g for k, g in summary.groupby(["task", "arch", "recipe"], sort=False)}
     rows = []
-    for a, b, axis in progress(comparison_pairs(summary), desc="compare", unit="pair"):
+    for a, b, axis, *only in progress(
+        comparison_pairs(summary) if pairs is None else pairs, desc="compare", unit="pair"
+    ):
         ga = by_unit[(a["task"], a["arch"], a["recipe"])].set_index(["n", "seed"])
         gb = by_unit[(b["task"], b["arch"], b["recipe"])].set_index(["n", "seed"])
         common = ga.index.intersection(gb.index).sort_values()
         if common.empty:
             continue
         sizes: list[Any] = sorted({n for n, _ in common})
-        for n in [*sizes, "all"] if len(sizes) > 1 else sizes:
+        wanted = [*sizes, "all"] if len(sizes) > 1 else sizes
+        if only:
+            wanted = [n for n in wanted if n == only[0] or (only[0] == "all" and len(sizes) == 1)]
+        for n in wanted:
             units = [u for u in common if n == "all" or u[0] == n]
             ra = [ga.loc[u] for u in units]
             rb = [gb.loc[u] for u in units]

@@ -1,5 +1,5 @@
-"""Learning curves: a fitted AUC(n) per task, architecture and recipe, and the training size needed to
-reach the target AUC with a bootstrap interval."""
+"""Learning curves: a fitted AUC(n) per task, architecture and recipe and, when the user sets a target AUC
+(results.target_auc), the training size needed to reach it with a bootstrap interval."""
 
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ from smalldl.utils import derive_seed
 
 def learning_curves(
     summary: pd.DataFrame,
-    target: float,
+    target: float | None,
     model: str,
     level: float,
     iterations: int,
     global_seed: int,
 ) -> pd.DataFrame:
-    """A fitted AUC(n) per (family, task, arch, recipe) with >= 2 training sizes, the size at which it
-    reaches ``target`` with a bootstrap interval (inf: never), and whether that is an extrapolation."""
+    """A fitted AUC(n) per (family, task, arch, recipe) with >= 2 training sizes and the smallest and largest
+    size run; with a ``target``, the size at which the fit reaches it with a bootstrap interval (inf: never)
+    and whether that is an extrapolation beyond the largest size, and the smallest size run whose mean
+    over seeds reaches it (``n_reached``, measured). Without one (None) those columns are NaN and there is
+    no bootstrap."""
     rows = []
     for (task, family, arch, recipe), part in summary.groupby(["task", "family", "arch", "recipe"], sort=True):
         part = part[part["headline_auc"].notna()]
@@ -36,6 +39,7 @@ def learning_curves(
             "recipe": recipe,
             "sizes": int(means.size),
             "runs": len(part),
+            "min_n": int(means.index.min()) if means.size else None,
             "max_n": int(means.index.max()) if means.size else None,
             "best_mean_auc": float(means.max()) if means.size else math.nan,
             "target_auc": target,
@@ -46,7 +50,10 @@ def learning_curves(
             continue
         rng = np.random.default_rng(derive_seed(global_seed, "learning_curve", task, arch, recipe))
         try:
-            fit = stats.learning_curve_interval(n, auc, target, model, level, iterations, rng)
+            if target is None:
+                fit = stats.fit_learning_curve(n, auc, model)
+            else:
+                fit = stats.learning_curve_interval(n, auc, target, model, level, iterations, rng)
         except (ValueError, RuntimeError) as exc:
             row["status"] = f"fit failed: {exc}"
             rows.append(row)
@@ -54,13 +61,16 @@ def learning_curves(
         residual = auc - stats.learning_curve(n, fit)
         row.update(fit)
         row["rmse"] = float(np.sqrt(np.mean(residual**2)))
-        row["reached"] = bool(row["best_mean_auc"] >= target)
-        row["extrapolated"] = bool(math.isfinite(fit["n_target"]) and fit["n_target"] > row["max_n"])
+        if target is not None:
+            row["reached"] = bool(row["best_mean_auc"] >= target)
+            row["n_reached"] = float(means.index[means >= target].min()) if row["reached"] else math.nan
+            beyond = math.isfinite(fit["n_target"]) and fit["n_target"] > row["max_n"]
+            row["extrapolated"] = bool(beyond and not row["reached"])  # reached: a size run says so
         row["status"] = "ok"
         rows.append(row)
     columns = [
-        "family", "task", "arch", "recipe", "model", "a", "b", "c", "rmse", "sizes", "runs", "max_n",
-        "best_mean_auc", "target_auc", "n_target", "n_target_lo", "n_target_hi", "reached", "extrapolated",
+        "family", "task", "arch", "recipe", "model", "a", "b", "c", "rmse", "sizes", "runs", "min_n", "max_n",
+        "best_mean_auc", "target_auc", "n_target", "n_target_lo", "n_target_hi", "reached", "n_reached", "extrapolated",
         "fits", "status",
     ]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)

@@ -1,10 +1,11 @@
 """Each run's test AUC with a bootstrap confidence interval, from its predictions; the replicates (paired
-across the runs of a task, for the comparisons); and the means over seeds with their intervals."""
+across the runs of a task, for the comparisons); and the means over seeds with intervals from those
+replicates (over seeds and test images, ``stats.mean_interval``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,27 +113,31 @@ def bootstrap(
     return table, reps
 
 
-def seed_means(summary: pd.DataFrame, run_ci: pd.DataFrame | None, level: float) -> pd.DataFrame:
-    """Mean headline test AUC over seeds per (family, task, arch, recipe, n) with sd, se, a Student-t
-    confidence interval over seeds and the central percentile interval of the seeds. With one seed the
-    interval is that run's bootstrap CI (``band`` says which)."""
-    ci = {} if run_ci is None else dict(zip(run_ci["path"], zip(run_ci["lo"], run_ci["hi"], strict=True), strict=True))
+def seed_means(
+    summary: pd.DataFrame, keys: Sequence[str], reps: np.ndarray, level: float, global_seed: int
+) -> pd.DataFrame:
+    """Mean headline test AUC over seeds per (family, task, arch, recipe, n) with sd, se, the central
+    percentile interval of the seeds and a confidence interval of the mean (``ci_lo``, ``ci_hi``) from the
+    runs' bootstrap replicates (``reps``, one row per run path in ``keys``): with ``stats.MIN_SEEDS`` or
+    more seeds a hierarchical bootstrap over seeds and test images, with fewer the test images only
+    (``band``: ``seeds+test`` or ``test``; ``stats.mean_interval``). Every bound lies in [0, 1]."""
+    index = {k: i for i, k in enumerate(keys)}
+    missing = sorted(set(summary["path"]) - set(index))
+    if missing:
+        raise InputError(f"bootstrap replicates lack run {missing[0]}; rerun rule bootstrap")
     rows = []
-    keys = ["family", "task", "arch", "recipe", "n"]
-    for key, part in summary.groupby(keys, sort=True, dropna=False):
+    group_keys = ["family", "task", "arch", "recipe", "n"]
+    for key, part in summary.groupby(group_keys, sort=True, dropna=False):
         values = part["headline_auc"].astype(float).to_numpy()
-        mean, lo, hi = stats.t_interval(values, level)
-        band = "seeds"
-        if np.sum(~np.isnan(values)) == 1 and len(part) == 1 and part["path"].iloc[0] in ci:
-            lo, hi = ci[part["path"].iloc[0]]
-            band = "bootstrap"
         ok = values[~np.isnan(values)]
+        rng = np.random.default_rng(derive_seed(global_seed, "seed_means", *(str(k) for k in key)))
+        lo, hi, band = stats.mean_interval(reps[[index[p] for p in part["path"]]], level, rng)
         alpha = (1 - level) / 2
         sd = float(ok.std(ddof=1)) if ok.size > 1 else math.nan
         rows.append(
             {
-                **dict(zip(keys, key, strict=True)),
-                "mean": mean,
+                **dict(zip(group_keys, key, strict=True)),
+                "mean": float(ok.mean()) if ok.size else math.nan,
                 "sd": sd,
                 "se": sd / math.sqrt(ok.size) if ok.size > 1 else math.nan,
                 "count": int(ok.size),

@@ -355,7 +355,7 @@ def test_findings_and_source_models_jobs_write_their_tables_and_the_readme_secti
     plan = figures.plan(config)
     jobs.compare(summary_parquet="r/summary.parquet", replicates_npz="r/b.npz", stage_files=[], figures=plan,
                  settings=s, select_on="val_auc_tta", global_seed=1, out_comparisons="r/c.csv",
-                 out_stages="r/stages.csv")  # fmt: skip
+                 out_stages="r/stages.csv", out_answer="r/answer.csv")  # fmt: skip
     jobs.learning_curves(summary_parquet="r/summary.parquet", settings=s, global_seed=1, out_csv="r/lc.csv")
     jobs.findings(summary_parquet="r/summary.parquet", replicates_npz="r/b.npz", comparisons_csv="r/c.csv",
                   curves_csv="r/lc.csv", anatomy={"emph": ANATOMY}, targets=["emph"], archs=[ARCH], settings=s,
@@ -383,10 +383,12 @@ def test_findings_and_source_models_jobs_write_their_tables_and_the_readme_secti
     pd.DataFrame({"task": ["emph"], "role": ["target"], "label": ["Emphysema"]}).to_csv("r/t1.csv", index=False)
     jobs.results_readme(summary_parquet="r/summary.parquet", seed_means_csv="r/seed_means.csv",
                         stages_csv="r/stages.csv", curves_csv="r/lc.csv", table1_csv="r/t1.csv",
-                        comparisons_csv="r/c.csv", figures={}, settings=s, out_readme="README.md",
-                        findings_csv="r/findings.csv", sources_csv="r/source_models.csv")  # fmt: skip
+                        comparisons_csv="r/c.csv", answer_csv="r/answer.csv", figures={}, settings=s,
+                        out_readme="README.md", out_answer_html="answer.html", findings_csv="r/findings.csv",
+                        sources_csv="r/source_models.csv")  # fmt: skip
     text = Path("README.md").read_text()
-    assert text.index("## Findings") < text.index("## Stage winners") < text.index("## Source models")
+    assert text.index("## Answer") < text.index("## Findings") < text.index("## Stage winners")
+    assert text.index("## Stage winners") < text.index("## Source models")
     assert "| one-cycle >= regular |" in text and "| transfer CNN > radiomics | emph | resnet18 |" in text
     assert "| cxr13 | resnet18 | imagenet -> cxr13 |" in text and "**not learned**" in text
     assert "| imagenet | resnet18 | imagenet |" in text and "published weights" in text

@@ -122,8 +122,8 @@ def tables(tmp_path, monkeypatch):
     ]
     summary = jobs.aggregate(metrics=paths, out_parquet="summary.parquet", out_csv="summary.csv",
                              metric="test_auc_tta", select_on="val_auc_tta")  # fmt: skip
-    run_ci, _ = intervals.bootstrap(summary, 200, 0.95, 1)
-    intervals.seed_means(summary, run_ci, 0.95).to_csv("seed_means.csv", index=False)
+    _, reps = intervals.bootstrap(summary, 200, 0.95, 1)
+    intervals.seed_means(summary, list(summary["path"]), reps, 0.95, 1).to_csv("seed_means.csv", index=False)
     curves.learning_curves(summary, 0.8, "auto", 0.95, 20, 1).to_csv("curves.csv", index=False)
     return summary
 
@@ -155,6 +155,27 @@ def test_every_figure_of_a_plan_is_drawn_in_every_format(tables, tmp_path):
             jobs.plot_learning_curves(curves_csv="curves.csv", seed_means_csv="seed_means.csv", target=0.8,
                                       options=OPTIONS, out_figures=out)  # fmt: skip
         assert_written(out)
+
+
+def test_learning_curves_stay_within_the_sizes_run_unless_a_target_is_set(tables, tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(plots, "save", lambda fig, outputs, options: drawn.update(fig=fig))
+
+    def lines(target):
+        curves.learning_curves(tables, target, "auto", 0.95, 20, 1).to_csv("curves.csv", index=False)
+        jobs.plot_learning_curves(curves_csv="curves.csv", seed_means_csv="seed_means.csv", target=target,
+                                  options=OPTIONS, out_figures=outputs(tmp_path, "lc"))  # fmt: skip
+        return [line for ax in drawn["fig"].axes for line in ax.get_lines()]
+
+    # no target (the default): every fit within 20..80, no target line
+    free = lines(None)
+    assert free and max(max(line.get_xdata()) for line in free) <= 80
+    assert not any(line.get_linestyle() == "--" for line in free) and "target" not in drawn["fig"]._suptitle.get_text()
+    # a target beyond the sizes run: the fit extended to it, dotted (an extrapolation), the target dashed
+    far = lines(0.97)
+    dotted = [line for line in far if line.get_linestyle() == ":"]
+    assert dotted and min(min(line.get_xdata()) for line in dotted) >= 80
+    assert any(line.get_linestyle() == "--" for line in far)
 
 
 def test_history_figures_use_a_real_run_chosen_deterministically(tables, tmp_path):

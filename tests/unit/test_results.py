@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smalldl import figures
+from smalldl import config as cfg
+from smalldl import figures, stats
 from smalldl.data.splits import split_counts
 from smalldl.errors import InputError
 from smalldl.jobs import results as jobs
-from smalldl.results import comparisons, intervals, summary
+from smalldl.results import answer, comparisons, intervals, summary
 from smalldl.results.curves import learning_curves
 from smalldl.stages import best_candidate
 from smalldl.tta import tta_else_plain
@@ -188,22 +189,49 @@ def test_predictions_problems_are_named(study):
         intervals.run_scores(row, metric="test_auc")
 
 
-def test_seed_means_give_t_intervals_over_seeds_and_bootstrap_bands_for_single_runs(study):
+def test_seed_means_intervals_come_from_the_replicates_over_test_images_with_two_seeds(study):
     table = load_summary()
-    run_ci, _ = intervals.bootstrap(table, 200, 0.95, 1)
-    means = intervals.seed_means(table, run_ci, 0.95)
-    assert len(means) == 2 * 4 * 3 and (means["count"] == 2).all() and (means["band"] == "seeds").all()
+    run_ci, reps = intervals.bootstrap(table, 200, 0.95, 1)
+    means = intervals.seed_means(table, list(table["path"]), reps, 0.95, 1)
+    assert len(means) == 2 * 4 * 3 and (means["count"] == 2).all() and (means["band"] == "test").all()
     one = means.iloc[0]
-    values = table[(table["task"] == one["task"]) & (table["recipe"] == one["recipe"]) & (table["n"] == one["n"])]
-    assert one["mean"] == pytest.approx(values["headline_auc"].mean())
-    half = 12.7062047 * values["headline_auc"].std(ddof=1) / math.sqrt(2)
-    assert (one["ci_lo"], one["ci_hi"]) == pytest.approx((one["mean"] - half, one["mean"] + half), rel=1e-6)
+    rows = table[(table["task"] == one["task"]) & (table["recipe"] == one["recipe"]) & (table["n"] == one["n"])]
+    assert one["mean"] == pytest.approx(rows["headline_auc"].mean())
+    # two seeds: the interval of their mean over the test images (the mean of their paired replicates)
+    expected = stats.percentile_ci(reps[rows.index].mean(axis=0), 0.95)
+    assert (one["ci_lo"], one["ci_hi"]) == pytest.approx(expected)
+    assert means["ci_lo"].between(0, 1).all() and means["ci_hi"].between(0, 1).all()
+    # one seed: that run's bootstrap CI
     single = table[table["seed"] == 0]
-    means1 = intervals.seed_means(single, run_ci, 0.95)
-    assert (means1["band"] == "bootstrap").all()
-    first = means1.iloc[0]
+    first = intervals.seed_means(single, list(table["path"]), reps, 0.95, 1).iloc[0]
     ci = run_ci[run_ci["path"] == single.iloc[0]["path"]].iloc[0]
-    assert (first["ci_lo"], first["ci_hi"]) == (ci["lo"], ci["hi"])
+    assert (first["ci_lo"], first["ci_hi"]) == pytest.approx((ci["lo"], ci["hi"]), abs=1e-6)
+    with pytest.raises(InputError, match="bootstrap replicates lack run"):
+        intervals.seed_means(table, list(table["path"])[1:], reps[1:], 0.95, 1)
+
+
+def test_seed_means_of_far_apart_seeds_stay_in_0_1(tmp_path, monkeypatch):
+    """Two seeds with test AUCs of about 0.2 and 0.8: a Student-t interval over them is [-3.3, 4.3]; the
+    interval here is over the test images (two seeds are too few to resample) and inside [0, 1]."""
+    monkeypatch.chdir(tmp_path)
+    paths = [write_run(Path("."), "emph", "resnet18", CXR13, 20, s, q=q, m=200) for s, q in ((0, -1.2), (1, 1.2))]
+    table = summary.read_metrics(paths)
+    assert table["headline_auc"].min() < 0.3 and table["headline_auc"].max() > 0.7
+    _, reps = intervals.bootstrap(table, 300, 0.95, 1)
+    row = intervals.seed_means(table, list(table["path"]), reps, 0.95, 1).iloc[0]
+    assert row["band"] == "test" and 0 <= row["ci_lo"] <= row["mean"] <= row["ci_hi"] <= 1
+
+
+def test_seed_means_with_three_or_more_seeds_cover_the_seeds_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    qs = (0.2, 0.8, 1.4, 2.0)  # seeds that disagree
+    paths = [write_run(Path("."), "emph", "resnet18", CXR13, 20, s, q=q, m=200) for s, q in enumerate(qs)]
+    table = summary.read_metrics(paths)
+    _, reps = intervals.bootstrap(table, 400, 0.95, 1)
+    row = intervals.seed_means(table, list(table["path"]), reps, 0.95, 1).iloc[0]
+    test_only = stats.percentile_ci(reps.mean(axis=0), 0.95)
+    assert row["band"] == "seeds+test" and row["count"] == 4
+    assert 0 <= row["ci_lo"] < test_only[0] and test_only[1] < row["ci_hi"] <= 1
 
 
 # -------------------------------------------------------------------------------------- comparisons
@@ -321,19 +349,23 @@ def test_learning_curves_per_recipe_with_the_size_needed(study):
 
 # --------------------------------------------------------------------------------------- README.md
 
+IMAGENET = "onecycle-finetune-imagenet-transfer"
 
-def test_results_readme_lists_stage_winners_headline_numbers_and_files(study):
-    s = SETTINGS
-    config = {"study": {"targets": ["emph", "multi"], "archs": ["resnet18"], "recipes": [SCRATCH, CXR13, MURA, REGULAR],
-                        "sizes": [20, 40, 80], "seeds": [0, 1], "stages": None}}  # fmt: skip
-    plan = figures.plan(config)
-    jobs.bootstrap(summary_parquet="results/summary.parquet", settings=s, global_seed=1,
-                   out_run_ci="results/run_ci.csv", out_seed_means="results/seed_means.csv",
-                   out_replicates="results/b.npz")  # fmt: skip
-    jobs.compare(summary_parquet="results/summary.parquet", replicates_npz="results/b.npz", stage_files=[],
-                 figures=plan, settings=s, select_on="val_auc_tta", global_seed=1,
-                 out_comparisons="results/c.csv", out_stages="results/stages.csv")  # fmt: skip
-    jobs.learning_curves(summary_parquet="results/summary.parquet", settings=s, global_seed=1, out_csv="results/lc.csv")
+
+def run_results(settings, plan=None, stats_jobs=True):
+    """The results jobs after aggregate, chained as the rules chain them (``stats_jobs``: also bootstrap and
+    compare, else only the learning curves and the README); returns results/README.md."""
+    plan = plan or {}
+    if stats_jobs:
+        jobs.bootstrap(summary_parquet="results/summary.parquet", settings=settings, global_seed=1,
+                       out_run_ci="results/run_ci.csv", out_seed_means="results/seed_means.csv",
+                       out_replicates="results/b.npz")  # fmt: skip
+        jobs.compare(summary_parquet="results/summary.parquet", replicates_npz="results/b.npz", stage_files=[],
+                     figures=plan, settings=settings, select_on="val_auc_tta", global_seed=1,
+                     out_comparisons="results/c.csv", out_stages="results/stages.csv",
+                     out_answer="results/answer.csv")  # fmt: skip
+    jobs.learning_curves(summary_parquet="results/summary.parquet", settings=settings, global_seed=1,
+                         out_csv="results/lc.csv")  # fmt: skip
     pd.DataFrame({"task": ["emph"], "role": ["target"], "label": ["Emphysema"], "train_positives": [10],
                   "val_positives": [2], "test_positives": [3]}).to_csv("results/t1.csv", index=False)  # fmt: skip
     jobs.results_readme(
@@ -343,17 +375,171 @@ def test_results_readme_lists_stage_winners_headline_numbers_and_files(study):
         curves_csv="results/lc.csv",
         table1_csv="results/t1.csv",
         comparisons_csv="results/c.csv",
+        answer_csv="results/answer.csv",
         figures={f: {"title": v["title"], "config": v["config"]} for f, v in plan.items()},
-        settings=s,
-        out_readme="README.md",
+        settings=settings,
+        out_readme="results/README.md",
+        out_answer_html="results/answer.html",
     )
-    text = open("README.md").read()
+    return Path("results/README.md").read_text()
+
+
+def small_study(recipes, q=None, val_boost=None):
+    """One binary task, sizes 20/40/80, two seeds; ``q``: the same quality for every recipe and size;
+    ``val_boost``: {recipe: added to its validation AUCs} (the selection metric, not the test one)."""
+    paths = make_study(Path("."), recipes, tasks=("emph",), q=q, m=120)
+    for path in paths:
+        m = json.loads(path.read_text())
+        if m["recipe"] in (val_boost or {}):
+            m["val_auc_tta"] = min(1.0, m["val_auc_tta"] + val_boost[m["recipe"]])
+            path.write_text(json.dumps(m))
+    aggregate(paths, "results/summary.parquet", "results/summary.csv")
+
+
+def section(text, title):
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_results_readme_opens_with_the_answer_then_stage_winners_headline_numbers_and_files(study):
+    config = {"study": {"targets": ["emph", "multi"], "archs": ["resnet18"], "recipes": [SCRATCH, CXR13, MURA, REGULAR],
+                        "sizes": [20, 40, 80], "seeds": [0, 1], "stages": None}}  # fmt: skip
+    plan = figures.plan(config)
+    text = run_results(SETTINGS, plan)
     stages = pd.read_csv("results/stages.csv")
     assert "## Stage winners" in text and f"`{stages.iloc[0]['winner']}`" in text
+    assert text.index("## Answer") < text.index("## Stage winners")
     best = pd.read_csv("results/seed_means.csv").sort_values("mean").iloc[-1]
     assert f"{best['mean']:.3f} [" in text
     assert "figures/sources_resnet18.*" in text and "| emph | target | Emphysema | 10 | 2 | 3 |" in text
     assert "target test AUC 0.8" in text
+    answer = section(text, "Answer")
+    assert "### emph" in answer and "### multi" in answer and "**Use `" in answer
+    assert "over the test images only: with 2 seeds per size" in answer  # what the intervals cover
+    # the report carries the same answer
+    page = Path("results/answer.html").read_text()
+    rec = pd.read_csv("results/answer.csv")
+    chosen = rec[(rec["kind"] == "recommend") & rec["recommended"] & (rec["task"] == "emph")].iloc[0]
+    assert f"<strong>Use <code>{chosen['recipe_b']}</code></strong>" in page and "<h3>multi</h3>" in page
+
+
+def test_answer_picks_on_validation_and_recommends_the_cheaper_recipe_when_the_winner_is_not_better(
+    tmp_path, monkeypatch
+):
+    """Two recipes of the same quality; the pretrained-source one wins on validation (boosted), not on
+    test: the page says the difference is not significant and recommends the cheaper ImageNet recipe."""
+    monkeypatch.chdir(tmp_path)
+    small_study([CXR13, IMAGENET], q=1.0, val_boost={CXR13: 0.05})
+    text = run_results(dict(SETTINGS, target_auc=None))
+    rows = pd.read_csv("results/answer.csv")
+    rec = rows[rows["kind"] == "recommend"].set_index("recipe_b")
+    assert set(rec["recipe_a"]) == {CXR13}  # the validation winner
+    other = rec.loc[IMAGENET]
+    assert other["runs"] == 6 and other["p_holm"] >= 0.05 and other["not_worse"]
+    assert other["diff_lo"] < 0 < other["diff_hi"]
+    assert rec["recommended"].to_dict() == {CXR13: False, IMAGENET: True}
+    assert (rec.loc[IMAGENET, "cost_source_b"], rec.loc[CXR13, "cost_source_b"]) == (1, 2)
+    answer = section(text, "Answer")
+    assert f"**Use `{IMAGENET}`**" in answer
+    assert f"`{CXR13}` has the highest validation AUC" in answer and "**not significant**" in answer
+    assert f"The cheapest of them is `{IMAGENET}`" in answer
+    # how AUC grows with n: the measured points, the fit within the sizes run, no size needed without a target
+    means = pd.read_csv("results/seed_means.csv").set_index(["recipe", "n"])
+    m = means.loc[(IMAGENET, 20)]
+    assert f"n = 20: {m['mean']:.3f} [{m['ci_lo']:.3f}, {m['ci_hi']:.3f}]" in answer
+    assert "fitted on n = 20–80" in answer and "set `results.target_auc`" in answer
+    assert "## How much data is needed" not in text and "Training images needed" not in text
+    # best per size: the top two at each size do not differ significantly
+    best = next(line for line in text.splitlines() if line.startswith("Best per size"))
+    assert best.count("≈") == 3 and best.count("not significant, p = ") == 3
+    at_n = rows[rows["kind"] == "best_at_n"]
+    assert sorted(at_n["n"].astype(int)) == [20, 40, 80] and (at_n["p_holm"] >= 0.05).all()
+
+
+def test_answer_says_when_the_winner_is_significantly_better_and_when_validation_and_test_disagree(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    small_study([CXR13, SCRATCH])
+    answer = section(run_results(SETTINGS), "Answer")
+    assert f"**Use `{CXR13}`**" in answer and f"significant: `{CXR13}` is better on test" in answer
+    assert "Every other recipe is significantly worse" in answer
+    best = next(line for line in Path("results/README.md").read_text().splitlines() if "Best per size" in line)
+    assert f"n=80: `{CXR13}` (resnet18)" in best and "(significant, p = " in best
+    # scratch boosted on validation: it is picked (never the test winner), and the page says test disagrees
+    small_study([CXR13, SCRATCH], val_boost={SCRATCH: 0.5})
+    answer = section(run_results(SETTINGS), "Answer")
+    assert f"**Use `{SCRATCH}`**" in answer and f"`{SCRATCH}` has the highest validation AUC" in answer
+    assert f"significant, the other way: `{CXR13}` is better on test" in answer
+
+
+def test_target_auc_is_off_by_default_and_never_reports_a_size_below_the_smallest_run(study):
+    assert cfg.load_schema()["properties"]["results"]["properties"]["target_auc"]["default"] is None
+    text = run_results(dict(SETTINGS, target_auc=None))
+    assert "## How much data is needed" not in text
+    assert pd.read_csv("results/lc.csv")["n_target"].isna().all()
+    # a target reached below the smallest size run: '≤ 20', never a size the study did not measure
+    text = run_results(dict(SETTINGS, target_auc=0.51), stats_jobs=False)
+    curves = pd.read_csv("results/lc.csv")
+    assert (curves["n_target"] < 20).any() and (curves["min_n"] == 20).all()
+    table = section(text, "How much data is needed")
+    assert "| ≤ 20 | " in table and "| measured |" in table and "| 0 [" not in table
+    assert "Training images needed for test AUC 0.51: ≤ 20; measured: the smallest size run" in section(text, "Answer")
+    # a target beyond the largest size run: flagged as extrapolated
+    text = run_results(dict(SETTINGS, target_auc=0.97), stats_jobs=False)
+    assert "**extrapolated** beyond the largest size run (n = 80)" in section(text, "Answer")
+
+
+def test_answer_reads_falling_curves_and_chance_honestly():
+    """A tiny study's shape: one seed, AUC falling from n=20 to 40 (a fit that never reaches the target) yet
+    above the target at n=20, and an interval at the largest size that includes 0.5."""
+    rows = pd.DataFrame([{"kind": "recommend", "task": "emph", "n": "all", "family_a": "cnn", "arch_a": "r18",
+                          "recipe_a": SCRATCH, "family_b": "cnn", "arch_b": "r18", "recipe_b": SCRATCH, "runs": 2,
+                          "select_a": 0.9, "select_b": 0.9, "auc_a": 0.7, "auc_b": 0.7, "diff": 0.0,
+                          "cost_source_b": 0, "cost_transfer_b": 1, "time_b": 2.0, "not_worse": True,
+                          "recommended": True}])  # fmt: skip
+    means = pd.DataFrame({"family": "cnn", "task": "emph", "arch": "r18", "recipe": SCRATCH, "n": [20, 40],
+                          "mean": [0.85, 0.55], "ci_lo": [0.8, 0.45], "ci_hi": [0.9, 0.65], "count": 1,
+                          "band": "test"})  # fmt: skip
+    curves = pd.DataFrame([{"task": "emph", "arch": "r18", "recipe": SCRATCH, "status": "ok", "model": "ipl2",
+                            "a": 1.0, "b": 0.0005, "c": -1.1, "rmse": 0.0, "min_n": 20, "max_n": 40,
+                            "n_target": math.inf, "n_target_lo": math.nan, "n_target_hi": math.nan,
+                            "n_reached": 20.0}])  # fmt: skip
+    runs = pd.DataFrame({"family": "cnn", "task": "emph", "arch": "r18", "recipe": SCRATCH, "n": [20, 40],
+                         "n_test": 50})  # fmt: skip
+    text = "\n".join(answer.answer_section(runs, means, rows, curves, dict(SETTINGS, target_auc=0.8)))
+    assert "n^1.1 (ipl2)" in text and "where it does not rise with n" in text
+    assert "Training images needed for test AUC 0.8: ≤ 20; measured: the smallest size run (n = 20) reaches it" in text
+    assert "Its interval at n = 40 includes 0.5" in text and "1 seed per size, 50 test images" in text
+    assert "No other recipe to compare it with." in text
+    # without a measured size reaching the target, the fit's 'never' says why
+    text = "\n".join(
+        answer.answer_section(runs, means, rows, curves.assign(n_reached=math.nan), dict(SETTINGS, target_auc=0.8))
+    )
+    assert "Training images needed for test AUC 0.8: never [–, –]; the fit does not rise with n" in text
+
+
+def test_size_needed_prefers_a_measurement_and_flags_extrapolation():
+    row = {"min_n": 20, "max_n": 80, "model": "ipl3", "a": 0.9, "b": 1.0, "c": 0.5, "n_target_lo": math.nan,
+           "n_target_hi": math.nan}  # fmt: skip
+    # measured at 40, the fit says 500: the measurement
+    assert answer.needed(dict(row, n_target=500.0, n_reached=40.0)) == (
+        "≤ 40",
+        "measured: a size run (n = 40) reaches it",
+    )
+    # measured at 40, the fit says 31 (within the sizes run, consistent): the fit's finer reading
+    assert answer.needed(dict(row, n_target=31.0, n_reached=40.0))[0].startswith("31 [")
+    # not measured: beyond the largest size run, flagged; below the smallest, never shown below it
+    cell, what = answer.needed(dict(row, n_target=500.0, n_target_lo=120.0, n_target_hi=2000.0, n_reached=math.nan))
+    assert cell == "500 [120, 2,000]" and "**extrapolated** beyond the largest size run (n = 80)" in what
+    assert answer.needed(dict(row, n_target=3.0, n_reached=math.nan))[0].startswith("≤ 20 [")
+    assert "levels off below it (asymptote 0.900)" in answer.needed(dict(row, n_target=math.inf, n_reached=math.nan))[1]
+
+
+def test_sizes_needed_are_shown_within_what_was_measured():
+    assert answer.size_needed(0.4, 20, 80) == "≤ 20" and answer.size_needed(20.0, 20, 80) == "≤ 20"
+    assert answer.size_needed(55.2, 20, 80) == "55" and answer.size_needed(300.0, 20, 80) == "300"
+    assert answer.size_needed(math.inf, 20, 80) == "never" and answer.size_needed(9000.0, 20, 80) == "> 8,000"
+    assert answer.size_needed(math.nan, 20, 80) == "–"
 
 
 # ------------------------------------------------------------------------------------ the benchmark

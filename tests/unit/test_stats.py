@@ -114,14 +114,68 @@ def test_delong_needs_both_classes():
         stats.delong(np.array([1, 0, 0]), np.array([[0.1, 0.2, 0.3]]))
 
 
-def test_t_interval_and_holm():
-    mean, lo, hi = stats.t_interval([0.7, 0.8, 0.75], 0.95)
-    half = sps.t.ppf(0.975, 2) * np.std([0.7, 0.8, 0.75], ddof=1) / math.sqrt(3)
-    assert (mean, lo, hi) == pytest.approx((0.75, 0.75 - half, 0.75 + half))
-    assert math.isnan(stats.t_interval([0.7], 0.95)[1])
+def test_holm():
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     out = stats.holm([0.5, np.nan])
     assert out[0] == 0.5 and math.isnan(out[1])
+
+
+def seed_replicates(centres, m=120, iterations=400, seed=0):
+    """Bootstrap replicates (seeds x iterations, paired: one resampling of the test images for all) of
+    seeds whose scores separate the classes by ``centres`` (probit: AUC = Phi(centre / sqrt 2))."""
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.ones(m // 2), np.zeros(m - m // 2)].astype(int)
+    w = stats.bootstrap_weights(m, iterations, rng, y)
+    return np.stack([stats.weighted_auc(rng.normal(c * y, 1.0), y, w) for c in centres])
+
+
+def test_mean_interval_of_two_far_apart_seeds_covers_test_images_only_and_stays_in_0_1():
+    reps = seed_replicates([-1.2, 1.2])  # AUCs about 0.2 and 0.8
+    point = reps.mean(axis=0)
+    lo, hi, band = stats.mean_interval(reps, 0.95, np.random.default_rng(0))
+    assert band == "test" and 0 <= lo <= hi <= 1
+    assert (lo, hi) == pytest.approx(stats.percentile_ci(point, 0.95))  # the mean of the seeds per resampling
+    # a seed's AUC of 0.2 and one of 0.8: the interval of their mean is never outside [0, 1]
+    extreme = np.stack([np.full(50, 0.2), np.full(50, 0.8)])
+    assert stats.mean_interval(extreme, 0.95, np.random.default_rng(0))[:2] == pytest.approx((0.5, 0.5))
+    one = seed_replicates([1.0])
+    assert stats.mean_interval(one, 0.95, np.random.default_rng(0))[:2] == pytest.approx(
+        stats.percentile_ci(one[0], 0.95)
+    )
+    assert math.isnan(stats.mean_interval(np.full((2, 10), np.nan), 0.95, np.random.default_rng(0))[0])
+
+
+def test_mean_interval_over_seeds_is_wider_than_over_test_images_when_seeds_disagree():
+    reps = seed_replicates([0.2, 0.8, 1.4, 2.0, 2.6])  # AUCs from about 0.56 to 0.97
+    lo, hi, band = stats.mean_interval(reps, 0.95, np.random.default_rng(0))
+    t_lo, t_hi, t_band = stats.mean_interval(reps, 0.95, np.random.default_rng(0), min_seeds=6)
+    assert (band, t_band) == ("seeds+test", "test")
+    assert 0 <= lo < t_lo and t_hi < hi <= 1 and hi - lo > 1.5 * (t_hi - t_lo)
+    # seeds that agree (the same scores): the test images are all that varies
+    same = np.repeat(seed_replicates([1.0]), 5, axis=0)
+    lo, hi, _ = stats.mean_interval(same, 0.95, np.random.default_rng(0))
+    assert (lo, hi) == pytest.approx(stats.mean_interval(same, 0.95, np.random.default_rng(0), min_seeds=6)[:2])
+
+
+def test_mean_interval_covers_the_mean_auc_over_seeds_in_a_simulation():
+    """Seeds vary (separation ~ N(1, 0.35)), the test images are shared by the seeds and drawn anew each
+    time; the target is the expected AUC over seeds. The hierarchical interval covers it about 95% of the
+    time; the test-images-only interval, blind to the seeds, far less."""
+    rng = np.random.default_rng(0)
+    truth = float(np.mean(sps.norm.cdf(rng.normal(1.0, 0.35, 200_000) / math.sqrt(2))))
+    hits = np.zeros(2)
+    sims, m = 150, 100
+    y = np.r_[np.ones(m // 2), np.zeros(m // 2)].astype(int)
+    for _ in range(sims):
+        shared = rng.normal(0, 1, m)  # what makes an image easy or hard, for every seed
+        scores = [d * y + 0.5 * shared + math.sqrt(0.75) * rng.normal(0, 1, m) for d in rng.normal(1.0, 0.35, 5)]
+        w = stats.bootstrap_weights(m, 200, rng, y)
+        reps = np.stack([stats.weighted_auc(s, y, w) for s in scores])
+        for j, min_seeds in enumerate((3, 6)):
+            lo, hi, _ = stats.mean_interval(reps, 0.95, rng, min_seeds=min_seeds)
+            hits[j] += lo <= truth <= hi
+    coverage, test_only = hits / sims
+    assert coverage >= 0.9 and test_only < 0.85
 
 
 def test_paired_unit_ci():

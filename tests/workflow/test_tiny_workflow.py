@@ -232,7 +232,10 @@ def test_results_tables_figures_and_report(study):
     run_ci = pd.read_csv(res / "run_ci.csv")
     assert len(run_ci) == len(summary) and (run_ci["lo"] <= run_ci["hi"]).all()
     assert run_ci["auc"].to_numpy() == pytest.approx(summary["headline_auc"].to_numpy(), abs=1e-6)
-    assert len(pd.read_csv(res / "seed_means.csv")) == len(summary.groupby(["task", "arch", "recipe", "n"]))
+    means = pd.read_csv(res / "seed_means.csv")
+    assert len(means) == len(summary.groupby(["task", "arch", "recipe", "n"]))
+    # one seed: intervals over the test images only, inside [0, 1]
+    assert (means["band"] == "test").all() and means[["ci_lo", "ci_hi"]].stack().between(0, 1).all()
     comparisons = pd.read_csv(res / "comparisons.csv")
     assert len(comparisons) and comparisons["p"].between(0, 1).all()
     stages = pd.read_csv(res / "stages.csv")
@@ -246,6 +249,12 @@ def test_results_tables_figures_and_report(study):
     assert len(curves) == len(summary.groupby(["task", "arch", "recipe"]))
     readme = (res / "README.md").read_text()
     assert "## Stage winners" in readme and f"`{stages.iloc[0]['winner']}`" in readme
+    # the answer first, per target: the recipe to use, what the intervals cover; also in the report
+    answer = readme.split("## Answer", 1)[1].split("## Findings", 1)[0]
+    for task in config["study"]["targets"]:
+        assert f"### {task}" in answer
+    assert answer.count("**Use `") == len(config["study"]["targets"]) and "over the test images only" in answer
+    assert "## How much data is needed" in readme  # tiny.yaml sets results.target_auc
     # the paper's claims, each tested on the tiny study's runs or marked not run
     from smalldl.results.findings import CLAIMS, VERDICTS
 
@@ -256,7 +265,8 @@ def test_results_tables_figures_and_report(study):
         "source_vs_none",
         "transfer_vs_moments",
     }
-    assert readme.index("## Findings") < readme.index("## Stage winners") and "| one-cycle >= regular |" in readme
+    assert readme.index("## Answer") < readme.index("## Findings") < readme.index("## Stage winners")
+    assert "| one-cycle >= regular |" in readme
     # every source model with its chain and validation AUC
     sources = pd.read_csv(res / "source_models.csv").set_index("source")
     assert set(sources.index) == set(config["sources"])
@@ -273,7 +283,7 @@ def test_results_tables_figures_and_report(study):
     assert len(html) > 100_000
     for fig_id in plan:
         assert f"{fig_id}.png" in html, fig_id
-    assert "Learning curves" in html and config["study"]["targets"][0] in html
+    assert "Learning curves" in html and config["study"]["targets"][0] in html and "answer.html" in html
     assert "findings.csv" in html and "source_models.csv" in html
 
 
