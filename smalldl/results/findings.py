@@ -324,6 +324,25 @@ def _oriented(row: Mapping[str, Any], sign: int) -> tuple[float, float, float]:
     return (d, lo, hi) if sign > 0 else (-d, -hi, -lo)
 
 
+def _oriented_row(
+    claim: Claim,
+    task: str,
+    arch: str,
+    rec: Mapping[str, Any],
+    units: tuple[Unit, Unit],
+    sign: int,
+    margin: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The findings row of a comparisons.csv row ``rec`` of ``units`` (its sides A, B), oriented as the claim:
+    ``sign`` 1 keeps A minus B, -1 turns it round."""
+    a, b = units if sign > 0 else units[::-1]
+    return _row(
+        claim, task, arch, rec["n"], (a.label, b.label), _oriented(rec, sign), margin,
+        p_holm=rec["p_holm"], runs=rec["runs"], **extra,
+    )  # fmt: skip
+
+
 def _units(row: Mapping[str, Any]) -> tuple[Unit, Unit]:
     return (
         Unit(str(row["family_a"]), str(row["arch_a"]), str(row["recipe_a"])),
@@ -346,21 +365,7 @@ def pair_rows(
         sign = 1 if match(x, y, anatomy) else -1 if match(y, x, anatomy) else 0
         if not sign:
             continue
-        a, b = (x, y) if sign > 0 else (y, x)
-        d, lo, hi = _oriented(rec, sign)
-        rows.append(
-            _row(
-                claim,
-                task,
-                arch,
-                rec["n"],
-                (a.label, b.label),
-                (d, lo, hi),
-                margin,
-                p_holm=rec["p_holm"],
-                runs=rec["runs"],
-            )
-        )
+        rows.append(_oriented_row(claim, task, arch, rec, (x, y), sign, margin))
     return rows
 
 
@@ -402,23 +407,8 @@ def radiomics_rows(
         if (cnn_side.arch, cnn_side.recipe) != (arch, cnn):
             continue
         sign = 1 if (rad is x) == scratch else -1  # side A: radiomics (scratch claim) or the CNN
-        a, b = (x, y) if sign > 0 else (y, x)
-        d, lo, hi = _oriented(rec, sign)
         note = f"the {'scratch' if scratch else 'transfer'} CNN recipe with the best validation AUC"
-        rows.append(
-            _row(
-                claim,
-                task,
-                arch,
-                rec["n"],
-                (a.label, b.label),
-                (d, lo, hi),
-                margin,
-                p_holm=rec["p_holm"],
-                runs=rec["runs"],
-                note=note,
-            )
-        )
+        rows.append(_oriented_row(claim, task, arch, rec, (x, y), sign, margin, note=note))
     if scratch and rows:
         sized = [r for r in rows if r["n"] != "all"]
         smallest = min((float(r["n"]) for r in sized), default=None)
