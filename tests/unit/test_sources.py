@@ -644,22 +644,26 @@ def test_paper_config_builds_its_dag_offline_and_says_what_to_place_where(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = proc.stdout.split("Job stats:", 1)[1]
     # the stage-wise study: stage 1 (training methods, from scratch: the scratch baseline and its regular
-    # twin) is known before any stage is decided (4 targets x 2 archs x 2 recipes x 7 sizes x 5 seeds);
-    # ImageNet and the sources' pretraining join the DAG once the transfer and source stages are reached.
+    # twin) is known before any stage is decided (4 targets x 2 archs x 2 recipes x 7 sizes x 5 seeds).
+    # The source models (3 sources x 2 archs, from ImageNet) are planned from the start: the results'
+    # source-model table reads every source a stage may offer, so their caches (NIH, CheXpert, MURA) are too.
     # The radiomics baseline: the paper's four models per (target, size, seed)
     for rule, count in (
         ("fetch_nih", 1),
         ("index", 3),
-        ("cache", 1),
+        ("cache", 3),
         ("split", 7),
+        ("imagenet_weights", 2),
+        ("pretrain", 6),
         ("lr_find", 16),
         ("finetune", 560),
         ("select_stage", 32),
         ("radiomics_model", 560),
         ("radiomics_best", 140),
+        ("source_models", 1),
+        ("findings", 1),
     ):
         assert re.search(rf"^{rule}\s+{count}\s*$", stats, re.M), (rule, stats)
-    assert not re.search(r"^(imagenet_weights|pretrain)\s", stats, re.M)
     # offline: the fetch stops at once naming the files and the folder; the local copies name their path
     offline = tmp_path / "offline.yaml"
     offline.write_text(f"datasets: {{nih: {{params: {{base_url: '{closed_port_url()}'}}}}}}\n")
