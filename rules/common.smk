@@ -6,9 +6,11 @@
 # producing rule's output uses the same template).
 
 import json
+import os
 import re
 
 from snakemake.exceptions import IncompleteCheckpointException
+from snakemake.io import checkpoint_target
 
 from smalldl import figures as figplan
 from smalldl.utils import derive_seed
@@ -203,8 +205,12 @@ def finetune_inputs(wildcards):
 
 
 def stage_winner(task, arch, k):
-    """The winner of stage k (0-based) for (task, arch); raises until its checkpoint has run."""
+    """The winner of stage k (0-based) for (task, arch); raises until its checkpoint has run. A decision
+    being made again (an earlier stage's runs changed) is incomplete too: Snakemake still lists the file it
+    found at start-up as created, but has removed it to rerun the checkpoint."""
     path = checkpoints.select_stage.get(task=task, arch=arch, k=k).output.json
+    if not os.path.exists(path):
+        raise IncompleteCheckpointException(checkpoints.select_stage.rule, checkpoint_target(path))
     with open(path) as fh:
         return json.load(fh)["winner"]
 
