@@ -72,6 +72,10 @@ class CnnFields:
     epochs_run: int
     lr_source: str
     init_info: dict[str, Any]
+    #: seconds per phase of the job (smalldl.jobs.train.finetune): startup (process start to the job's code:
+    #: interpreter, imports), setup (data, model, formats), train, validate (per epoch), test (test set and
+    #: validation TTA), write (predictions, history, model)
+    phase_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -363,7 +363,8 @@ def fit(
     """Train ``model`` (a models.Classifier) as ``run`` says and load into it the weights of the epoch with
     the lowest validation loss. A run whose checkpoint exists with the same signature resumes after its
     last epoch and ends exactly as an uninterrupted run. Returns history rows, the selected epoch, its
-    validation scores, the digest of the selected weights and timing."""
+    validation scores, the digest of the selected weights and timing (``wall_time_s``; ``validate_s`` of it in
+    the per-epoch validation of this attempt)."""
     hooks = hooks if hooks is not None else Hooks()
     if hooks.log is None:
         hooks = replace(hooks, log=sys.stderr)
@@ -389,6 +390,7 @@ def fit(
     best: dict[str, Any] = {"loss": math.inf}
     best_state: dict[str, torch.Tensor] | None = None
     step, first_epoch, elapsed, stopped = 0, 1, 0.0, False
+    validate_s = 0.0  # seconds in the per-epoch validation (of this attempt)
     resumed = _load_checkpoint(checkpoint, signature, log) if checkpoint else None
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -412,7 +414,9 @@ def fit(
         rows = train_one_epoch(loop, train, epoch=epoch, step0=step, rng=rng, gen=gen, hooks=hooks)
         step += len(rows)
         history.extend(rows)
+        t_val = time.time()
         sc = evaluate(model, val, settings, device=device, task_type=task_type, labels=labels)
+        validate_s += time.time() - t_val
         train_loss = float(np.mean([r["train_loss"] for r in rows]))
         history.append(
             {
@@ -472,6 +476,7 @@ def fit(
         "val_per_label": best["per_label"],
         "selected_state_sha256": state_sha256(best_state),
         "wall_time_s": wall,
+        "validate_s": validate_s,
         "images_per_s": epochs_run * len(train) / max(wall, 1e-9),
         "steps": step,
         "epochs_run": epochs_run,

@@ -198,3 +198,17 @@ def _progress_line(desc: str, count: int, total: int | None, elapsed: float, uni
         eta = (total - count) / rate if rate > 0 else float("inf")
         return f"{desc}: {count}/{total} ({100 * count / total:.0f}%) {rate:.1f} {unit}/s, eta {eta:.0f}s"
     return f"{desc}: {count} {rate:.1f} {unit}/s"
+
+
+def process_start_time() -> float:
+    """When this process started (epoch seconds), from /proc (Linux); the current time where there is no
+    /proc. ``time.time() - process_start_time()`` is the interpreter's start-up and imports so far."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime, after pid and (comm)
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()

@@ -25,7 +25,7 @@ from smalldl.jobs._shared import (
     write_history,
 )
 from smalldl.record import CnnFields, RunRecord, read_metrics_json
-from smalldl.utils import atomic_path, derive_seed, save_torch, write_json
+from smalldl.utils import atomic_path, derive_seed, process_start_time, save_torch, write_json
 
 
 def lr_find(
@@ -126,6 +126,8 @@ def finetune(
     """Train one (task, arch, recipe, n, seed) run and evaluate the selected model on the test set,
     with and without test-time augmentation. A killed run resumes from ``resume.pt`` in its folder.
     ``lr_json``: the lr finder's choice of max_lr (None: ``settings["max_lr"]``)."""
+    t_entry = time.time()
+    startup = t_entry - process_start_time()
     from smalldl.evaluate import evaluate, evaluate_views
     from smalldl.train import Run, fit
 
@@ -172,6 +174,7 @@ def finetune(
             settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
         )
         signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
+        t_fit = time.time()
         result = fit(
             model,
             train,
@@ -200,12 +203,27 @@ def finetune(
             if views > 0
             else None
         )
+        t_write = time.time()
         preds = pd.DataFrame({"image_id": test.image_ids})
         for j, label in enumerate(labels):
             preds[f"y_{label}"] = test.targets.reshape(len(test), -1)[:, j].astype(np.int64)
             preds[f"p_{label}"] = test_sc["prob"][:, j]
             if test_tta is not None:
                 preds[f"p_tta_{label}"] = test_tta["prob"][:, j]
+        write_history(result["history"], out_history)
+        with atomic_path(out_predictions) as tmp:
+            preds.to_parquet(tmp, index=False)
+        if settings["save_model"]:
+            state = model.cpu().state_dict()
+            save_torch({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, run_dir / "model.pt")
+        phase_s = {
+            "startup": startup,
+            "setup": t_fit - t_entry,
+            "train": result["wall_time_s"] - result["validate_s"],
+            "validate": result["validate_s"],
+            "test": t_write - t0,
+            "write": time.time() - t_write,
+        }
         env = environment(device, formats, slot=slot)
         record = RunRecord(
             family="cnn",
@@ -248,16 +266,11 @@ def finetune(
                 epochs_run=result["epochs_run"],
                 lr_source=lr_source,
                 init_info=init_info,
+                phase_s={k: round(v, 3) for k, v in phase_s.items()},
             ),
             **env,
         )
         metrics = record.to_json()
-        write_history(result["history"], out_history)
-        with atomic_path(out_predictions) as tmp:
-            preds.to_parquet(tmp, index=False)
-        if settings["save_model"]:
-            state = model.cpu().state_dict()
-            save_torch({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, run_dir / "model.pt")
         write_json(out_metrics, metrics)
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)

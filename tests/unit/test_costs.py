@@ -1,0 +1,79 @@
+"""smalldl.costs: seconds per rule from Snakemake's benchmark files and per phase of the fine-tuning jobs,
+on a run folder written here (benchmarks/demo_costs.py prints them for a real run)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from smalldl import costs
+
+from ..conftest import ROOT
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def bench(path, seconds):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + f"{seconds}\t0:00:01\t1\t1\t1\t1\t0\t0\t0\t1\n")
+
+
+def run(root, task, n, seed, total, phases):
+    bench(root / "logs/benchmarks/finetune" / task / "a" / "r" / f"n{n}_s{seed}.tsv", total)
+    out = root / "runs" / task / "a" / "r" / f"n{n}" / f"s{seed}"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"phase_s": phases}))
+
+
+PH = {"startup": 2.0, "setup": 1.0, "train": 3.0, "validate": 1.0, "test": 2.0, "write": 0.5}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    run(tmp_path, "t1", 50, 0, 10.0, PH)
+    run(tmp_path, "t2", 50, 0, 12.0, {**PH, "test": 3.5})
+    bench(tmp_path / "logs/benchmarks/radiomics_model/t1/x.tsv", 4.0)
+    bench(tmp_path / "logs/benchmarks/aggregate.tsv", 1.0)
+    # a run without phases (written before they were recorded) counts per rule, not per phase
+    bench(tmp_path / "logs/benchmarks/finetune/t1/a/r/n100_s0.tsv", 20.0)
+    return tmp_path
+
+
+def test_rule_seconds_sum_every_job_of_a_rule(workdir):
+    table = costs.rule_seconds(workdir).set_index("rule")
+    assert table.loc["finetune", "jobs"] == 3 and table.loc["finetune", "total_s"] == pytest.approx(42.0)
+    assert table.loc["aggregate", "jobs"] == 1 and table.loc["radiomics_model", "total_s"] == 4.0
+    assert table["share"].sum() == pytest.approx(1.0)
+    assert list(table.index)[0] == "finetune"  # largest first
+
+
+def test_phases_split_a_job_and_what_the_job_did_not_see_is_outside(workdir):
+    runs = costs.finetune_phases(workdir).set_index("task")
+    assert len(runs) == 2
+    assert runs.loc["t1", "outside"] == pytest.approx(10.0 - 9.5)
+    assert runs.loc["t2", "outside"] == pytest.approx(12.0 - 11.0)
+    assert runs.loc["t1", "fixed"] == pytest.approx(0.5 + 2.0 + 1.0 + 0.5)
+    table = costs.phase_table(costs.finetune_phases(workdir))
+    all_ = table[table["task"] == "all"].set_index("phase")
+    assert all_.loc["test", "mean_s"] == pytest.approx(2.75)
+    assert all_.loc["total", "share"] == pytest.approx(1.0)
+    assert all_.loc[list(costs.PHASES), "share"].sum() == pytest.approx(1.0)
+
+
+def test_no_benchmarks_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no benchmark files"):
+        costs.rule_seconds(tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "demo_costs.py"), str(tmp_path)], capture_output=True, text=True
+    )
+    assert out.returncode == 1 and "no benchmark files" in out.stderr
+
+
+def test_the_benchmark_prints_the_fixed_cost_ratio(workdir):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "demo_costs.py"), str(workdir)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "finetune" in out.stdout and "ratio fixed / total = " in out.stdout
+    assert "largest phase: train" in out.stdout
