@@ -6,12 +6,14 @@ Takes the ``snakemake`` object as a plain argument; nothing here imports Snakema
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import os
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,33 @@ def _remove_outputs(outputs: list[str]) -> None:
             path.unlink()
 
 
-def run(main: Callable[[Any], None], smk: Any) -> None:
-    """Run ``main(smk)`` with stdout/stderr appended to the rule's log.
+#: What a training job (finetune, lr_find, pretrain) imports: ``run``'s ``preload``.
+TRAINING_MODULES = ("torch", "timm", "smalldl.train", "smalldl.evaluate")
+
+
+def preload(modules: Sequence[str]) -> None:
+    """Import ``modules`` with the cyclic garbage collector off, then freeze what they created. Importing
+    torch, timm and torchvision (which imports dynamo and sympy) creates millions of objects, and every full
+    collection walks all of them: 7 collections, 1.7 to 2 s of a demo job's start on a busy 2-core CPU. Frozen,
+    later collections skip them (they live as long as the process anyway)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def run(main: Callable[[Any], None], smk: Any, preload_modules: Sequence[str] = ()) -> None:
+    """Run ``main(smk)`` with stdout/stderr appended to the rule's log, after importing ``preload_modules``
+    (``preload``; e.g. ``TRAINING_MODULES``) with the threads of the rule set.
 
     An InputError becomes one ``ERROR: ...`` line in the log and on the terminal, outputs are removed
-    and the process exits 1. Any other exception keeps its traceback in the log.
+    and the process exits 1. Any other exception keeps its traceback in the log. A job that ends well
+    ends its process (``_exit_now``).
     """
     log_path = Path(smk.log[0]) if len(smk.log) else None
     terminal = sys.__stderr__
@@ -44,6 +68,7 @@ def run(main: Callable[[Any], None], smk: Any) -> None:
             log = stack.enter_context(open(log_path, "a", buffering=1))
             stack.enter_context(contextlib.redirect_stdout(log))
             stack.enter_context(contextlib.redirect_stderr(log))
+        preload(preload_modules)
         start = time.time()
         rule = getattr(smk, "rule", "job")
         print(f"[{time.strftime('%H:%M:%S')}] {rule}: start (pid {os.getpid()}, {threads} thread(s))", file=sys.stderr)
@@ -61,3 +86,25 @@ def run(main: Callable[[Any], None], smk: Any) -> None:
             _remove_outputs(list(smk.output))
             raise
         print(f"[{time.strftime('%H:%M:%S')}] {rule}: done in {time.time() - start:.1f}s", file=sys.stderr)
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """End a finished job's process as the interpreter would, less its finalization: wait for the threads a
+    normal exit waits for, run the exit handlers (multiprocessing joins its children there, logging flushes),
+    flush the streams, then leave. Tearing the modules down and collecting their objects is what is skipped:
+    with torch, timm and torchvision loaded (torchvision imports dynamo and sympy) it takes 2 to 4 s on a busy
+    2-core CPU, a quarter of a demo fine-tuning job, and writes nothing (every output is written atomically
+    and closed, the log closed by the caller's ``with``)."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.flush()
+    os._exit(0)

@@ -30,4 +30,4 @@ def main(smk):
     )
 
 
-workflow.run(main, snakemake)  # noqa: F821
+workflow.run(main, snakemake, workflow.TRAINING_MODULES)  # noqa: F821

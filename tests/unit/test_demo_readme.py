@@ -1,0 +1,87 @@
+"""The README's demo results are generated from a measured demo run (docs/demo, smalldl.results.demo),
+never written by hand: the README block must be render(docs/demo), and docs/demo must come from the
+demo config of this commit."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from smalldl import config as cfg
+from smalldl.results import demo
+
+from ..conftest import ROOT
+
+
+def test_the_readme_demo_block_is_the_measured_demo_run():
+    block = demo.readme_block((ROOT / "README.md").read_text())
+    assert block == demo.render(demo.load()), "run `python -m smalldl.results.demo update RUN_DIR ...`"
+
+
+def test_the_measured_run_is_of_this_demo_config():
+    """Changing config.yaml without measuring the demo again fails here."""
+    assert (ROOT / "docs/demo/config.yaml").read_text() == (ROOT / "config.yaml").read_text(), (
+        "config.yaml changed since the demo was measured: run it again and `python -m smalldl.results.demo update`"
+    )
+
+
+def test_the_measured_runs_are_the_plan_of_the_demo_config():
+    config = cfg.validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    summary = demo.load()["summary"]
+    study = config["study"]
+    cnn = summary[summary["family"] == "cnn"]
+    assert sorted(cnn["task"].unique()) == sorted(study["targets"])
+    assert sorted(cnn["n"].unique()) == sorted(study["sizes"])
+    assert sorted(cnn["seed"].unique()) == sorted(study["seeds"])
+    possible = set(cfg.possible_stage_recipes(config))
+    assert set(cnn["recipe"]) <= possible
+    # every (task, recipe) at every size and seed: nothing left out of the table
+    per_recipe = cnn.groupby(["task", "recipe"]).size()
+    assert (per_recipe == len(study["sizes"]) * len(study["seeds"])).all()
+    stages = demo.load()["stages"]
+    assert len(stages) == len(study["targets"]) * len(study["stages"]["vary"])
+    for _, row in stages.iterrows():  # the table's recipes are those the stages compared
+        assert set(row["candidates"].split(";")) <= set(cnn[cnn["task"] == row["task"]]["recipe"])
+
+
+@pytest.fixture
+def copy_of_demo(tmp_path):
+    folder = tmp_path / "demo"
+    shutil.copytree(ROOT / "docs/demo", folder)
+    return folder
+
+
+def test_a_number_off_by_more_than_rounding_changes_the_block(copy_of_demo):
+    before = demo.render(demo.load(copy_of_demo))
+    summary = pd.read_csv(copy_of_demo / "summary.csv")
+    first = summary.index[summary["family"] == "cnn"][0]
+    summary.loc[first, "headline_auc"] += 0.01  # the mean over 2 seeds moves by 0.005: the 3rd decimal
+    summary.to_csv(copy_of_demo / "summary.csv", index=False)
+    assert demo.render(demo.load(copy_of_demo)) != before
+    findings = pd.read_csv(copy_of_demo / "findings.csv")
+    ran = findings.index[(findings["verdict"] != "not run") & (findings["n"].astype(str) == "all")][0]
+    findings.loc[ran, "verdict"] = "contradicted" if findings.loc[ran, "verdict"] != "contradicted" else "holds"
+    findings.to_csv(copy_of_demo / "findings.csv", index=False)
+    after = demo.render(demo.load(copy_of_demo))
+    assert after.count("**contradicted**") != before.count("**contradicted**")
+
+
+def test_the_block_states_the_measured_time_and_jobs(copy_of_demo):
+    run = json.loads((copy_of_demo / "run.json").read_text())
+    text = demo.render(demo.load(copy_of_demo))
+    minutes, seconds = divmod(round(run["seconds"]), 60)
+    assert f"**{minutes} min {seconds} s**" in text and f"for {run['jobs']} jobs" in text
+    assert run["seconds"] <= 15 * 60, "the demo's budget: 15 minutes on 2 cores"
+
+
+def test_the_check_command_fails_on_a_hand_edited_readme(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    text = (ROOT / "README.md").read_text()
+    block = demo.readme_block(text)
+    readme.write_text(text.replace(block, block.replace("| emphysema |", "| emphysema  |", 1)))
+    monkeypatch.setattr(demo, "README", readme)
+    assert demo.main(["check"]) == 1
+    readme.write_text(text)
+    assert demo.main(["check"]) == 0
