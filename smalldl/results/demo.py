@@ -233,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         update(args.run_dir, args.seconds, args.jobs, args.machine)
         return 0
     if readme_block(README.read_text()) != render(load()):
-        print("README.md's demo block differs from docs/demo: run `python -m smalldl.results.demo update`", file=sys.stderr)
+        print(
+            "README.md's demo block differs from docs/demo: run `python -m smalldl.results.demo update`",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -130,6 +130,13 @@ def test_a_source_recipe_chains_sources_and_a_cycle_is_an_error_naming_it():
 
 def test_a_source_restricted_to_some_targets_is_offered_to_those_only():
     conf = _load()
+    del conf["study"]["stages"]  # the demo's stages; listed recipes first
+    conf["study"]["recipes"] = [
+        "onecycle-finetune-none-default",
+        "onecycle-finetune-imagenet-transfer",
+        "onecycle-finetune-cxr13-transfer",
+        "onecycle-finetune-mura-transfer",
+    ]
     conf["sources"]["cxr13"]["targets"] = ["emphysema"]
     conf["sources"]["mura"]["recipe"] = "onecycle-finetune-cxr13-transfer"  # inherits cxr13's restriction
     conf = cfg.validate(conf)

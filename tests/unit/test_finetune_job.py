@@ -32,6 +32,7 @@ def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("job")
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["train"].update({"epochs": 3, "batch_size": 8, "crop": 28, "max_lr": 0.003, "save_model": True})
+    config["train"].update({"amp": "auto", "channels_last": "auto"})  # the demo pins them; these tests measure
     config["train"]["lr_finder"] = {"enabled": True, "steps": 30, "end_lr": 1.0}
     config["preprocess"] = {"width": 32}
     config["study"].update({"sizes": [20, 40], "seeds": [0, 1], "archs": ["smallcnn"]})

@@ -49,7 +49,8 @@ def test_a_finished_job_exits_0_with_its_threads_exit_handlers_and_streams_done(
 
 
 def test_a_failed_job_still_exits_1_and_removes_its_output(tmp_path):
-    job = JOB.replace('open(out + "/output.txt", "w").write("the job\'s output")', 'open(out + "/output.txt", "w"); 1 / 0')
+    write = 'open(out + "/output.txt", "w").write("the job\'s output")'
+    job = JOB.replace(write, 'open(out + "/output.txt", "w"); 1 / 0')
     proc = subprocess.run(
         [sys.executable, "-c", job.format(root=str(ROOT), out=str(tmp_path))], capture_output=True, text=True
     )

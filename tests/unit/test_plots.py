@@ -48,7 +48,7 @@ def config(recipes=(), stages=None, archs=("resnet18",), radiomics=None):
 # --------------------------------------------------------------------------------------- the plan
 
 
-def test_the_demo_config_asks_for_sources_fig1_learning_curves_and_auc_vs_n():
+def test_listed_recipes_ask_for_their_figures_and_the_demo_for_every_figure():
     plan = figures.plan(config([SCRATCH, CXR13, MURA]))
     assert list(plan) == ["auc_vs_n", "fig1_onecycle", "sources_resnet18", "learning_curves"]
     assert plan["sources_resnet18"]["recipes"] == [SCRATCH, CXR13, MURA] and plan["sources_resnet18"]["stage"] is None
@@ -64,11 +64,17 @@ def test_the_demo_config_asks_for_sources_fig1_learning_curves_and_auc_vs_n():
     demo = validate(yaml.safe_load((Path(__file__).parents[2] / "config.yaml").read_text()))
     archs = demo["study"]["archs"]
     radiomics = ["fig3_radiomics"] if demo.get("radiomics", {}).get("featuresets") else []
+    # the paper's whole design: every figure (the source figure once per architecture: Figs 6 and 7 are
+    # DenseNet121's and ResNet50's)
     assert list(figures.plan(demo)) == [
         "auc_vs_n",
         "fig1_onecycle",
+        "fig2_gradual",
         *radiomics,
+        "fig4_training",
+        "fig5_transfer",
         *map(figures.source_figure_id, archs),
+        "fig8_init",
         "learning_curves",
     ]
 
