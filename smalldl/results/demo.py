@@ -2,8 +2,8 @@
 
 ``docs/demo/`` holds what a run of the default study (``config.yaml``) produced: the config it ran
 (``config.yaml``), the columns of ``results/summary.csv`` the README shows (``summary.csv``), and
-``results/stages.csv`` and ``results/findings.csv`` as they are; ``run.json`` says when, on what and how
-long. The README's demo block (between ``BEGIN``/``END``) is ``render(docs/demo)``; a test fails when the
+``results/stages.csv``, ``findings.csv`` and ``source_models.csv`` as they are; ``run.json`` says when, on
+what and how long. The README's demo block (between ``BEGIN``/``END``) is ``render(docs/demo)``; a test fails when the
 two differ, and another when ``config.yaml`` is no longer the config the numbers came from.
 
     python -m smalldl.results.demo update RUN_DIR --seconds S --jobs J   # after a measured demo run
@@ -75,16 +75,17 @@ def load(folder: str | Path = DEMO_DIR) -> dict[str, Any]:
         "summary": pd.read_csv(folder / "summary.csv"),
         "stages": pd.read_csv(folder / "stages.csv"),
         "findings": pd.read_csv(folder / "findings.csv"),
+        "sources": pd.read_csv(folder / "source_models.csv"),
         "run": json.loads((folder / "run.json").read_text()),
     }
 
 
 def _stage_of(stages: pd.DataFrame) -> dict[tuple[str, str], int]:
-    """(task, recipe) -> the first stage (1-based) that trained it."""
+    """(task, recipe) -> the first stage that trained it (stages.csv counts them from 1)."""
     first: dict[tuple[str, str], int] = {}
     for row in stages.sort_values("stage").to_dict("records"):
         for recipe in str(row["candidates"]).split(";"):
-            first.setdefault((row["task"], recipe), int(row["stage"]) + 1)
+            first.setdefault((row["task"], recipe), int(row["stage"]))
     return first
 
 
@@ -123,7 +124,7 @@ def stage_lines(stages: pd.DataFrame) -> list[str]:
     out = []
     for task, part in stages.sort_values("stage").groupby("task", sort=True):
         steps = [
-            f"{int(r['stage']) + 1}. {_AXIS_WORDS.get(r['axis'], r['axis'])}: `{r['winner']}` "
+            f"{int(r['stage'])}. {_AXIS_WORDS.get(r['axis'], r['axis'])}: `{r['winner']}` "
             f"(validation AUC {_fmt(r['winner_val'])})"
             for r in part.to_dict("records")
         ]
@@ -151,15 +152,79 @@ def findings_table(findings: pd.DataFrame) -> list[str]:
     return lines
 
 
+#: Why a claim may not hold on the phantoms: (claim, task, comparison containing, verdicts, text), shown under
+#: the findings only where a pooled verdict of the run for that claim (and task, and comparison; None: any) is
+#: one of the listed. Mechanisms of the stand-ins and of the demo's CPU-sized protocol, not findings: the
+#: findings are the table.
+PHANTOM_NOTES: tuple[tuple[str, str | None, str | None, tuple[str, ...], str], ...] = (
+    (
+        "transfer_vs_radiomics",
+        "emphysema",
+        None,
+        ("contradicted", "inconclusive"),
+        "the phantoms' emphysema is drawn as larger, darker lungs with flat domes and fewer vessel markings "
+        "(`smalldl/data/sources/synthetic_chest.py`): a global intensity and texture change that the 79 "
+        "radiomics features (first-order statistics among them) measure directly, so the radiomics baseline "
+        "is near its best from the smallest n on; real emphysema is subtler.",
+    ),
+    (
+        "finetune_vs_gradual",
+        None,
+        None,
+        ("contradicted",),
+        "gradual unfreezing trains the new head alone for the first 10% of the steps and the lowest layers at "
+        "max_lr/9: the demo's 5 epochs of 4 to 13 steps leave those layers few, small updates (the paper: 20 "
+        "epochs, up to 2,000 images).",
+    ),
+    (
+        "source_vs_none",
+        None,
+        "-extractor-",
+        ("contradicted",),
+        "the feature extractor keeps the ImageNet features (of colour photographs) frozen and trains the head "
+        "only, on 48-px grey phantoms; fine-tuning the same weights is the claim's case.",
+    ),
+)
+
+
+def phantom_notes(findings: pd.DataFrame) -> list[str]:
+    """The ``PHANTOM_NOTES`` that apply to this run's pooled verdicts."""
+    shown = headline(findings[findings["claim"] != "n_needed"].assign(n=lambda t: t["n"].astype(str)))
+    lines = []
+    for claim, task, comparison, verdicts, text in PHANTOM_NOTES:
+        rows = shown[(shown["claim"] == claim) & (shown["verdict"].isin(verdicts))]
+        if task is not None:
+            rows = rows[rows["task"] == task]
+        if comparison is not None:
+            rows = rows[rows["comparison"].astype(str).str.contains(comparison, regex=False)]
+        if len(rows):
+            statement = rows["statement"].iloc[0]
+            where = ", ".join(sorted(set(rows["task"])))
+            lines.append(f"- *{statement}* ({where}: {', '.join(sorted(set(rows['verdict'])))}): {text}")
+    return lines
+
+
+def source_lines(sources: pd.DataFrame) -> list[str]:
+    """Each pretrained source model: chain and validation AUC [CI], learned or not (``source_models.csv``)."""
+    out = []
+    for r in sources[sources["kind"] == "pretrained"].to_dict("records"):
+        out.append(
+            f"`{r['source']}` ({r['chain']}): validation AUC {_fmt(r['val_auc'])} "
+            f"[{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}], {r['flag']}"
+        )
+    return out
+
+
 def render(data: Mapping[str, Any]) -> str:
     """The README's demo block from a measured demo run (``load``)."""
     run = data["run"]
     summary = data["summary"]
     cnn = summary[summary["family"] == "cnn"]
+    radiomics = int(((summary["family"] == "radiomics") & (summary["model"] != "best")).sum())
     head = (
         f"Measured on {run['machine']} from a fresh clone with command 1 (commit {run['commit']}, {run['date']}): "
         f"`snakemake --cores all` took **{_duration(run['seconds'])}** for {run['jobs']} jobs "
-        f"({len(cnn)} fine-tuning runs, {summary['family'].eq('radiomics').sum()} radiomics models). "
+        f"({len(cnn)} fine-tuning runs, {radiomics} radiomics models). "
         "Mean test AUC with TTA over the seeds (`results/summary.csv`; the stage is the first that trained the "
         "recipe):"
     )
@@ -177,8 +242,19 @@ def render(data: Mapping[str, Any]) -> str:
         "first side minus its second, paired over the same test images):",
         "",
         *findings_table(data["findings"]),
-        END,
     ]
+    notes = phantom_notes(data["findings"])
+    if notes:
+        parts += [
+            "",
+            "Where a claim does not hold here, the stand-ins or the demo's CPU-sized protocol may be why:",
+            "",
+            *notes,
+        ]
+    sources = source_lines(data["sources"])
+    if sources:
+        parts += ["", "Source models (`results/source_models.csv`): " + "; ".join(sources) + "."]
+    parts.append(END)
     return "\n".join(parts)
 
 
@@ -200,7 +276,7 @@ def update(run_dir: str | Path, seconds: float, jobs: int, machine: str, folder:
     if missing:
         raise ValueError(f"{results / 'summary.csv'}: no column(s) {missing}")
     summary[list(SUMMARY_COLUMNS)].to_csv(folder / "summary.csv", index=False)
-    for name in ("stages.csv", "findings.csv"):
+    for name in ("stages.csv", "findings.csv", "source_models.csv"):
         shutil.copyfile(results / name, folder / name)
     shutil.copyfile(run_dir / "config.yaml", folder / "config.yaml")
     commit = subprocess.run(

@@ -85,3 +85,19 @@ def test_the_check_command_fails_on_a_hand_edited_readme(tmp_path, monkeypatch):
     assert demo.main(["check"]) == 1
     readme.write_text(text)
     assert demo.main(["check"]) == 0
+
+
+def test_a_phantom_note_appears_only_with_the_verdict_it_explains(copy_of_demo):
+    findings = pd.read_csv(copy_of_demo / "findings.csv")
+    rows = (findings["claim"] == "transfer_vs_radiomics") & (findings["task"] == "emphysema")
+    for verdict, shown in (("holds", False), ("inconclusive", True), ("contradicted", True)):
+        findings.loc[rows, "verdict"] = verdict
+        notes = demo.phantom_notes(findings)
+        assert any("radiomics features" in line for line in notes) == shown, verdict
+    extractor = (findings["claim"] == "source_vs_none") & findings["comparison"].str.contains("-extractor-")
+    findings.loc[findings["claim"] == "source_vs_none", "verdict"] = "holds"
+    assert not any("feature extractor" in line for line in demo.phantom_notes(findings))
+    findings.loc[(findings["claim"] == "source_vs_none") & ~extractor, "verdict"] = "contradicted"
+    assert not any("feature extractor" in line for line in demo.phantom_notes(findings))  # not the extractor's
+    findings.loc[extractor, "verdict"] = "contradicted"
+    assert any("feature extractor" in line for line in demo.phantom_notes(findings))

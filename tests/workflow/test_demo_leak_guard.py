@@ -20,7 +20,10 @@ def test_the_demo_sources_pass_the_leak_guard(tmp_path):
     targets = [
         f"splits/{task}/leak_check/{source}.json"
         for task in demo["study"]["targets"]
-        for source in sorted({cfg.Recipe.parse(r["recipe"]).source for r in cfg.runs(demo) if r["task"] == task})
+        for source in sorted(
+            {cfg.Recipe.parse(r).source for r in cfg.possible_stage_recipes(demo, task)}
+            | {cfg.Recipe.parse(r["recipe"]).source for r in cfg.runs(demo) if r["task"] == task}
+        )
         if cfg.leak_links(demo, task, source)
     ]
     assert "splits/emphysema/leak_check/cxr13.json" in targets and "splits/cxr14/leak_check/cxr13.json" in targets
