@@ -60,17 +60,6 @@ def num_outputs(task: Mapping[str, Any], split: pd.DataFrame) -> int:
     return len(task["labels"])
 
 
-def deterministic_algorithms(torch: Any, *, compiled: bool) -> None:
-    """Deterministic algorithms (warn where an op has none). ``torch.use_deterministic_algorithms`` also
-    sets inductor's flag and, to do so, imports torch._inductor and torch._dynamo: about 1.9 s of every
-    job's start on this CPU, a third of a demo job's fixed cost. Only a compiled model (``train.compile:
-    on``) runs inductor code, so an eager job sets the eager flag alone."""
-    if compiled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch._C._set_deterministic_algorithms(True, warn_only=True)
-
-
 @contextmanager
 def training_torch(settings: Mapping[str, Any], threads: int, job: str = "") -> Iterator[tuple[Any, Any, Any]]:
     """(torch, device, GPU slot) of a training job for the ``with`` block: torch with ``threads`` threads
@@ -82,7 +71,7 @@ def training_torch(settings: Mapping[str, Any], threads: int, job: str = "") -> 
     from smalldl.devices import job_device
 
     torch.set_num_threads(max(1, threads))
-    deterministic_algorithms(torch, compiled=settings.get("compile", "off") != "off")
+    torch.use_deterministic_algorithms(True, warn_only=True)
     with job_device(settings["device"], settings.get("jobs_per_gpu", 1), job=job) as (name, slot):
         device = torch.device(name)
         if device.type == "cuda":

@@ -3,8 +3,6 @@ per-run outputs, and proof that the test metrics come from the selected weights 
 
 import copy
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -460,31 +458,3 @@ def test_a_job_records_its_phases_and_they_add_up_to_its_time(prepared):
     assert sum(phases.values()) - phases["startup"] == pytest.approx(in_job, abs=0.5)
     # train + validate is fit's wall time
     assert phases["train"] + phases["validate"] == pytest.approx(metrics["wall_time_s"] - phases["test"], abs=0.05)
-
-
-EAGER_JOB = """
-import sys, time, json
-import torch
-from smalldl.jobs import _shared
-settings = json.loads(sys.argv[1])
-with _shared.training_torch(settings, 1, job="probe") as (torch_, device, slot):
-    print(json.dumps({
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
-        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-        "inductor": "torch._inductor" in sys.modules,
-        "dynamo": "torch._dynamo" in sys.modules,
-    }))
-"""
-
-
-@pytest.mark.parametrize("compile_", ["off", "on"])
-def test_an_eager_job_is_deterministic_without_importing_the_compiler(compile_):
-    """torch.use_deterministic_algorithms imports inductor and dynamo (~1.9 s of every job's start on a CPU):
-    an eager job sets the same eager flag without them; a compiled one sets inductor's too."""
-    settings = {"device": "cpu", "jobs_per_gpu": 1, "compile": compile_}
-    out = subprocess.run(
-        [sys.executable, "-c", EAGER_JOB, json.dumps(settings)], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    state = json.loads(out.stdout.strip().splitlines()[-1])
-    assert state["deterministic"] and state["warn_only"]
-    assert state["inductor"] == state["dynamo"] == (compile_ == "on")
