@@ -77,6 +77,7 @@ def grid_config() -> dict:
     }
     config["study"].update({"targets": list(TARGETS), "archs": ARCHS, "recipes": RECIPES, "sizes": SIZES,
                             "seeds": SEEDS})  # fmt: skip
+    config["study"].pop("stages", None)  # the grid lists its recipes; the demo's stages would add theirs
     config["train"]["lr_finder"] = {"enabled": True}
     return config
 
