@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shutil
 import subprocess
@@ -26,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from smalldl.config import Recipe
-from smalldl.results.findings import headline
+from smalldl.results.findings import pooled_claims
+from smalldl.results.readme import _float, _fmt
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = ROOT / "docs" / "demo"
@@ -47,12 +47,9 @@ _AXIS_WORDS = {
 _SOURCE_WORDS = {"none": "scratch", "imagenet": "ImageNet"}
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+def _num(x: Any) -> str:
+    """A CSV cell as results/README.md prints numbers (3 decimals, – for none)."""
+    return _fmt(_float(x))
 
 
 def _duration(seconds: float) -> str:
@@ -105,7 +102,7 @@ def auc_table(summary: pd.DataFrame, stages: pd.DataFrame) -> list[str]:
             k = first.get((task, recipe))
             lines.append(
                 f"| {task} | {k if k else '–'} | `{recipe}` ({_recipe_words(recipe)}) | "
-                + " | ".join(_fmt(cnn.get((recipe, n))) for n in sizes)
+                + " | ".join(_num(cnn.get((recipe, n))) for n in sizes)
                 + " |"
             )
         best = part[(part["family"] == "radiomics") & (part["model"] == "best")]
@@ -113,7 +110,7 @@ def auc_table(summary: pd.DataFrame, stages: pd.DataFrame) -> list[str]:
             rows = best[best["featureset"] == featureset].groupby("n")["headline_auc"].mean()
             lines.append(
                 f"| {task} | – | radiomics, {featureset} features, best model on validation | "
-                + " | ".join(_fmt(rows.get(n)) for n in sizes)
+                + " | ".join(_num(rows.get(n)) for n in sizes)
                 + " |"
             )
     return lines
@@ -125,7 +122,7 @@ def stage_lines(stages: pd.DataFrame) -> list[str]:
     for task, part in stages.sort_values("stage").groupby("task", sort=True):
         steps = [
             f"{int(r['stage'])}. {_AXIS_WORDS.get(r['axis'], r['axis'])}: `{r['winner']}` "
-            f"(validation AUC {_fmt(r['winner_val'])})"
+            f"(validation AUC {_num(r['winner_val'])})"
             for r in part.to_dict("records")
         ]
         out.append(f"- {task}: " + "; ".join(steps))
@@ -133,9 +130,9 @@ def stage_lines(stages: pd.DataFrame) -> list[str]:
 
 
 def findings_table(findings: pd.DataFrame) -> list[str]:
-    """The pooled evidence of every claim the demo could test (``findings.headline``), as in
+    """The pooled evidence of every claim the demo could test (``findings.pooled_claims``), as in
     results/README.md; claims not run are counted, not listed."""
-    shown = headline(findings[findings["claim"] != "n_needed"].assign(n=lambda t: t["n"].astype(str)))
+    shown = pooled_claims(findings)
     ran = shown[shown["verdict"] != "not run"]
     lines = [
         "| claim | task | comparison | n | difference [95% CI] | verdict |",
@@ -144,7 +141,7 @@ def findings_table(findings: pd.DataFrame) -> list[str]:
     for r in ran.to_dict("records"):
         lines.append(
             f"| {r['statement']} | {r['task']} | {r['comparison']} | {r['n']} | "
-            f"{_fmt(r['difference'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}] | **{r['verdict']}** |"
+            f"{_num(r['difference'])} [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}] | **{r['verdict']}** |"
         )
     not_run = shown[shown["verdict"] == "not run"]
     if len(not_run):
@@ -189,7 +186,7 @@ PHANTOM_NOTES: tuple[tuple[str, str | None, str | None, tuple[str, ...], str], .
 
 def phantom_notes(findings: pd.DataFrame) -> list[str]:
     """The ``PHANTOM_NOTES`` that apply to this run's pooled verdicts."""
-    shown = headline(findings[findings["claim"] != "n_needed"].assign(n=lambda t: t["n"].astype(str)))
+    shown = pooled_claims(findings)
     lines = []
     for claim, task, comparison, verdicts, text in PHANTOM_NOTES:
         rows = shown[(shown["claim"] == claim) & (shown["verdict"].isin(verdicts))]
@@ -209,8 +206,8 @@ def source_lines(sources: pd.DataFrame) -> list[str]:
     out = []
     for r in sources[sources["kind"] == "pretrained"].to_dict("records"):
         out.append(
-            f"`{r['source']}` ({r['chain']}): validation AUC {_fmt(r['val_auc'])} "
-            f"[{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}], {r['flag']}"
+            f"`{r['source']}` ({r['chain']}): validation AUC {_num(r['val_auc'])} "
+            f"[{_num(r['ci_lo'])}, {_num(r['ci_hi'])}], {r['flag']}"
         )
     return out
 

@@ -658,3 +658,9 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
         pooled = g[g["n"].astype(str) == "all"]
         keep.append(pooled.index[0] if len(pooled) else g.index[0])
     return table.loc[sorted(keep)]
+
+
+def pooled_claims(table: pd.DataFrame) -> pd.DataFrame:
+    """``headline`` of the paper's claims (the rows of ``n_needed``, a size per recipe, left out): what the
+    findings sections of results/README.md and of the top-level README show."""
+    return headline(table[table["claim"] != "n_needed"])

@@ -179,7 +179,7 @@ _VERDICTS = ("holds", "contradicted", "inconclusive", "not run")
 def findings_section(findings: pd.DataFrame, settings: Mapping[str, Any]) -> list[str]:
     """## Findings: a tally of the verdicts per claim, then each claim's pooled evidence per task,
     architecture and comparison (``findings.headline``), and the fewest images needed for the target AUC."""
-    from smalldl.results.findings import headline
+    from smalldl.results.findings import pooled_claims
 
     level = int(round(100 * settings["ci"]))
     margin = settings.get("equivalence_margin", 0.02)
@@ -198,9 +198,8 @@ def findings_section(findings: pd.DataFrame, settings: Mapping[str, Any]) -> lis
         return [*out, "No claim could be tested.", ""]
     table = findings.copy()
     table["n"] = table["n"].astype(str)
-    claims = table[table["claim"] != "n_needed"]
     out += ["| claim | " + " | ".join(_VERDICTS) + " |", "|---|" + "---|" * len(_VERDICTS)]
-    shown = headline(claims)
+    shown = pooled_claims(table)
     for _, g in shown.groupby("claim", sort=False):
         counts = g["verdict"].value_counts()
         out.append(f"| {g['statement'].iloc[0]} | " + " | ".join(str(int(counts.get(v, 0))) for v in _VERDICTS) + " |")
