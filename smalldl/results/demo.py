@@ -267,13 +267,18 @@ def update(run_dir: str | Path, seconds: float, jobs: int, machine: str, folder:
     """Copy a measured demo run's results into ``folder`` and rewrite the README's demo block."""
     run_dir = Path(run_dir)
     results = run_dir / "results"
-    folder.mkdir(parents=True, exist_ok=True)
+    copied = ("stages.csv", "findings.csv", "source_models.csv")
+    needed = [results / "summary.csv", *(results / name for name in copied), run_dir / "config.yaml"]
+    absent = [str(path) for path in needed if not path.is_file()]
+    if absent:  # checked before anything is written: no half-updated docs/demo
+        raise FileNotFoundError(f"not a finished demo run: no {', '.join(absent)}")
     summary = pd.read_csv(results / "summary.csv")
     missing = [c for c in SUMMARY_COLUMNS if c not in summary.columns]
     if missing:
         raise ValueError(f"{results / 'summary.csv'}: no column(s) {missing}")
+    folder.mkdir(parents=True, exist_ok=True)
     summary[list(SUMMARY_COLUMNS)].to_csv(folder / "summary.csv", index=False)
-    for name in ("stages.csv", "findings.csv", "source_models.csv"):
+    for name in copied:
         shutil.copyfile(results / name, folder / name)
     shutil.copyfile(run_dir / "config.yaml", folder / "config.yaml")
     commit = subprocess.run(
@@ -303,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="exit 1 when README's demo block is not render(docs/demo)")
     args = parser.parse_args(argv)
     if args.command == "update":
-        update(args.run_dir, args.seconds, args.jobs, args.machine)
+        try:
+            update(args.run_dir, args.seconds, args.jobs, args.machine)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     if readme_block(README.read_text()) != render(load()):
         print(

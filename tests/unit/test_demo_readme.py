@@ -102,3 +102,20 @@ def test_a_phantom_note_appears_only_with_the_verdict_it_explains(copy_of_demo):
     assert not any("feature extractor" in line for line in demo.phantom_notes(findings))  # not the extractor's
     findings.loc[extractor, "verdict"] = "contradicted"
     assert any("feature extractor" in line for line in demo.phantom_notes(findings))
+
+
+def test_an_unfinished_run_is_refused_by_name_and_nothing_is_written(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    (run / "results").mkdir(parents=True)
+    shutil.copyfile(ROOT / "config.yaml", run / "config.yaml")
+    for name in ("summary.csv", "stages.csv", "source_models.csv"):  # findings.csv missing
+        shutil.copyfile(ROOT / "docs/demo" / name, run / "results" / name)
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    monkeypatch.setattr(demo, "README", readme)
+    monkeypatch.setattr(demo, "DEMO_DIR", tmp_path / "demo")
+    with pytest.raises(FileNotFoundError, match="findings.csv"):
+        demo.update(run, seconds=600, jobs=200, machine="m", folder=tmp_path / "demo")
+    assert not (tmp_path / "demo").exists() and readme.read_text() == (ROOT / "README.md").read_text()
+    assert demo.main(["update", str(run), "--seconds", "600", "--jobs", "200"]) == 1
+    assert "findings.csv" in capsys.readouterr().err
