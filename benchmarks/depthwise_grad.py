@@ -1,0 +1,117 @@
+"""The depthwise weight gradient on small CPU maps: PyTorch's kernel against smalldl.kernels', per layer
+shape of EfficientNet-Lite0 at the demo's crop, then one whole training step (forward + backward +
+fused AdamW) of the model without and with ``kernels.speed_up``, alternated, best of each.
+
+    python benchmarks/depthwise_grad.py                 # crop 48 (the demo), batch 16, 1 thread
+    python benchmarks/depthwise_grad.py --crop 64 --threads 2
+"""
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def best_ms(fn, repeats: int = 5, number: int = 5) -> float:
+    for _ in range(2):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / number * 1e3)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--crop", type=int, default=48)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the whole-step comparison")
+    args = ap.parse_args(argv)
+
+    import torch
+    import torch.nn.functional as F
+
+    from smalldl import kernels, models
+    from smalldl.train import make_optimizer
+
+    torch.set_num_threads(args.threads)
+    cl = torch.channels_last
+    plain = models.build("efficientnet_lite0", 1).to(memory_format=cl).train()
+    fast = copy.deepcopy(plain)
+    kernels.speed_up(fast, torch.device("cpu"))
+
+    # the depthwise layers' shapes, as the model sees them at this crop
+    shapes = []
+
+    def record(module, inputs, output):
+        shapes.append((module, tuple(inputs[0].shape), tuple(output.shape)))
+
+    changed = [m for m in fast.modules() if type(m).__name__.startswith("FastDepthwise")]
+    hooks = [m.register_forward_hook(record) for m in changed]
+    with torch.no_grad():
+        fast(torch.rand(args.batch, 1, args.crop, args.crop).contiguous(memory_format=cl))
+    for h in hooks:
+        h.remove()
+
+    print(f"EfficientNet-Lite0, crop {args.crop}, batch {args.batch}, {args.threads} thread(s), channels_last")
+    head = [("channels", 8), ("map in", 7), ("map out", 7), ("kernel", 6), ("stride", 6)]
+    head += [("native ms", 10), ("ours ms", 8)]
+    print(" ".join(f"{h:>{w}}" for h, w in head) + f" {'ratio':>6}")
+    for module, shape_in, shape_out in shapes:
+        c, k, s = shape_in[1], module.kernel_size, module.stride
+        pad = (0, 0) if module.padding == (0, 0) or isinstance(module.padding, str) else module.padding
+        x = torch.randn(shape_in).contiguous(memory_format=cl)
+        go = torch.randn(shape_out).contiguous(memory_format=cl)
+        if type(module).__name__ == "FastDepthwiseConv2dSame":
+            from timm.layers.padding import pad_same
+
+            x = pad_same(x, k, s)
+        w = module.weight.detach()
+        native = best_ms(
+            lambda x=x, go=go, w=w, s=s, pad=pad, c=c: torch.ops.aten.convolution_backward(
+                go, x, w, None, list(s), list(pad), [1, 1], False, [0, 0], c, [False, True, False]
+            )
+        )
+        small = k[0] > shape_in[2] or k[1] > shape_in[3]  # kernels.takes_fast_grad
+        ours = best_ms(lambda x=x, go=go, k=k, s=s, pad=pad: kernels.depthwise_weight_grad(x, go, k, s, pad))
+        mark = "" if small else "  (native kept: map >= kernel)"
+        print(
+            f"{c:>8} {shape_in[2]:>5}^2 {shape_out[2]:>5}^2 {k[0]:>4}x{k[1]} {s[0]:>6} {native:>10.2f} {ours:>8.2f}"
+            f" {native / ours:>6.1f}{mark}"
+        )
+
+    x = torch.rand(args.batch, 1, args.crop, args.crop).contiguous(memory_format=cl)
+    y = torch.randint(0, 2, (args.batch, 1)).float()
+    settings = {"optimizer": "adam", "max_lr": 1e-3, "weight_decay": 1e-4, "fused": "auto"}
+    opts = {name: make_optimizer([list(m.parameters())], settings, torch.device("cpu")) for name, m in
+            (("plain", plain), ("fast", fast))}  # fmt: skip
+
+    def step(model, opt):
+        opt.zero_grad(set_to_none=True)
+        F.binary_cross_entropy_with_logits(model(x), y).backward()
+        opt.step()
+
+    best = {"plain": float("inf"), "fast": float("inf")}
+    for r in range(args.rounds):
+        for name in ("plain", "fast") if r % 2 == 0 else ("fast", "plain"):
+            model = plain if name == "plain" else fast
+            best[name] = min(best[name], best_ms(lambda m=model, o=opts[name]: step(m, o), repeats=2, number=4))
+    per_img = {k: v / args.batch for k, v in best.items()}
+    print(
+        f"training step: without speed_up {best['plain']:.1f} ms ({1e3 / per_img['plain']:.0f} img/s), "
+        f"with {best['fast']:.1f} ms ({1e3 / per_img['fast']:.0f} img/s): {best['plain'] / best['fast']:.2f}x"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
