@@ -37,11 +37,12 @@ def test_bf16_channels_last_training_learns_and_selects(transfer):
         assert result["val_auc"] > 0.8
 
 
-def test_auto_settings_pick_bf16_and_channels_last_only_on_cuda():
+def test_auto_settings_pick_bf16_and_channels_last_only_on_cuda_and_fused_kernels_where_torch_has_them():
     s = train_settings({})
     assert evaluate.use_bf16(s, torch.device("cuda")) and evaluate.use_channels_last(s, torch.device("cuda"))
     assert not evaluate.use_bf16(s, torch.device("cpu")) and not evaluate.use_channels_last(s, torch.device("cpu"))
-    assert train.use_fused(s, torch.device("cuda")) and not train.use_fused(s, torch.device("cpu"))
+    assert train.use_fused(s, torch.device("cuda")) and train.use_fused(s, torch.device("cpu"))
+    assert not train.use_fused(s, torch.device("mps")) and not train.use_fused(train_settings({"fused": "off"}), None)
     assert evaluate.use_bf16(train_settings({"amp": "bf16"}), torch.device("cpu"))
 
 
