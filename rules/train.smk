@@ -46,6 +46,8 @@ rule finetune:
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime"],
         gpu=config["train"]["gpu"],
+        # members of a SLURM group job that share a GPU, k at a time (profiles/slurm: slurm-groups)
+        jobs_per_gpu=config["train"]["jobs_per_gpu"],
     params:
         settings=config["train"],
         task=task_spec,

@@ -29,19 +29,29 @@ def dag_build():
 
 def test_local_test_profile_groups_like_the_real_one():
     real, local = profile("slurm"), profile("slurm-local")
-    assert real["executor"] == local["executor"] == "slurm"
+    # slurm-groups (snakemake_executor_plugin_slurm_groups): the slurm plugin, but GPU groups share GPUs
+    assert real["executor"] == local["executor"] == "slurm-groups"
+    assert not [
+        key
+        for profile in (real, local)
+        for key in profile
+        if key.startswith("slurm-") and not key.startswith("slurm-groups-")
+    ]
     for key in SHARED:
         assert local[key] == real[key], key
     # the plugin runs a group's members one at a time (--jobs 1): every grouped rule takes the group's
-    # one turn, so that Snakemake asks for the sum of their runtimes, not for a round run side by side
+    # one turn, so that Snakemake asks for the sum of their runtimes, not for a round run side by side;
+    # slurm-groups gives a fine-tuning group on GPUs train.jobs_per_gpu turns (the rule declares it)
     assert real["resources"] == {"group_turn": 1} and real["set-resource-scopes"] == {"group_turn": "local"}
     for rule in real["groups"]:
         assert real["set-resources"][rule]["group_turn"] == local["set-resources"][rule]["group_turn"] == 1, rule
     assert real["group-components"]["finetune_{task}_{arch}_{recipe}"] == 5
     # the test cluster has no accounting: status via squeue
-    assert local["slurm-status-command"] == "squeue"
+    assert local["slurm-groups-status-command"] == "squeue"
     for rule in ("finetune", "lr_find", "pretrain"):
         assert local["set-resources"][rule]["gpu"] == 1
+    finetune = (ROOT / "rules" / "train.smk").read_text().split("rule finetune:")[1].split("\nrule ")[0]
+    assert 'jobs_per_gpu=config["train"]["jobs_per_gpu"]' in finetune
 
 
 def test_grouping_plans_fewer_submissions_for_the_demo(tmp_path):

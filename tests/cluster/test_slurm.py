@@ -260,3 +260,25 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes_from_its_checkpoint
     for key in ("test_auc", "test_auc_tta", "val_auc", "selected_epoch", "selected_state_sha256"):
         assert resumed[key] == reference[key], key
     assert not resume.exists()
+
+
+def test_a_gpu_group_runs_its_members_side_by_side_on_one_gpu(cluster, tmp_path):
+    """jobs_per_gpu 2 (tests/cluster/side_by_side.smk: four 15-s runs of one group under
+    profiles/slurm-local): the group job asks for one GPU, two members' CPUs and memory and 2 x runtime,
+    and its members run two at a time, each seeing that GPU."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "tests" / "cluster" / "side_by_side.smk")]
+    cmd += ["--directory", str(tmp_path), "--profile", str(PROFILE)]
+    done = run(cmd, env=cluster, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    records = [p.read_text().split() for p in sorted((tmp_path / "runs").rglob("*.txt"))]
+    assert len(records) == 4
+    spans = [(float(r[1]), float(r[5])) for r in records]  # start <t> gpus=<g> job=<id> end <t>
+    gpus, jobs = {r[2] for r in records}, {r[3] for r in records}
+    assert len(jobs) == 1 and len(gpus) == 1 and gpus != {"gpus=none"}, records  # one submission, one GPU
+    # how many ran at once, at every start: two, never three (plain slurm plugin: always one)
+    at_once = [sum(s <= start < e for s, e in spans) for start, _ in spans]
+    assert max(at_once) == 2, spans
+    proc = run(["scontrol", "show", "job", "--oneliner", jobs.pop().removeprefix("job=")], env=cluster, timeout=60)
+    job = dict(re.findall(r"(\w+)=(\S*)", proc.stdout))
+    assert minutes(job["TimeLimit"]) == 2 * 3, job  # ceil(4 / 2) layers x runtime 3 min, not 4 x 3
+    assert job["NumCPUs"] == "2" and "gres:gpu:1" in job["TresPerJob"], job

@@ -1,0 +1,126 @@
+"""Snakemake's SLURM executor with group jobs whose members share the group's GPUs side by side.
+
+snakemake-executor-plugin-slurm 2.8.0 starts a group job's inner Snakemake with ``--executor
+slurm-jobstep --jobs 1``: the members run one after another, each as an ``srun`` step that would hold
+the allocation's GPU (and, asking for no memory, all of its memory) while it runs. This executor is
+that plugin (``--executor slurm-groups``; its settings are the slurm plugin's, prefixed
+``--slurm-groups-``) but for groups whose members ask for a GPU and may share one: a member that asks
+for ``gpu`` (or a ``gres`` with ``gpu``) and declares the resource ``jobs_per_gpu`` k > 1 runs k at a
+time. For such a group this executor
+
+- plans the submission the way Snakemake plans any group (``GroupResources.basic_layered``), with the
+  group's turns (the resource ``group_turn``, one per member, scoped ``local``) raised to k: layers of
+  up to k members side by side, ``--time`` the sum of the layers' longest runtimes (ceil(n / k) x a
+  member's runtime), CPUs and memory those of the widest layer, and the GPUs of one member, not k
+  members' (the members share them, k to a card: ``smalldl.devices`` puts them there);
+- starts the group's inner Snakemake with ``--executor slurm-groups-jobstep --jobs W``, W the widest
+  layer, whose ``srun`` steps overlap (``snakemake_executor_plugin_slurm_groups_jobstep``).
+
+Other jobs and groups (CPU-only, or ``jobs_per_gpu`` 1) are submitted exactly as by the slurm plugin.
+"""
+
+import threading
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from snakemake.resources import GroupResources
+from snakemake_executor_plugin_slurm import Executor as SlurmExecutor
+from snakemake_executor_plugin_slurm import ExecutorSettings as SlurmExecutorSettings
+from snakemake_executor_plugin_slurm import common_settings  # noqa: F401  (required by the plugin interface)
+from snakemake_interface_common.exceptions import WorkflowError
+
+TURN = "group_turn"  # one per grouped member; the group's limit (1 in the profiles) is how many run at once
+SHARE = "jobs_per_gpu"  # declared by a GPU member: how many members may share a GPU
+JOBSTEP = "slurm-groups-jobstep"
+
+
+@dataclass
+class ExecutorSettings(SlurmExecutorSettings):
+    """The slurm plugin's settings, as ``--slurm-groups-<setting>``."""
+
+
+def asks_for_gpu(resources) -> bool:
+    gres = resources.get("gres")
+    return bool(resources.get("gpu")) or (isinstance(gres, str) and "gpu" in gres)
+
+
+def side_by_side(group) -> int:
+    """How many members of a group job may run at once: the smallest ``jobs_per_gpu`` of its members,
+    when every member asks for a GPU; 1 otherwise."""
+    members = list(group.jobs)
+    if not members or not all(asks_for_gpu(job.resources) for job in members):
+        return 1
+    shares = [job.resources.get(SHARE) for job in members]
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in shares):
+        return 1
+    return min(shares)
+
+
+def shared_plan(group, k: int) -> dict:
+    """The group's resources with up to k members side by side: Snakemake's own layering under
+    ``group_turn`` = k (each member taking one turn), then the GPUs of one member instead of a layer's
+    sum. ``group_turn`` of the result is the widest layer."""
+    constraints = group.global_resources.copy()
+    constraints[TURN] = k
+    levels = [
+        [
+            SimpleNamespace(resources={**dict(job.resources.items()), TURN: 1}, pipe_group=job.pipe_group)
+            for job in level
+        ]
+        for level in group.toposorted
+    ]
+    plan = dict(
+        GroupResources.basic_layered(
+            toposorted_jobs=levels,
+            constraints=constraints,
+            run_local=False,
+            additive_resources=["runtime"],
+            sortby=["runtime"],
+        )
+    )
+    gpus = [job.resources.get("gpu") for job in group.jobs]
+    gpus = [g for g in gpus if isinstance(g, int) and not isinstance(g, bool)]
+    if gpus:
+        plan["gpu"] = max(gpus)
+    return plan
+
+
+class Executor(SlurmExecutor):
+    def __post_init__(self, test_mode: bool = False):
+        super().__post_init__(test_mode=test_mode)
+        self._formatting = threading.local()  # the group whose job script is being written (per thread)
+
+    def run_job(self, job):
+        width = 1
+        if job.is_group() and (k := side_by_side(job)) > 1:
+            plan = shared_plan(job, k)
+            width = int(plan.get(TURN, 1))
+            if width > 1:
+                if not hasattr(job, "_resources"):
+                    raise WorkflowError("slurm-groups: this Snakemake's GroupJob keeps no _resources to plan")
+                job._resources = plan  # what the slurm plugin reads for sbatch: --time, --cpus, --mem, --gpus
+                self.logger.info(
+                    f"Group {job.groupid}: {len(job.jobs)} members, up to {width} at once sharing "
+                    f"{plan.get('gpu', 0)} GPU(s) (jobs_per_gpu {k}); runtime {plan.get('runtime')} min"
+                )
+        self._formatting.width = width
+        try:
+            super().run_job(job)
+        finally:
+            self._formatting.width = 1
+
+    def additional_general_args(self):
+        width = getattr(self._formatting, "width", 1)
+        if width <= 1:
+            return super().additional_general_args()
+        return group_args(width, self.workflow.executor_settings.pass_command_as_script)
+
+
+def group_args(width: int, pass_command_as_script: bool = False) -> str:
+    """Arguments of the inner Snakemake of a group job whose members run ``width`` at a time."""
+    if width < 1:
+        raise ValueError(f"width must be at least 1, not {width}")
+    args = f"--executor {JOBSTEP} --jobs {width}"
+    if pass_command_as_script:
+        args += f" --{JOBSTEP}-pass-command-as-script"
+    return args

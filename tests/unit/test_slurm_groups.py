@@ -1,0 +1,141 @@
+"""The SLURM group executor (snakemake_executor_plugin_slurm_groups and its job step side), without
+SLURM: Snakemake finds both plugins; a group of GPU members with jobs_per_gpu k is planned k at a time
+(--time, CPUs, memory of k members, one member's GPUs) and its inner Snakemake gets --jobs k and the
+overlapping job step; other groups and jobs are left to the slurm plugin; the job step starts a
+member's srun with --overlap and without asking for CPUs or GPUs, and returns while it runs."""
+
+import os
+import stat
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from snakemake.resources import Resources
+from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
+import snakemake_executor_plugin_slurm_groups as groups
+import snakemake_executor_plugin_slurm_groups_jobstep as jobstep
+
+
+def test_snakemake_finds_both_plugins():
+    registry = ExecutorPluginRegistry()
+    assert registry.get_plugin("slurm-groups").executor is groups.Executor
+    assert registry.get_plugin("slurm-groups-jobstep").executor is jobstep.Executor
+
+
+def member(gpu=1, share=2, threads=2, mem_mb=1000, runtime=60):
+    resources = {"_cores": threads, "_nodes": 1, "mem_mb": mem_mb, "runtime": runtime, "gpu": gpu, "group_turn": 1}
+    if share is not None:
+        resources["jobs_per_gpu"] = share
+    return SimpleNamespace(resources=resources, pipe_group=None)
+
+
+def group(members, cores=100):
+    limits = Resources.from_mapping({"_cores": cores, "_nodes": 1, "group_turn": 1})
+    return SimpleNamespace(jobs=members, toposorted=[members], global_resources=limits)
+
+
+def test_gpu_members_that_share_run_k_at_a_time():
+    five = group([member() for _ in range(5)])
+    assert groups.side_by_side(five) == 2
+    plan = groups.shared_plan(five, 2)
+    assert plan["runtime"] == 3 * 60  # ceil(5 / 2) layers
+    assert plan["_cores"] == 4 and plan["mem_mb"] == 2000  # two members at once
+    assert plan["gpu"] == 1  # one member's GPU, shared: not the layer's sum
+    assert plan["group_turn"] == 2  # the widest layer: the inner Snakemake's --jobs
+
+
+def test_the_cores_given_to_snakemake_still_cap_a_layer():
+    capped = group([member(threads=4) for _ in range(4)], cores=4)
+    plan = groups.shared_plan(capped, 2)
+    assert plan["group_turn"] == 1 and plan["runtime"] == 4 * 60
+
+
+def test_cpu_groups_and_groups_that_do_not_share_run_in_turn():
+    assert groups.side_by_side(group([member(gpu=0) for _ in range(3)])) == 1
+    assert groups.side_by_side(group([member(share=1) for _ in range(3)])) == 1
+    assert groups.side_by_side(group([member(share=None) for _ in range(3)])) == 1
+    assert groups.side_by_side(group([member(), member(gpu=0)])) == 1  # a CPU member among them
+    assert groups.side_by_side(group([member(share=3), member(share=2)])) == 2
+    gres = member(gpu=0)
+    gres.resources["gres"] = "gpu:a100:1"
+    assert groups.side_by_side(group([gres, gres])) == 2
+
+
+def executor(width=None, script=False):
+    ex = object.__new__(groups.Executor)
+    ex.workflow = SimpleNamespace(executor_settings=SimpleNamespace(pass_command_as_script=script))
+    ex._formatting = threading.local()
+    if width is not None:
+        ex._formatting.width = width
+    return ex
+
+
+def test_inner_snakemake_arguments():
+    assert executor().additional_general_args() == "--executor slurm-jobstep --jobs 1"  # the slurm plugin's
+    assert executor(1).additional_general_args() == "--executor slurm-jobstep --jobs 1"
+    assert executor(2).additional_general_args() == "--executor slurm-groups-jobstep --jobs 2"
+    assert executor(3, script=True).additional_general_args() == (
+        "--executor slurm-groups-jobstep --jobs 3 --slurm-groups-jobstep-pass-command-as-script"
+    )
+    with pytest.raises(ValueError):
+        groups.group_args(0)
+
+
+def test_settings_are_the_slurm_plugins():
+    from snakemake_executor_plugin_slurm import ExecutorSettings
+
+    assert issubclass(groups.ExecutorSettings, ExecutorSettings)
+    assert groups.common_settings.non_local_exec
+
+
+def test_job_step_overlaps_and_asks_for_no_cpus_gpus_or_memory():
+    call = jobstep.step_command("--nodes=1")
+    assert call.startswith("srun -n1 --nodes=1 --overlap")
+    assert not any(flag in call for flag in ("--gpus", "--gres", "--cpus-per-task", "--mem", "--exact"))
+    env = jobstep.step_env(
+        {
+            "SLURM_JOB_ID": "7",
+            "SLURM_STEP_GPUS": "0",
+            "SLURM_CPUS_PER_TASK": "4",
+            "SRUN_CPUS_PER_TASK": "4",
+            "SBATCH_GRES": "gpu:1",
+            "CUDA_VISIBLE_DEVICES": "0",
+            "PATH": "/bin",
+        }  # fmt: skip
+    )
+    assert env == {"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "0", "PATH": "/bin"}
+
+
+def test_job_step_starts_members_side_by_side(tmp_path, monkeypatch):
+    """A fake srun that runs its command: two members of 1 s each are both running before either ends,
+    and each is reported once, as a success or an error."""
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir()
+    srun.write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec sh -c "$*"\n')
+    srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+    ex = object.__new__(jobstep.Executor)
+    ex.workflow = SimpleNamespace(executor_settings=SimpleNamespace(pass_command_as_script=False, array_execs=""))
+    ex.job_array_task = False
+    ex.logger = SimpleNamespace(debug=lambda *a: None)
+    ex._steps, ex._steps_lock = {}, threading.Lock()
+    reports = []
+    ex.report_job_submission = lambda info: reports.append(("submitted", info.job.name))
+    ex.report_job_success = lambda info: reports.append(("ok", info.job.name))
+    ex.report_job_error = lambda info: reports.append(("error", info.job.name))
+    commands = {"a": f"sleep 1; touch {tmp_path}/a", "b": f"sleep 1; touch {tmp_path}/b", "c": "exit 3"}
+    ex.format_job_exec = lambda job: commands[job.name]
+    start = time.monotonic()
+    for name in commands:
+        ex.run_job(SimpleNamespace(name=name, resources={}))
+    assert time.monotonic() - start < 0.8  # run_job returned while the members run
+    deadline = time.monotonic() + 10
+    while len(reports) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(reports) == sorted(
+        [("submitted", "a"), ("submitted", "b"), ("submitted", "c"), ("ok", "a"), ("ok", "b"), ("error", "c")]
+    )
+    assert time.monotonic() - start < 1.9  # side by side, not 2 s one after the other
+    assert (tmp_path / "a").exists() and (tmp_path / "b").exists() and not ex._steps
