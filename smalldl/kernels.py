@@ -20,6 +20,7 @@ gradients against PyTorch's.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -91,9 +92,10 @@ class FastDepthwiseConv2d(nn.Conv2d):
         return super()._conv_forward(input, weight, bias)
 
 
+@functools.cache
 def _same_classes() -> dict[type, type]:
     """timm's TF-"same" convolution (EfficientNet-Lite0's strided ones pad the input by its size at run
-    time) -> its fast counterpart; empty without timm."""
+    time) -> its fast counterpart, made once per process; empty without timm."""
     try:
         from timm.layers.conv2d_same import Conv2dSame
         from timm.layers.padding import pad_same
@@ -113,11 +115,10 @@ def _same_classes() -> dict[type, type]:
     return {Conv2dSame: FastDepthwiseConv2dSame}
 
 
-def eligible(module: nn.Module, same: dict[type, type] | None = None) -> type | None:
+def eligible(module: nn.Module) -> type | None:
     """The fast class for ``module``: a plain ``nn.Conv2d`` or timm's ``Conv2dSame`` (not other subclasses,
     whose forward may differ) that is depthwise, undilated and zero-padded by a fixed amount; else None."""
-    same = _same_classes() if same is None else same
-    fast = FastDepthwiseConv2d if type(module) is nn.Conv2d else same.get(type(module))
+    fast = FastDepthwiseConv2d if type(module) is nn.Conv2d else _same_classes().get(type(module))
     ok = (
         fast is not None
         and module.groups == module.in_channels == module.out_channels
@@ -134,10 +135,9 @@ def speed_up(model: nn.Module, device: torch.device) -> int:
     returns how many were changed (0 on CUDA, or for models without depthwise convolutions)."""
     if device.type != "cpu":
         return 0
-    same = _same_classes()
     changed = 0
     for module in model.modules():
-        fast = eligible(module, same)
+        fast = eligible(module)
         if fast is not None:
             module.__class__ = fast
             changed += 1
