@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from ..conftest import ROOT
+from .test_profiles import dag_build as load_dag_build
 
 
 def test_paper_sized_dag_builds_and_its_cpu_time_is_reported(tmp_path):
@@ -25,3 +26,14 @@ def test_paper_sized_dag_builds_and_its_cpu_time_is_reported(tmp_path):
     assert float(m.group(3)) > 0 and abs(float(m.group(4)) - float(m.group(3)) / 20) < 0.01
     # a dry run: no output of any rule was written
     assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == [".snakemake"]
+
+
+def test_check_makes_a_dag_over_the_limit_fail_the_benchmark(monkeypatch, tmp_path):
+    """--check (as the other benchmarks): exit 1 when a DAG took more CPU than --limit; without it the
+    benchmark only reports."""
+    dag_build = load_dag_build()
+    monkeypatch.setattr(dag_build, "measure", lambda name, workdir, files, limit: False)  # over the limit
+    assert dag_build.main(["--keep", str(tmp_path)]) == 0
+    assert dag_build.main(["--keep", str(tmp_path), "--check"]) == 1
+    monkeypatch.setattr(dag_build, "measure", lambda name, workdir, files, limit: True)
+    assert dag_build.main(["--keep", str(tmp_path), "--check"]) == 0
