@@ -1,6 +1,7 @@
-"""The depthwise weight gradient on small CPU maps: PyTorch's kernel against smalldl.kernels', per layer
-shape of EfficientNet-Lite0 at the demo's crop, then one whole training step (forward + backward +
-fused AdamW) of the model without and with ``kernels.speed_up``, alternated, best of each.
+"""The CPU kernels of smalldl.kernels against PyTorch's, per layer shape of EfficientNet-Lite0 at the demo's
+crop: the depthwise weight gradient on small maps, and the 1 x 1 convolutions (forward + backward) as matrix
+products; then one whole training step (forward + backward + fused AdamW) of the model without
+``kernels.speed_up``, with its depthwise gradient only, and with both, alternated step by step (medians).
 
     python benchmarks/depthwise_grad.py                 # crop 48 (the demo), batch 16, 1 thread
     python benchmarks/depthwise_grad.py --crop 64 --threads 2
@@ -8,6 +9,8 @@ fused AdamW) of the model without and with ``kernels.speed_up``, alternated, bes
 
 import argparse
 import copy
+import functools
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=48)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the whole-step comparison")
+    ap.add_argument("--rounds", type=int, default=60, help="alternated rounds of the whole-step comparison")
     args = ap.parse_args(argv)
 
     import torch
@@ -48,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     plain = models.build("efficientnet_lite0", 1).to(memory_format=cl).train()
     fast = copy.deepcopy(plain)
     kernels.speed_up(fast, torch.device("cpu"))
+    depthwise_only = copy.deepcopy(fast)
+    for m in depthwise_only.modules():
+        if type(m) is kernels.FastPointwiseConv2d:
+            m.__class__ = torch.nn.Conv2d
 
     # the depthwise layers' shapes, as the model sees them at this crop
     shapes = []
@@ -56,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         shapes.append((module, tuple(inputs[0].shape), tuple(output.shape)))
 
     changed = [m for m in fast.modules() if type(m).__name__.startswith("FastDepthwise")]
+    pointwise = []
+
+    def record_pointwise(module, inputs, output):
+        pointwise.append((module, tuple(inputs[0].shape), tuple(output.shape)))
+
     hooks = [m.register_forward_hook(record) for m in changed]
+    hooks += [
+        m.register_forward_hook(record_pointwise) for m in fast.modules() if type(m) is kernels.FastPointwiseConv2d
+    ]
     with torch.no_grad():
         fast(torch.rand(args.batch, 1, args.crop, args.crop).contiguous(memory_format=cl))
     for h in hooks:
@@ -89,26 +104,64 @@ def main(argv: list[str] | None = None) -> int:
             f" {native / ours:>6.1f}{mark}"
         )
 
+    print(f"1 x 1 convolutions, forward + backward (input and weight gradients), up to {kernels.MATMUL_MAX_PIXELS} px")
+    head = [("in", 6), ("out", 6), ("map", 7), ("native ms", 10), ("matmul ms", 10)]
+    print(" ".join(f"{h:>{w}}" for h, w in head) + f" {'ratio':>6}")
+    seen = set()
+    for module, shape_in, _ in pointwise:
+        key = (shape_in, module.out_channels)
+        if key in seen or shape_in[2] * shape_in[3] > 4 * kernels.MATMUL_MAX_PIXELS:
+            continue
+        seen.add(key)
+        x = torch.randn(shape_in).contiguous(memory_format=cl).requires_grad_()
+        w = module.weight.detach().clone().requires_grad_()
+        go = torch.randn(F.conv2d(x, w).shape).contiguous(memory_format=cl)
+
+        def fwd_bwd(conv, x=x, w=w, go=go):
+            x.grad = w.grad = None
+            conv(x, w).backward(go)
+
+        native = best_ms(lambda: fwd_bwd(F.conv2d))
+        ours = best_ms(lambda: fwd_bwd(functools.partial(kernels.pointwise_conv, bias=None)))
+        small = kernels.pointwise_by_matmul(x)  # the decision the layer makes
+        mark = "" if small else "  (native kept: map too large)"
+        print(
+            f"{shape_in[1]:>6} {module.out_channels:>6} {shape_in[2]:>5}^2 {native:>10.2f} {ours:>10.2f}"
+            f" {native / ours:>6.1f}{mark}"
+        )
+
     x = torch.rand(args.batch, 1, args.crop, args.crop).contiguous(memory_format=cl)
     y = torch.randint(0, 2, (args.batch, 1)).float()
     settings = {"optimizer": "adam", "max_lr": 1e-3, "weight_decay": 1e-4, "fused": "auto"}
-    opts = {name: make_optimizer([list(m.parameters())], settings, torch.device("cpu")) for name, m in
-            (("plain", plain), ("fast", fast))}  # fmt: skip
+    nets = {"plain": plain, "depthwise": depthwise_only, "fast": fast}
+    opts = {name: make_optimizer([list(m.parameters())], settings, torch.device("cpu")) for name, m in nets.items()}
 
     def step(model, opt):
         opt.zero_grad(set_to_none=True)
         F.binary_cross_entropy_with_logits(model(x), y).backward()
         opt.step()
 
-    best = {"plain": float("inf"), "fast": float("inf")}
+    # one step of each model in turn (the order reversed every round), each step timed: a noisy machine moves
+    # neighbouring steps together, so the median of the per-round ratios is steadier than best-of timings
+    for name in nets:
+        step(nets[name], opts[name])  # warm-up
+    times = {name: [] for name in nets}
     for r in range(args.rounds):
-        for name in ("plain", "fast") if r % 2 == 0 else ("fast", "plain"):
-            model = plain if name == "plain" else fast
-            best[name] = min(best[name], best_ms(lambda m=model, o=opts[name]: step(m, o), repeats=2, number=4))
-    per_img = {k: v / args.batch for k, v in best.items()}
+        for name in list(nets) if r % 2 == 0 else list(nets)[::-1]:
+            t0 = time.perf_counter()
+            step(nets[name], opts[name])
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    med = {name: statistics.median(v) for name, v in times.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+
     print(
-        f"training step: without speed_up {best['plain']:.1f} ms ({1e3 / per_img['plain']:.0f} img/s), "
-        f"with {best['fast']:.1f} ms ({1e3 / per_img['fast']:.0f} img/s): {best['plain'] / best['fast']:.2f}x"
+        f"training step, median of {args.rounds} alternated rounds: without speed_up {med['plain']:.1f} ms "
+        f"({1e3 * args.batch / med['plain']:.0f} img/s), depthwise gradient only {med['depthwise']:.1f} ms, with "
+        f"both {med['fast']:.1f} ms ({1e3 * args.batch / med['fast']:.0f} img/s); per-round ratios: without / "
+        f"depthwise only {ratio('plain', 'depthwise'):.2f}x, depthwise only / both {ratio('depthwise', 'fast'):.2f}x, "
+        f"without / both {ratio('plain', 'fast'):.2f}x"
     )
     return 0
 

@@ -1,5 +1,6 @@
-"""A faster weight gradient for depthwise convolutions whose kernel is larger than their feature map, on
-the CPU.
+"""Faster CPU kernels for the convolutions of small feature maps: the weight gradient of depthwise
+convolutions whose kernel is larger than their map, and 1 x 1 convolutions of maps of a few pixels as
+matrix products.
 
 PyTorch's CPU kernel for the weight gradient of a depthwise convolution (``groups == in_channels ==
 out_channels``) is pathologically slow when the kernel is larger than the feature map, so that most of each
@@ -11,11 +12,20 @@ one product of two ``batch x channels x H x W`` tensors summed over batch and sp
 kernel or larger PyTorch's kernel is fine and is kept (``takes_fast_grad``). ``benchmarks/depthwise_grad.py``
 measures both, layer by layer, and a whole training step without and with this (1.7x at 48 px).
 
-``speed_up(model, device)`` gives a model's eligible convolutions (plain ``nn.Conv2d`` and timm's TF-"same"
-``Conv2dSame``, depthwise, undilated, zero padding) this backward on the CPU; the forward pass and the input
-gradient stay PyTorch's own, the parameters and ``state_dict`` are untouched, CUDA runs are not affected. The
-weight gradient differs from the native one only by float rounding (summation order): tests check both
-gradients against PyTorch's.
+A 1 x 1 convolution (stride 1, no padding, no groups) is a matrix product of the ``(batch * H * W) x C_in``
+pixels by the ``C_in x C_out`` weight, and in channels_last the pixels already lie in memory as that matrix.
+On maps of a few pixels, PyTorch's CPU convolution (oneDNN) spends most of its time around the arithmetic:
+for EfficientNet-Lite0's last blocks at 48 px (192 <-> 1152 channels on 2 x 2 maps, batch 16) forward +
+backward take 5-10 ms against 1.5-4 ms as ``torch.mm``, and these layers took about a quarter of a training
+step. ``pointwise_by_matmul`` takes that path where the map has at most ``MATMUL_MAX_PIXELS`` pixels (beyond
+about 6 x 6 the two are even: ``benchmarks/depthwise_grad.py`` measures both).
+
+``speed_up(model, device)`` gives a model's eligible convolutions these kernels on the CPU (class swap):
+depthwise ones (plain ``nn.Conv2d`` and timm's TF-"same" ``Conv2dSame``, undilated, zero padding) the weight
+gradient above, with PyTorch's forward and input gradient; pointwise ones (plain ``nn.Conv2d``) the matrix
+product on small channels_last maps. The parameters and ``state_dict`` are untouched, CUDA runs are not
+affected. Results differ from the native ones only by float rounding (summation order): tests check the
+outputs and gradients against PyTorch's.
 """
 
 from __future__ import annotations
@@ -92,6 +102,43 @@ class FastDepthwiseConv2d(nn.Conv2d):
         return super()._conv_forward(input, weight, bias)
 
 
+#: 1 x 1 convolutions of maps of at most this many pixels run as a matrix product on the CPU (4 x 4: the
+#: product is 1.3-3.5x faster up to there, even with oneDNN's convolution at 6 x 6 to 8 x 8)
+MATMUL_MAX_PIXELS = 16
+
+
+def pointwise_by_matmul(input: torch.Tensor) -> bool:
+    """On the CPU, a map of at most ``MATMUL_MAX_PIXELS`` pixels, laid out channels_last (its pixels are then
+    the rows of a matrix without a copy)."""
+    return (
+        input.device.type == "cpu"
+        and input.dim() == 4
+        and input.shape[2] * input.shape[3] <= MATMUL_MAX_PIXELS
+        and input.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def pointwise_conv(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1 x 1 convolution (stride 1, no padding) of a channels_last ``input`` as one matrix product: the
+    ``(B * H * W) x C_in`` pixels times the transposed ``C_out x C_in`` weight; the result is channels_last,
+    as PyTorch's convolution of a channels_last input. Autograd differentiates it as matrix products."""
+    b, c, h, w = input.shape
+    pixels = input.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view: channels_last memory is B x H x W x C
+    weight = weight.reshape(weight.shape[0], c)
+    out = torch.addmm(bias, pixels, weight.t()) if bias is not None else pixels @ weight.t()
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+class FastPointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (1 x 1, stride 1, no padding, no groups) computed as ``pointwise_conv``'s matrix product on
+    small channels_last CPU maps; made by ``speed_up`` from an existing module (its class swapped)."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if pointwise_by_matmul(input):
+            return pointwise_conv(input, weight, bias)
+        return super()._conv_forward(input, weight, bias)
+
+
 @functools.cache
 def _same_classes() -> dict[type, type]:
     """timm's TF-"same" convolution (EfficientNet-Lite0's strided ones pad the input by its size at run
@@ -117,7 +164,10 @@ def _same_classes() -> dict[type, type]:
 
 def eligible(module: nn.Module) -> type | None:
     """The fast class for ``module``: a plain ``nn.Conv2d`` or timm's ``Conv2dSame`` (not other subclasses,
-    whose forward may differ) that is depthwise, undilated and zero-padded by a fixed amount; else None."""
+    whose forward may differ) that is depthwise, undilated and zero-padded by a fixed amount, or a plain
+    ``nn.Conv2d`` that is pointwise (1 x 1, stride 1, no padding, no groups); else None."""
+    if type(module) is nn.Conv2d and _pointwise(module):
+        return FastPointwiseConv2d
     fast = FastDepthwiseConv2d if type(module) is nn.Conv2d else _same_classes().get(type(module))
     ok = (
         fast is not None
@@ -130,9 +180,21 @@ def eligible(module: nn.Module) -> type | None:
     return fast if ok else None
 
 
+def _pointwise(module: nn.Conv2d) -> bool:
+    return (
+        tuple(module.kernel_size) == (1, 1)
+        and tuple(module.stride) == (1, 1)
+        and module.groups == 1
+        and not isinstance(module.padding, str)
+        and tuple(module.padding) == (0, 0)
+        and tuple(module.dilation) == (1, 1)
+    )
+
+
 def speed_up(model: nn.Module, device: torch.device) -> int:
-    """Give ``model``'s eligible depthwise convolutions the fast weight gradient when ``device`` is a CPU;
-    returns how many were changed (0 on CUDA, or for models without depthwise convolutions)."""
+    """Give ``model``'s eligible depthwise convolutions the fast weight gradient and its pointwise ones the
+    matrix product when ``device`` is a CPU; returns how many were changed (0 on CUDA, or for models with
+    neither)."""
     if device.type != "cpu":
         return 0
     changed = 0

@@ -1,5 +1,5 @@
-"""smalldl.kernels: the depthwise weight gradient for small CPU maps gives PyTorch's gradients, and
-speed_up changes only what it should."""
+"""smalldl.kernels: the depthwise weight gradient for small CPU maps and the 1 x 1 convolutions as matrix
+products give PyTorch's results, and speed_up changes only what it should."""
 
 import copy
 
@@ -41,10 +41,16 @@ def test_a_sped_up_lite0_trains_as_before_with_the_same_state_and_forward():
     fast = copy.deepcopy(plain)
     changed = kernels.speed_up(fast, torch.device("cpu"))
     depthwise = [m for m in plain.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
-    assert changed == len(depthwise) == 16  # every depthwise conv: 12 plain, 4 strided TF-"same" (timm)
+    pointwise = [m for m in plain.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert len(depthwise) == 16  # 12 plain, 4 strided TF-"same" (timm)
+    assert len(pointwise) == 32  # the expansions and projections of the blocks, and the head
+    assert changed == len(depthwise) + len(pointwise)
     assert {type(m).__name__ for m in fast.modules() if isinstance(m, nn.Conv2d) and m.groups > 1} == {
         "FastDepthwiseConv2d",
         "FastDepthwiseConv2dSame",
+    }
+    assert {type(m).__name__ for m in fast.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)} == {
+        "FastPointwiseConv2d"
     }
     assert list(fast.state_dict()) == list(plain.state_dict())
     x = torch.rand(6, 1, 48, 48).contiguous(memory_format=torch.channels_last)
@@ -55,7 +61,7 @@ def test_a_sped_up_lite0_trains_as_before_with_the_same_state_and_forward():
         out = m(x)
         F.binary_cross_entropy_with_logits(out, y).backward()
         outs.append((out.detach(), [p.grad.clone() for p in m.parameters()]))
-    assert torch.equal(outs[0][0], outs[1][0])  # PyTorch's forward, unchanged
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)  # the 1 x 1 convs by matmul
     for a, b in zip(outs[0][1], outs[1][1], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
@@ -76,11 +82,55 @@ def test_only_maps_smaller_than_the_kernel_in_training_on_the_cpu_take_the_new_g
 def test_speed_up_leaves_cuda_models_and_other_convolutions_alone():
     model = nn.Sequential(
         nn.Conv2d(8, 8, 3, padding=1, groups=8),
-        nn.Conv2d(8, 16, 3, padding=1),  # not depthwise
+        nn.Conv2d(8, 16, 1),  # pointwise
+        nn.Conv2d(16, 16, 3, padding=1),  # neither depthwise nor pointwise
         nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16),  # dilated
         nn.Conv2d(16, 16, 3, padding=1, groups=16, padding_mode="reflect"),
         nn.Conv2d(16, 16, 3, padding="same", groups=16),
+        nn.Conv2d(16, 16, 1, stride=2),  # 1 x 1 but strided (ResNet's downsampling)
+        nn.Conv2d(16, 16, 1, padding=1),  # padded
+        nn.Conv2d(16, 16, 1, groups=2),  # grouped
     )
     assert kernels.speed_up(copy.deepcopy(model), torch.device("cuda")) == 0
-    assert kernels.speed_up(model, torch.device("cpu")) == 1
-    assert type(model[0]) is kernels.FastDepthwiseConv2d and all(type(m) is nn.Conv2d for m in model[1:])
+    assert kernels.speed_up(model, torch.device("cpu")) == 2
+    assert type(model[0]) is kernels.FastDepthwiseConv2d and type(model[1]) is kernels.FastPointwiseConv2d
+    assert all(type(m) is nn.Conv2d for m in model[2:])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(
+    ("b", "c_in", "c_out", "size"), [(5, 192, 1152, 2), (3, 40, 24, 3), (4, 16, 8, 1), (2, 8, 12, 4)]
+)
+def test_a_pointwise_convolution_as_a_matrix_product_is_pytorchs(b, c_in, c_out, size, bias):
+    torch.manual_seed(0)
+    x = torch.randn(b, c_in, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = (torch.randn(c_out, c_in, 1, 1) / c_in**0.5).requires_grad_()
+    bi = torch.randn(c_out).requires_grad_() if bias else None
+    go = torch.randn(b, c_out, size, size)
+    results = []
+    for conv in (F.conv2d, kernels.pointwise_conv):
+        x.grad = w.grad = None
+        if bi is not None:
+            bi.grad = None
+        out = conv(x, w, bi)
+        out.backward(go)
+        results.append([out.detach(), x.grad, w.grad] + ([bi.grad] if bias else []))
+    assert results[1][0].is_contiguous(memory_format=torch.channels_last)  # as the convolution's output
+    for ours, native in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(ours, native, rtol=1e-4, atol=1e-5)
+
+
+def test_only_small_channels_last_cpu_maps_take_the_matrix_product():
+    conv = nn.Conv2d(8, 4, 1)
+    kernels.speed_up(conv, torch.device("cpu"))
+    cl = torch.channels_last
+    side = int(kernels.MATMUL_MAX_PIXELS**0.5)
+    small = conv(torch.randn(2, 8, side, side).contiguous(memory_format=cl))
+    large = conv(torch.randn(2, 8, side + 1, side + 1).contiguous(memory_format=cl))
+    contiguous = conv(torch.randn(2, 8, side, side))  # NCHW: the pixels are not a matrix without a copy
+    assert type(small.grad_fn).__name__ == "PermuteBackward0"
+    assert type(large.grad_fn).__name__ == "ConvolutionBackward0"
+    assert type(contiguous.grad_fn).__name__ == "ConvolutionBackward0"
+    with torch.no_grad():  # evaluation takes it too
+        x = torch.randn(3, 8, 2, 2).contiguous(memory_format=cl)
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias), rtol=1e-5, atol=1e-6)
