@@ -77,6 +77,26 @@ def run_pairs(pairs: list[tuple[int, int]], limit: int | None) -> list[tuple[int
     return pairs if limit is None else pairs[:limit]
 
 
+def run_plan(pairs: list[tuple[int, int]], repeats: int) -> list[tuple[int, int, int]]:
+    """(n, seed, repeat) in the order run: every pair once (repeat 0, the runs the demo makes), then again
+    with repeat 1, and so on; repeat r runs with the job's run seed + r (another head and another training
+    draw on the same subset)."""
+    return [(n, seed, r) for r in range(repeats) for n, seed in pairs]
+
+
+def auc_verdict(diff: np.ndarray, level: float = 0.95) -> tuple[float, float, str]:
+    """The two-sided ``level`` t-interval of the mean paired difference ours - fastai of test AUCs, and the
+    verdict it supports: "within noise" when it covers 0, else "ours lower" or "ours higher" (fewer than two
+    runs: no interval, "one run: no verdict")."""
+    from scipy import stats
+
+    if len(diff) < 2:
+        return math.nan, math.nan, "one run: no verdict"
+    half = float(stats.t.ppf(0.5 + level / 2, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff)))
+    low, high = float(diff.mean()) - half, float(diff.mean()) + half
+    return low, high, "ours lower" if high < 0 else "ours higher" if low > 0 else "within noise"
+
+
 # ------------------------------------------------------------------------------------------ data (a)
 
 
@@ -327,6 +347,7 @@ def part_a(args, folder: Path) -> dict:
     t_prep = time.perf_counter()
     config = load_config(args.config)
     pairs = run_pairs([(n, s) for n in config["study"]["sizes"] for s in config["study"]["seeds"]], args.runs)
+    plan = run_plan(pairs, args.repeats)
     prepare_demo(folder, config, args.workers, pairs)
     task = config["tasks"][TASK]
     settings = dict(config["train"])
@@ -335,9 +356,9 @@ def part_a(args, folder: Path) -> dict:
     print(f"(a) data prepared in {time.perf_counter() - t_prep:.0f} s (not timed below)", flush=True)
     rows = []
 
-    def setup(n: int, seed: int, device):
+    def setup(n: int, seed: int, device, repeat: int = 0):
         """What the finetune job does before fit: the run's data from the cache, its model (the ImageNet
-        body, a new head, seeded by the run's seed) and its measured formats."""
+        body, a new head, seeded by the run's seed, + ``repeat``) and its measured formats."""
         _, train, val, test = target_data(
             task=task,
             split_parquet=folder / "split.parquet",
@@ -346,7 +367,7 @@ def part_a(args, folder: Path) -> dict:
             cache_meta=folder / "cache.json",
             n=n,
         )
-        run_seed = derive_seed(config["seed"], "run", TASK, ARCH, RECIPE, n, seed)
+        run_seed = derive_seed(config["seed"], "run", TASK, ARCH, RECIPE, n, seed) + repeat
         model, _, _ = build_recipe_model(
             task=task, arch=ARCH, recipe=recipe, source_ckpt=folder / "imagenet.pt", seed=run_seed
         )
@@ -366,8 +387,8 @@ def part_a(args, folder: Path) -> dict:
         return out
 
     with training_torch(settings, threads, job="peer benchmark") as (_, device, _slot):
-        for k, (n, seed) in enumerate(pairs):
-            train, val, test, run_seed, model, run_settings, formats = setup(n, seed, device)
+        for k, (n, seed, repeat) in enumerate(plan):
+            train, val, test, run_seed, model, run_settings, formats = setup(n, seed, device, repeat)
             peer_model = copy.deepcopy(model)  # the same model object and initial weights for fastai
             dls, test_dl = fastai_loaders(
                 train, val, test, run_settings, device, eval_batch_size(run_settings, device), run_seed
@@ -383,8 +404,8 @@ def part_a(args, folder: Path) -> dict:
                     f"thread(s), {fmt}; fastai {fastai_version()}",
                     flush=True,
                 )
-                print(f"{'':>17} {'wall s':^26} {'CPU s':^26} {'test AUC (TTA)':^21}")
-                print(f"{'n':>5} {'seed':>4} {'first':>6} " + f"{'ours':>8} {'fastai':>8} {'ratio':>8} " * 2
+                print(f"{'':>21} {'wall s':^26} {'CPU s':^26} {'test AUC (TTA)':^21}")
+                print(f"{'n':>5} {'seed':>4} {'rep':>3} {'first':>6} " + f"{'ours':>8} {'fastai':>8} {'ratio':>8} " * 2
                       + f"{'ours':>10} {'fastai':>10}")  # fmt: skip
             jobs = {
                 "ours": functools.partial(ours, train, val, test, run_seed, model, run_settings, device),
@@ -396,10 +417,13 @@ def part_a(args, folder: Path) -> dict:
             order = ["ours", "fastai"] if k % 2 == 0 else ["fastai", "ours"]
             out = {name: jobs[name]() for name in order}
             a, b = out["ours"], out["fastai"]
-            row = {"n": n, "seed": seed, "first": order[0], "ours": a, "fastai": b}
+            row = {"n": n, "seed": seed, "repeat": repeat, "first": order[0], "ours": a, "fastai": b}
             rows.append(row)
             times = "".join(f"{a[t]:8.1f} {b[t]:8.1f} {b[t] / a[t]:8.2f} " for t in ("wall_s", "cpu_s"))
-            print(f"{n:>5} {seed:>4} {order[0]:>6} {times}{a['auc_tta']:10.4f} {b['auc_tta']:10.4f}", flush=True)
+            print(
+                f"{n:>5} {seed:>4} {repeat:>3} {order[0]:>6} {times}{a['auc_tta']:10.4f} {b['auc_tta']:10.4f}",
+                flush=True,
+            )
             del model, peer_model, dls, test_dl, jobs
         summary = summarise_a(rows)
         if args.profile:  # one more run of ours, the first (n, seed), under cProfile; not in the totals
@@ -416,8 +440,8 @@ def part_a(args, folder: Path) -> dict:
 
 def summarise_a(rows: list[dict]) -> dict:
     """Totals, the ratio fastai/ours of wall time (the target's) and of CPU time (the work, less sensitive to
-    other processes on the machine), and the mean test AUCs (with TTA) with the spread of the paired
-    differences (the noise the target is judged against)."""
+    other processes on the machine), and the mean test AUCs (with TTA) with the mean paired difference, its
+    95% interval and the verdict on it (``auc_verdict``: the noise the target is judged against)."""
     ours = sum(r["ours"]["wall_s"] for r in rows)
     peer = sum(r["fastai"]["wall_s"] for r in rows)
     cpu_ratio = sum(r["fastai"]["cpu_s"] for r in rows) / sum(r["ours"]["cpu_s"] for r in rows)
@@ -430,11 +454,15 @@ def summarise_a(rows: list[dict]) -> dict:
         f"(a) total wall time: ours {ours:.1f} s, fastai {peer:.1f} s over {len(rows)} run(s): fastai/ours "
         f"{ratio:.2f} (target >= {TARGET_TRAINING}); CPU time fastai/ours {cpu_ratio:.2f}"
     )
+    low, high, verdict = auc_verdict(diff)
     print(
         f"(a) mean test AUC with TTA: ours {auc_ours.mean():.4f}, fastai {auc_peer.mean():.4f}; "
-        f"paired difference {diff.mean():+.4f} (sd {sd:.4f})"
+        f"paired difference {diff.mean():+.4f} (sd {sd:.4f}, 95% interval {low:+.4f} to {high:+.4f} over "
+        f"{len(diff)} run(s)): {verdict}"
     )
     return {
+        "auc_verdict": verdict,
+        "auc_interval": (low, high),
         "ratio": ratio,
         "cpu_ratio": cpu_ratio,
         "ours_s": ours,
@@ -592,6 +620,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one run of (a), short pipeline runs (a smoke test)")
     ap.add_argument("--runs", type=int, default=None, help="runs of (a), in order n 50/100/200 x seeds (default all 6)")
+    ap.add_argument(
+        "--repeats", type=int, default=1, metavar="R",
+        help="(a): run each (n, seed) R times, with the run's seed + 0..R-1 (more runs, a narrower AUC interval)",
+    )  # fmt: skip
     ap.add_argument("--workers", type=int, default=2, help="(b): fastai's worker processes")
     ap.add_argument(
         "--threads", type=int, default=None, help="(a): torch threads (default: the config's train.threads)"
@@ -610,6 +642,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.quick and args.runs is None:
         args.runs = 1
+    if args.repeats < 1:
+        ap.error(f"--repeats must be at least 1, not {args.repeats}")
     return args
 
 
@@ -627,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
             a = part_a(args, Path(tmp) / "a")
             if a["ratio"] < TARGET_TRAINING:
                 misses.append(f"(a) fastai/ours {a['ratio']:.2f} < {TARGET_TRAINING}")
+            if a["auc_verdict"] == "ours lower":
+                low, high = a["auc_interval"]
+                misses.append(f"(a) ours' test AUC lower than fastai's (95% interval {low:+.4f} to {high:+.4f})")
         if args.only in (None, "b"):
             b = part_b(args, Path(tmp) / "b")
             if b["ratio"] < TARGET_PIPELINE:

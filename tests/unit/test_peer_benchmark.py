@@ -79,6 +79,44 @@ def test_runs_follow_the_demo_order_and_the_runs_flag():
     assert pf.parse_args(["--quick", "--runs", "3"]).runs == 3
 
 
+def test_repeats_run_every_pair_again_after_the_demos_runs():
+    pairs = [(50, 0), (50, 1)]
+    assert pf.run_plan(pairs, 1) == [(50, 0, 0), (50, 1, 0)]
+    assert pf.run_plan(pairs, 3) == [(50, 0, 0), (50, 1, 0), (50, 0, 1), (50, 1, 1), (50, 0, 2), (50, 1, 2)]
+    assert pf.parse_args([]).repeats == 1 and pf.parse_args(["--repeats", "4"]).repeats == 4
+    out = _run("-c", WITHOUT_FASTAI.format(path=str(SCRIPT), argv=["--repeats", "0"]))
+    assert out.returncode == 2 and "--repeats must be at least 1, not 0" in out.stderr
+
+
+def test_the_auc_verdict_is_the_t_interval_of_the_paired_differences():
+    noisy = np.array([0.05, -0.04, 0.02, -0.03, 0.01, -0.02])
+    low, high, verdict = pf.auc_verdict(noisy)
+    assert verdict == "within noise" and low < 0 < high
+    # by hand: mean -0.0017, sd 0.0337, t(0.975, 5) = 2.5706 -> half width 0.0353
+    assert math.isclose(high - low, 2 * 2.5706 * noisy.std(ddof=1) / math.sqrt(6), rel_tol=1e-4)
+    assert pf.auc_verdict(np.array([-0.06, -0.05, -0.07, -0.04]))[2] == "ours lower"
+    assert pf.auc_verdict(np.array([0.06, 0.05, 0.07, 0.04]))[2] == "ours higher"
+    low, high, verdict = pf.auc_verdict(np.array([-0.2]))
+    assert verdict == "one run: no verdict" and math.isnan(low) and math.isnan(high)
+
+
+def test_a_lower_auc_is_a_miss_under_check(monkeypatch, capsys):
+    """main() counts "ours lower" as a missed target (exit 1 with --check) even where the speed is met."""
+
+    def run(wall, auc):
+        return {"wall_s": wall, "cpu_s": wall, "auc_tta": auc}
+
+    rows = [{"ours": run(10.0, 0.70 + d), "fastai": run(20.0, 0.80 + d)} for d in (0.0, 0.01, -0.02, 0.03)]
+    monkeypatch.setattr(pf, "fastai_missing", lambda: False)
+    monkeypatch.setattr(pf, "part_a", lambda args, folder: pf.summarise_a(rows))
+    assert pf.main(["--only", "a", "--check"]) == 1
+    text = capsys.readouterr().out
+    assert "ours lower" in text and "FAIL: (a) ours' test AUC lower than fastai's" in text
+    rows = [{"ours": run(10.0, 0.80 + d), "fastai": run(20.0, 0.80 - d)} for d in (0.0, 0.01, -0.02, 0.03)]
+    assert pf.main(["--only", "a", "--check"]) == 0
+    assert "PASS: targets met" in capsys.readouterr().out
+
+
 def test_our_pipeline_counts_only_batches_after_the_warm_up(monkeypatch):
     """Batches are drawn as make_batches draws them (a new epoch when one runs out), augmented at the paper's
     crop with flip and rotation; the warm-up batches are run but neither timed nor counted."""
