@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-CACHE_VERSION = 2  # 2: steps timed with kernels.speed_up, as fit trains
+CACHE_VERSION = 3  # 2: steps timed with kernels.speed_up, as fit trains; 3: its 1 x 1 convs by matmul
 #: A candidate within this fraction of the fastest step counts as fast as it (timing noise): the earliest
 #: such candidate is chosen (fp32 before bf16, contiguous before channels_last).
 MARGIN = 0.05
