@@ -16,7 +16,7 @@ A 1 x 1 convolution (stride 1, no padding, no groups) is a matrix product of the
 pixels by the ``C_in x C_out`` weight, and in channels_last the pixels already lie in memory as that matrix.
 On maps of a few pixels, PyTorch's CPU convolution (oneDNN) spends most of its time around the arithmetic:
 for EfficientNet-Lite0's last blocks at 48 px (192 <-> 1152 channels on 2 x 2 maps, batch 16) forward +
-backward take 5-10 ms against 1.5-4 ms as ``torch.mm``, and these layers took about a quarter of a training
+backward took 3-10 ms against 1.5-4.6 ms as ``torch.mm``, and these layers took about a quarter of a training
 step. ``pointwise_by_matmul`` takes that path where the map has at most ``MATMUL_MAX_PIXELS`` pixels (beyond
 about 6 x 6 the two are even: ``benchmarks/depthwise_grad.py`` measures both).
 
@@ -103,7 +103,7 @@ class FastDepthwiseConv2d(nn.Conv2d):
 
 
 #: 1 x 1 convolutions of maps of at most this many pixels run as a matrix product on the CPU (4 x 4: the
-#: product is 1.3-3.5x faster up to there, even with oneDNN's convolution at 6 x 6 to 8 x 8)
+#: product was 1.2-3.5x faster up to there, about even with oneDNN's convolution at 6 x 6 to 8 x 8)
 MATMUL_MAX_PIXELS = 16
 
 
