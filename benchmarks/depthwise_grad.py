@@ -56,26 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         if type(m) is kernels.FastPointwiseConv2d:
             m.__class__ = torch.nn.Conv2d
 
-    # the depthwise layers' shapes, as the model sees them at this crop
-    shapes = []
+    # the shapes of the layers speed_up changed, as the model sees them at this crop, in forward order
+    seen_shapes = []
 
     def record(module, inputs, output):
-        shapes.append((module, tuple(inputs[0].shape), tuple(output.shape)))
+        seen_shapes.append((module, tuple(inputs[0].shape), tuple(output.shape)))
 
-    changed = [m for m in fast.modules() if type(m).__name__.startswith("FastDepthwise")]
-    pointwise = []
-
-    def record_pointwise(module, inputs, output):
-        pointwise.append((module, tuple(inputs[0].shape), tuple(output.shape)))
-
-    hooks = [m.register_forward_hook(record) for m in changed]
-    hooks += [
-        m.register_forward_hook(record_pointwise) for m in fast.modules() if type(m) is kernels.FastPointwiseConv2d
-    ]
+    hooks = [m.register_forward_hook(record) for m in fast.modules() if type(m).__name__.startswith("Fast")]
     with torch.no_grad():
         fast(torch.rand(args.batch, 1, args.crop, args.crop).contiguous(memory_format=cl))
     for h in hooks:
         h.remove()
+    shapes = [s for s in seen_shapes if type(s[0]).__name__.startswith("FastDepthwise")]
+    pointwise = [s for s in seen_shapes if type(s[0]) is kernels.FastPointwiseConv2d]
 
     print(f"EfficientNet-Lite0, crop {args.crop}, batch {args.batch}, {args.threads} thread(s), channels_last")
     head = [("channels", 8), ("map in", 7), ("map out", 7), ("kernel", 6), ("stride", 6)]
