@@ -161,6 +161,20 @@ def test_an_unreadable_cache_is_measured_again_and_rewritten(tmp_path, bf16):
     assert json.loads(cache.read_text())["version"] == formats.CACHE_VERSION
 
 
+def test_a_cache_of_an_earlier_version_is_measured_again(tmp_path, bf16):
+    """Choices timed with other kernels (an earlier CACHE_VERSION) are not trusted: measured again."""
+    cache = tmp_path / "formats.json"
+    settings = train_settings({"crop": 20})
+    choose(settings, FakeTimer(TIMES), cache)  # measured and cached under this version
+    data = json.loads(cache.read_text())
+    data["version"] = formats.CACHE_VERSION - 1
+    cache.write_text(json.dumps(data))
+    timer = FakeTimer(TIMES)
+    _, record = choose(settings, timer, cache)
+    assert len(timer.calls) == 4 and record["chosen_by"] == "measured"
+    assert json.loads(cache.read_text())["version"] == formats.CACHE_VERSION
+
+
 def test_timing_steps_trains_a_copy_and_leaves_the_model_and_the_random_state_alone():
     torch.manual_seed(0)
     model = models.build("smallcnn", 1)
