@@ -53,17 +53,26 @@ def test_a_sped_up_lite0_trains_as_before_with_the_same_state_and_forward():
         "FastPointwiseConv2d"
     }
     assert list(fast.state_dict()) == list(plain.state_dict())
+    # The gradients are judged against float64 (PyTorch's own kernels, exact to ~1e-15 here), not against
+    # PyTorch's float32 ones: through train-mode BatchNorm on 6 images, float32 rounding grows to ~1% of a
+    # layer's largest gradient in the first blocks, more with PyTorch's kernels on some CPUs (oneDNN at one
+    # thread on a Sapphire Rapids host) than with ours, so a comparison of the two float32 runs fails there
+    # whichever is right. A wrong gradient is wrong by its own size, far beyond rounding.
+    reference = copy.deepcopy(plain).double()
     x = torch.rand(6, 1, 48, 48).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (6, 2)).float()
     outs = []
-    for m in (plain, fast):
+    for m, dtype in ((plain, torch.float32), (fast, torch.float32), (reference, torch.float64)):
         m.zero_grad()
-        out = m(x)
-        F.binary_cross_entropy_with_logits(out, y).backward()
-        outs.append((out.detach(), [p.grad.clone() for p in m.parameters()]))
+        out = m(x.to(dtype))
+        F.binary_cross_entropy_with_logits(out, y.to(dtype)).backward()
+        outs.append((out.detach().double(), [(n, p.grad.double()) for n, p in m.named_parameters()]))
     torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)  # the 1 x 1 convs by matmul
-    for a, b in zip(outs[0][1], outs[1][1], strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(outs[1][0], outs[2][0], rtol=1e-4, atol=1e-4)
+    for (name, ours), (_, native), (_, exact) in zip(outs[1][1], outs[0][1], outs[2][1], strict=True):
+        scale = max(float(exact.abs().max()), 1e-3)  # a few BatchNorm biases have an exact gradient of 0
+        ours_err, native_err = float((ours - exact).abs().max()) / scale, float((native - exact).abs().max()) / scale
+        assert ours_err <= max(2 * native_err, 1e-3), f"{name}: ours {ours_err:.1e}, PyTorch's {native_err:.1e}"
 
 
 def test_only_maps_smaller_than_the_kernel_in_training_on_the_cpu_take_the_new_gradient():
