@@ -373,6 +373,17 @@ def run_predictions(wildcards=None):
     return [p[: -len("metrics.json")] + "predictions.parquet" for p in run_metrics(wildcards)]
 
 
+def cnn_val_predictions(wildcards=None):
+    """val_predictions.parquet of every CNN run (the answer's selection on validation)."""
+    cnn = list(dict.fromkeys(listed_run_metrics() + stage_run_metrics()))
+    return [p[: -len("metrics.json")] + "val_predictions.parquet" for p in cnn]
+
+
+def split_tables(wildcards=None):
+    """split.parquet of every target (patient ids: the bootstrap resamples patients)."""
+    return [SPLIT.format(task=t) for t in STUDY["targets"]]
+
+
 def source_metas():
     """The metadata JSON of every source model the study uses (pretrained or published weights), per
     architecture: chain, recipe, validation AUC (rule source_models)."""

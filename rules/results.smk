@@ -77,6 +77,8 @@ rule bootstrap:
     input:
         summary=rules.aggregate.output.parquet,
         predictions=run_predictions,
+        val_predictions=cnn_val_predictions,
+        splits=split_tables(),
     output:
         run_ci="results/run_ci.csv",
         seed_means="results/seed_means.csv",
@@ -94,6 +96,7 @@ rule bootstrap:
     params:
         results=results_settings("metric", "ci", "bootstrap"),
         seed=config["seed"],
+        select_on=SELECT_ON,
     script:
         "../workflow_scripts/bootstrap.py"
 
@@ -127,8 +130,7 @@ rule compare:
         mem_mb=4000,
         runtime=60,
     params:
-        results=results_settings("metric", "ci", "bootstrap", "comparison"),
-        seed=config["seed"],
+        results=results_settings("metric", "ci", "comparison", "equivalence_margin"),
         select_on=SELECT_ON,
         figures=AXIS_SPECS,
     script:
@@ -138,6 +140,7 @@ rule compare:
 rule learning_curves:
     input:
         summary=rules.aggregate.output.parquet,
+        replicates=rules.bootstrap.output.replicates,
     output:
         csv=report(
             "results/learning_curves.csv",

@@ -34,6 +34,7 @@ rule finetune:
     output:
         metrics=RUN,
         predictions=f"{RUN_DIR}/predictions.parquet",
+        val_predictions=f"{RUN_DIR}/val_predictions.parquet",
         history=f"{RUN_DIR}/history.csv",
     log:
         "logs/finetune/{task}/{arch}/{recipe}/n{n}_s{seed}.log",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,21 +23,47 @@ from scipy import stats as sps
 
 
 def bootstrap_weights(
-    n_images: int, iterations: int, rng: np.random.Generator, strata: np.ndarray | None = None
+    n_images: int,
+    iterations: int,
+    rng: np.random.Generator,
+    strata: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resampling counts (iterations x n_images): how often each image is drawn in each replicate.
 
-    With ``strata`` (e.g. the binary label) each stratum is resampled within itself, so every replicate
-    keeps the original number of positives and negatives (pROC's stratified bootstrap). Stored image-major
-    (Fortran order) so that selecting and sorting images is a fast row gather."""
-    weights = np.zeros((n_images, iterations), dtype=np.float32)
-    groups = [np.arange(n_images)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    for idx in groups:
+    ``groups`` (e.g. the patient id of each image): whole groups are drawn with replacement, every image
+    of a drawn group with it (a cluster bootstrap: the images of one patient are not independent; NIH's
+    test set has about 9 images per patient). With ``strata`` (e.g. the binary label) each stratum is
+    resampled within itself, so every replicate keeps the original number of positives and negatives
+    (pROC's stratified bootstrap); with groups, a group's stratum is the largest of its images' (a patient
+    with a positive image is a positive patient). Stored image-major (Fortran order) so that selecting
+    and sorting images is a fast row gather."""
+    if groups is None:
+        unit_of = np.arange(n_images)
+        unit_strata = strata
+    else:
+        groups = np.asarray(groups)
+        if len(groups) != n_images:
+            raise ValueError(f"{len(groups)} group ids for {n_images} images")
+        _, unit_of = np.unique(groups, return_inverse=True)
+        unit_of = unit_of.ravel()
+        unit_strata = None
+        if strata is not None:
+            unit_strata = np.full(unit_of.max() + 1 if n_images else 0, -np.inf)
+            np.maximum.at(unit_strata, unit_of, np.asarray(strata, dtype=np.float64))
+    n_units = int(unit_of.max()) + 1 if n_images else 0
+    counts = np.zeros((n_units, iterations), dtype=np.float32)
+    if unit_strata is None:
+        blocks = [np.arange(n_units)]
+    else:
+        blocks = [np.flatnonzero(unit_strata == s) for s in np.unique(unit_strata)]
+    for idx in blocks:
         k = len(idx)
         if k == 0:
             continue
         draws = rng.integers(0, k, size=(iterations, k)) + (np.arange(iterations) * k)[:, None]
-        weights[idx, :] = np.bincount(draws.ravel(), minlength=iterations * k).reshape(iterations, k).T
+        counts[idx, :] = np.bincount(draws.ravel(), minlength=iterations * k).reshape(iterations, k).T
+    weights = counts if groups is None else counts[unit_of]
     return weights.T
 
 
@@ -172,37 +199,211 @@ def delong_contrast(y: np.ndarray, scores: np.ndarray, contrast: Sequence[float]
 # ------------------------------------------------------------------------------- intervals, p-values
 
 
-#: Fewest seeds behind an interval that also covers the variation between seeds (``mean_interval``).
-MIN_SEEDS = 3
+#: Fewest independent training runs (seeds) behind an interval that includes the variation between
+#: training runs; with fewer, intervals cover the test images only and no verdict is given.
+MIN_RUNS = 3
+MIN_SEEDS = MIN_RUNS
+#: What an interval includes (``RunInterval.band``): both sources of variation, or the test images only.
+BAND_RUNS = "seeds+test"
+BAND_TEST = "test"
 
 
-def mean_interval(
-    replicates: np.ndarray, level: float, rng: np.random.Generator, min_seeds: int = MIN_SEEDS
-) -> tuple[float, float, str]:
-    """Interval of the mean AUC over seeds from the runs' bootstrap replicates (seeds x B, the replicates
-    of one task paired: column b of every run is the same resampling of the test images).
+@dataclass(frozen=True)
+class RunInterval:
+    """An estimate over training runs with its standard error and interval.
 
-    With ``min_seeds`` or more seeds, a hierarchical bootstrap: replicate b draws the seeds with
-    replacement, then takes each drawn seed's AUC on test resampling b, and averages them; the interval
-    covers both sources of variation, the seeds and the test images. With fewer seeds the seeds are too
-    few to resample: replicate b is the mean of the seeds' AUCs on test resampling b, and the interval
-    covers the test images only. Either way every replicate is a mean of AUCs, so the interval lies in
-    [0, 1]. Returns (lo, hi, band) with band ``seeds+test`` or ``test``; NaN bounds without replicates."""
-    r = np.atleast_2d(np.asarray(replicates, dtype=np.float64))
-    r = r[~np.all(np.isnan(r), axis=1)]  # a run without any defined replicate does not count
-    k, b = r.shape
-    if k == 0 or b == 0:
-        return math.nan, math.nan, "test"
-    if k < min_seeds:
-        chosen, band = r, "test"
-    else:
-        idx = rng.integers(0, k, size=(k, b))
-        chosen, band = r[idx, np.arange(b)[None, :]], "seeds+test"
+    The unit of inference is the training run: ``se_runs`` is the variation between runs (seeds: each seed
+    is an independent draw of the training subsets, the initialisation and the batch order), from the
+    jackknife over seeds; ``se_test`` the variation of the test images (a bootstrap of test patients with
+    the runs fixed). ``se`` adds the two (a slight double count of the run x test-image interaction:
+    conservative). The interval is estimate ± t(df) se with Satterthwaite's df (k - 1 for the run part,
+    the test part's taken as known); the simulation in ``benchmarks/inference_calibration.py`` shows its
+    coverage. With fewer than ``MIN_RUNS`` seeds the run part cannot be estimated: ``band`` is
+    ``test``, the interval is the test bootstrap's percentile interval, and no verdict may rest on it."""
+
+    estimate: float
+    se: float
+    df: float
+    lo: float
+    hi: float
+    runs: int
+    band: str
+    se_runs: float = math.nan
+    se_test: float = math.nan
+
+    @property
+    def decidable(self) -> bool:
+        """Whether the interval includes the variation between runs (enough seeds) and is defined."""
+        return self.band == BAND_RUNS and math.isfinite(self.se) and math.isfinite(self.estimate)
+
+    def p_above(self, null: float) -> float:
+        """One-sided p-value of 'the true value is above ``null``' (H0: value <= null)."""
+        return self._tail(self.estimate - null)
+
+    def p_below(self, null: float) -> float:
+        """One-sided p-value of 'the true value is below ``null``' (H0: value >= null)."""
+        return self._tail(null - self.estimate)
+
+    def p_two_sided(self, null: float = 0.0) -> float:
+        return min(1.0, 2.0 * min(self.p_above(null), self.p_below(null)))
+
+    def _tail(self, distance: float) -> float:
+        if not (math.isfinite(self.estimate) and math.isfinite(self.se)):
+            return math.nan
+        if self.se <= 0:
+            return 0.0 if distance > 0 else 1.0
+        z = distance / self.se
+        return float(sps.t.sf(z, self.df) if math.isfinite(self.df) else sps.norm.sf(z))
+
+    def as_dict(self, prefix: str = "") -> dict[str, Any]:
+        return {
+            f"{prefix}estimate": self.estimate,
+            f"{prefix}lo": self.lo,
+            f"{prefix}hi": self.hi,
+            f"{prefix}se": self.se,
+            f"{prefix}df": self.df,
+            f"{prefix}runs": self.runs,
+            f"{prefix}band": self.band,
+        }
+
+
+NAN_INTERVAL = RunInterval(math.nan, math.nan, math.nan, math.nan, math.nan, 0, BAND_TEST)
+
+
+def jackknife_variance(leave_one_out: Sequence[float]) -> float:
+    """Jackknife variance from the k leave-one-seed-out values of a statistic ((k-1)/k sum of squares;
+    for a mean over seeds it is the sample variance over k)."""
+    t = np.asarray(leave_one_out, dtype=np.float64)
+    t = t[np.isfinite(t)]
+    k = t.size
+    if k < 2:
+        return math.nan
+    return float((k - 1) / k * np.sum((t - t.mean()) ** 2))
+
+
+def run_interval(
+    estimate: float,
+    leave_one_out: Sequence[float],
+    test_replicates: np.ndarray,
+    level: float,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+    min_runs: int = MIN_RUNS,
+    test_variance: float | None = None,
+) -> RunInterval:
+    """The interval of a statistic of k seeds' runs (see ``RunInterval``).
+
+    ``estimate``: the statistic on all runs; ``leave_one_out``: the statistic without each seed in turn
+    (k values); ``test_replicates``: the statistic on each bootstrap resampling of the test images (the
+    runs' paired replicates, every run fixed). ``bounds``: the statistic's range (an AUC: (0, 1); a
+    difference of AUCs: (-1, 1)), to which the interval is clipped. ``test_variance``: the test part's
+    variance from elsewhere (DeLong's), instead of the replicates' variance."""
+    reps = np.asarray(test_replicates, dtype=np.float64).ravel()
+    reps = reps[np.isfinite(reps)]
+    k = int(np.isfinite(np.asarray(leave_one_out, dtype=np.float64)).sum()) if len(leave_one_out) else 0
+    if not math.isfinite(estimate):
+        return NAN_INTERVAL
+    var_test = float(np.var(reps, ddof=1)) if reps.size > 1 else math.nan
+    if test_variance is not None and math.isfinite(test_variance):
+        var_test = float(test_variance)
+    lo_b, hi_b = bounds
+    if k < min_runs:
+        lo, hi = percentile_ci(reps, level) if reps.size else (math.nan, math.nan)
+        se = math.sqrt(var_test) if math.isfinite(var_test) else math.nan
+        return RunInterval(estimate, se, math.inf, _clip(lo, lo_b, hi_b), _clip(hi, lo_b, hi_b), k, BAND_TEST,
+                           math.nan, se)  # fmt: skip
+    var_runs = jackknife_variance(leave_one_out)
+    var_test = 0.0 if not math.isfinite(var_test) else var_test
+    var = var_runs + var_test
+    df = math.inf if var_runs <= 0 else var**2 / (var_runs**2 / (k - 1))
+    se = math.sqrt(var)
+    q = float(sps.t.ppf(0.5 + level / 2, df) if math.isfinite(df) else sps.norm.ppf(0.5 + level / 2))
+    lo, hi = estimate - q * se, estimate + q * se
+    return RunInterval(estimate, se, df, _clip(lo, lo_b, hi_b), _clip(hi, lo_b, hi_b), k, BAND_RUNS,
+                       math.sqrt(var_runs), math.sqrt(var_test))  # fmt: skip
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    return x if math.isnan(x) else float(min(max(x, lo), hi))
+
+
+def seed_mean_interval(
+    by_seed: Mapping[Any, tuple[float, np.ndarray]],
+    level: float,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    min_runs: int = MIN_RUNS,
+    test_variance: float | None = None,
+) -> RunInterval:
+    """The mean over seeds of a per-seed value (a run's AUC, a paired difference, a mean over sizes) with
+    its ``run_interval``: ``by_seed`` maps each seed to (value, its test-bootstrap replicates)."""
+    seeds = [s for s, (v, _) in by_seed.items() if math.isfinite(v)]
+    if not seeds:
+        return NAN_INTERVAL
+    values = np.array([by_seed[s][0] for s in seeds], dtype=np.float64)
+    reps = np.stack([np.asarray(by_seed[s][1], dtype=np.float64) for s in seeds])
+    k = len(seeds)
+    loo = (values.sum() - values) / (k - 1) if k > 1 else np.array([math.nan])
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, dropped by percentile_ci
-        means = np.nanmean(chosen, axis=0)
-    lo, hi = percentile_ci(means, level)
-    return lo, hi, band
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, dropped
+        mean_reps = np.nanmean(reps, axis=0)
+    if test_variance is None and k > 1:
+        test_variance = shared_test_variance(reps)
+    return run_interval(float(values.mean()), loo if k > 1 else [], mean_reps, level, bounds, min_runs, test_variance)
+
+
+def shared_test_variance(replicates: np.ndarray) -> float:
+    """The part of the test images' variance that the k seeds' values share (k x B paired replicates):
+    the mean covariance over pairs of seeds. A mean over seeds varies with the test set by this part
+    plus each run's own test noise over k; the jackknife over seeds already holds the latter (it is part
+    of how seeds differ), so only the shared part is added to it. Never negative; NaN without two seeds
+    with defined replicates."""
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[:, np.all(np.isfinite(r), axis=0)] if r.ndim == 2 else r
+    if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] < 2:
+        return math.nan
+    c = np.cov(r)
+    k = r.shape[0]
+    return float(max(0.0, (c.sum() - np.trace(c)) / (k * (k - 1))))
+
+
+def by_seed_means(units: Mapping[tuple[Any, Any], tuple[float, np.ndarray]]) -> dict[Any, tuple[float, np.ndarray]]:
+    """(n, seed) -> (value, replicates) averaged per seed: a seed's runs at several sizes share its nested
+    training subsets, so the seed, not the run, is the independent unit of a mean over sizes."""
+    per_seed: dict[Any, list[tuple[float, np.ndarray]]] = {}
+    for (_, seed), item in sorted(units.items(), key=lambda kv: (str(kv[0][1]), str(kv[0][0]))):
+        per_seed.setdefault(seed, []).append(item)
+    return {
+        s: (float(np.mean([v for v, _ in items])), np.mean(np.stack([np.asarray(r, np.float64) for _, r in items]), 0))
+        for s, items in per_seed.items()
+    }
+
+
+def paired_interval(
+    units: Mapping[tuple[Any, Any], tuple[float, np.ndarray]],
+    level: float,
+    min_runs: int = MIN_RUNS,
+    test_variance: float | None = None,
+) -> RunInterval:
+    """A paired difference of two recipes over their shared (n, seed) units (each: the difference of the
+    two runs' AUCs and of their paired test replicates): the mean over seeds of each seed's mean over its
+    sizes, with ``seed_mean_interval`` (bounds -1, 1)."""
+    return seed_mean_interval(by_seed_means(units), level, (-1.0, 1.0), min_runs, test_variance)
+
+
+def mean_interval(replicates: np.ndarray, level: float, points: Sequence[float] | None = None) -> tuple:
+    """Interval of the mean AUC over seeds (one run per seed at one size) from the runs' bootstrap
+    replicates (seeds x B; column b of every run is the same resampling of the test images) and their
+    point AUCs (default: the replicates' mean): ``seed_mean_interval``. Returns (lo, hi, band)."""
+    r = np.atleast_2d(np.asarray(replicates, dtype=np.float64))
+    keep = ~np.all(np.isnan(r), axis=1)  # a run without any defined replicate does not count
+    if points is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a run without replicates: NaN, left out
+            pts = np.nanmean(r, axis=1)
+    else:
+        pts = np.asarray(points, dtype=np.float64)
+    by_seed = {i: (float(pts[i]), r[i]) for i in np.flatnonzero(keep)}
+    ci = seed_mean_interval(by_seed, level)
+    return ci.lo, ci.hi, ci.band
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -219,17 +420,23 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def paired_unit_ci(differences: Sequence[float], level: float, iterations: int, rng: np.random.Generator) -> tuple:
-    """Mean of paired differences (e.g. over (n, seed) units) and a percentile bootstrap CI over units."""
-    d = np.asarray(differences, dtype=np.float64)
-    d = d[~np.isnan(d)]
-    if d.size == 0:
-        return math.nan, math.nan, math.nan
-    if d.size == 1:
-        return float(d[0]), math.nan, math.nan
-    idx = rng.integers(0, d.size, size=(iterations, d.size))
-    lo, hi = percentile_ci(d[idx].mean(axis=1), level)
-    return float(d.mean()), lo, hi
+def paired_seed_interval(
+    differences: Mapping[tuple[Any, Any], float], level: float, min_runs: int = MIN_RUNS
+) -> RunInterval:
+    """Mean of paired differences over (n, seed) units with an interval over seeds only (e.g. validation
+    margins, whose images are fixed: no test part): the units of one seed share its nested training
+    subsets, so a seed's units are averaged first and the seeds are the independent replicates."""
+    per_seed: dict[Any, list[float]] = {}
+    for (_, seed), d in differences.items():
+        if d is not None and math.isfinite(d):
+            per_seed.setdefault(seed, []).append(float(d))
+    by_seed = {s: (float(np.mean(v)), np.array([math.nan])) for s, v in per_seed.items()}
+    if not by_seed:
+        return NAN_INTERVAL
+    ci = seed_mean_interval(by_seed, level, bounds=(-1.0, 1.0), min_runs=min_runs)
+    if ci.band != BAND_RUNS:  # no test part to fall back on
+        return RunInterval(ci.estimate, math.nan, math.inf, math.nan, math.nan, ci.runs, BAND_TEST)
+    return ci
 
 
 # ---------------------------------------------------------------------------------- learning curves
@@ -333,27 +540,45 @@ def learning_curve_interval(
     level: float,
     iterations: int,
     rng: np.random.Generator,
+    seeds: Sequence[Any] | None = None,
+    replicates: np.ndarray | None = None,
+    min_runs: int = MIN_RUNS,
 ) -> dict[str, Any]:
     """Fit, the size needed for ``target`` and its bootstrap interval.
 
-    Runs are resampled within each size (a case bootstrap over seeds); when every size has a single run,
-    residuals of the fit are resampled instead. The same model family as the full fit is refitted. With
-    one run per size and no more runs than parameters the fit is exact and there is no interval (NaN)."""
+    With ``seeds`` (one per run) and at least ``min_runs`` of them, a bootstrap of whole seeds: a seed's
+    runs at every size are drawn together (its training subsets are nested, so its points are not
+    independent), and with ``replicates`` (runs x B, the runs' paired test bootstrap replicates) refit
+    b takes each drawn run's AUC on test resampling b, so the interval covers the training runs and the
+    test patients (``band`` seeds+test). With fewer seeds, the test replicates alone (``band`` test; or,
+    without replicates, the residuals of the fit). The same model family as the full fit is refitted. With
+    one run per size, no replicates and no more runs than parameters the fit is exact: no interval (NaN).
+    A percentile interval over few seeds is approximate: the n needed is an exploratory reading."""
     n = np.asarray(n, dtype=np.float64)
     auc = np.asarray(auc, dtype=np.float64)
     keep = ~np.isnan(auc)
     n, auc = n[keep], auc[keep]
+    seed_of = None if seeds is None else np.asarray(list(seeds), dtype=object)[keep]
+    reps = None if replicates is None else np.asarray(replicates, dtype=np.float64)[keep]
     fit = fit_learning_curve(n, auc, model)
     estimate = n_for_auc(fit, target)
-    groups = [np.flatnonzero(n == v) for v in np.unique(n)]
-    replicated = any(len(g) > 1 for g in groups)
     fitted = learning_curve(n, fit)
     residuals = auc - fitted
+    unique_seeds = [] if seed_of is None else list(dict.fromkeys(seed_of.tolist()))
+    by_seeds = len(unique_seeds) >= min_runs
+    band = BAND_RUNS if by_seeds else BAND_TEST
+    exact = reps is None and not by_seeds and len(n) <= (3 if fit["model"] == "ipl3" else 2)
+    rows_of = {s: np.flatnonzero(seed_of == s) for s in unique_seeds} if by_seeds else {}
     values = []
-    exact = not replicated and len(n) <= (3 if fit["model"] == "ipl3" else 2)
-    for _ in range(0 if exact else iterations):
-        if replicated:
-            idx = np.concatenate([rng.choice(g, size=len(g)) for g in groups])
+    for b in range(0 if exact else iterations):
+        if by_seeds:
+            drawn = rng.integers(0, len(unique_seeds), size=len(unique_seeds))
+            idx = np.concatenate([rows_of[unique_seeds[i]] for i in drawn])
+        else:
+            idx = np.arange(len(n))
+        if reps is not None:
+            nb, ab = n[idx], reps[idx, b % reps.shape[1]]
+        elif by_seeds:
             nb, ab = n[idx], auc[idx]
         else:
             nb, ab = n, np.clip(fitted + rng.choice(residuals, size=len(residuals)), 0.0, 1.0)
@@ -369,4 +594,7 @@ def learning_curve_interval(
         hi = float(np.quantile(v, 1.0 - alpha, method="higher"))
     else:
         lo = hi = math.nan
-    return {**fit, "n_target": estimate, "n_target_lo": lo, "n_target_hi": hi, "fits": int(v.size)}
+    return {
+        **fit, "n_target": estimate, "n_target_lo": lo, "n_target_hi": hi, "fits": int(v.size), "band": band,
+        "seeds": len(unique_seeds) if unique_seeds else math.nan,
+    }  # fmt: skip

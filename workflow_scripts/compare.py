@@ -15,7 +15,6 @@ def main(smk):
         figures=smk.params.figures,
         settings=smk.params.results,
         select_on=smk.params.select_on,
-        global_seed=smk.params.seed,
         out_comparisons=smk.output.comparisons,
         out_stages=smk.output.stages,
         out_answer=smk.output.answer,

@@ -25,6 +25,7 @@ def main(smk):
         lr_json=smk.input.get("lr"),
         out_metrics=smk.output.metrics,
         out_predictions=smk.output.predictions,
+        out_val_predictions=smk.output.val_predictions,
         out_history=smk.output.history,
         threads=smk.threads,
     )

@@ -9,6 +9,7 @@ from smalldl.jobs import results
 def main(smk):
     results.learning_curves(
         summary_parquet=smk.input.summary,
+        replicates_npz=smk.input.replicates,
         settings=smk.params.results,
         global_seed=smk.params.seed,
         out_csv=smk.output.csv,

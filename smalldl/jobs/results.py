@@ -36,18 +36,34 @@ def _read_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"results table {path} cannot be read ({exc})") from None
 
 
-def _save_replicates(path: str | Path, keys: Sequence[str], reps: np.ndarray) -> None:
-    """The bootstrap replicates (runs x iterations) with the runs' paths as keys."""
+def _save_replicates(
+    path: str | Path,
+    keys: Sequence[str],
+    reps: np.ndarray,
+    val_keys: Sequence[str] = (),
+    val_reps: np.ndarray | None = None,
+) -> None:
+    """The bootstrap replicates (runs x iterations) with the runs' paths as keys: of the test AUCs and,
+    for the CNN runs, of the validation AUCs (the answer's selection)."""
+    val_reps = np.zeros((0, reps.shape[1] if reps.ndim == 2 else 0), np.float32) if val_reps is None else val_reps
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, keys=np.asarray(list(keys), dtype=str), reps=reps)
+        np.savez_compressed(
+            fh,
+            keys=np.asarray(list(keys), dtype=str),
+            reps=reps,
+            val_keys=np.asarray(list(val_keys), dtype=str),
+            val_reps=val_reps,
+        )
 
 
-def _load_replicates(path: str | Path) -> tuple[list[str], np.ndarray]:
+def _load_replicates(path: str | Path, split: str = "test") -> tuple[list[str], np.ndarray]:
+    """The test (``split`` 'test') or validation ('val') replicates and their runs' paths."""
+    prefix = "" if split == "test" else "val_"
     try:
         with np.load(path) as data:
-            return [str(k) for k in data["keys"]], data["reps"]
+            return [str(k) for k in data[f"{prefix}keys"]], data[f"{prefix}reps"]
     except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"bootstrap replicates {path} cannot be read ({exc})") from None
+        raise InputError(f"bootstrap replicates {path} cannot be read ({exc}); rerun rule bootstrap") from None
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -90,20 +106,35 @@ def table1(
 def bootstrap(
     *,
     summary_parquet: str | Path,
+    split_parquets: Sequence[str | Path],
     settings: Mapping[str, Any],
+    select_on: str,
     global_seed: int,
     out_run_ci: str | Path,
     out_seed_means: str | Path,
     out_replicates: str | Path,
 ) -> None:
-    """Each run's test AUC with its bootstrap CI, the means over seeds, the replicates. ``settings``:
-    results.metric, .ci and .bootstrap."""
+    """Each run's test AUC with its bootstrap CI, the means over seeds, the replicates (test, and the CNN
+    runs' validation AUCs), resampling patients (``split_parquets``: the targets' split tables).
+    ``settings``: results.metric, .ci and .bootstrap."""
     table = pd.read_parquet(summary_parquet)
-    run_ci, reps = intervals.bootstrap(table, settings["bootstrap"], settings["ci"], global_seed, settings["metric"])
-    means = intervals.seed_means(table, list(table["path"]), reps, settings["ci"], global_seed)
+    patients = intervals.read_patients(split_parquets)
+    run_ci, reps = intervals.bootstrap(
+        table, settings["bootstrap"], settings["ci"], global_seed, settings["metric"], patients=patients
+    )
+    val_keys, val_reps = intervals.val_bootstrap(
+        table, settings["bootstrap"], global_seed, select_on, patients=patients
+    )
+    means = intervals.seed_means(table, list(table["path"]), reps, settings["ci"])
     _write_csv(run_ci, out_run_ci)
     _write_csv(means, out_seed_means)
-    _save_replicates(out_replicates, list(table["path"]), reps)
+    _save_replicates(out_replicates, list(table["path"]), reps, val_keys, val_reps)
+    below = means[(means["band"] == "seeds+test") & (means["ci_hi"] < 0.5)]
+    for r in below.to_dict("records"):
+        print(
+            f"WARNING: {r['task']} {r['arch']} {r['recipe']} n={r['n']}: test AUC {r['mean']:.3f} "
+            f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}] lies below chance (0.5): see results/README.md"
+        )
 
 
 def compare(
@@ -114,37 +145,47 @@ def compare(
     figures: Mapping[str, Mapping[str, Any]],
     settings: Mapping[str, Any],
     select_on: str,
-    global_seed: int,
     out_comparisons: str | Path,
     out_stages: str | Path,
     out_answer: str | Path,
 ) -> None:
     """Paired comparisons of recipes, the stage winners with their margins and the comparisons behind the
-    answer (answer.csv). ``figures``: the axis figures (kind, axis, archs, stage, recipes); ``settings``:
-    results.metric, .ci, .bootstrap, .comparison."""
+    answer (answer.csv: chosen on the validation replicates). ``figures``: the axis figures (kind, axis,
+    archs, stage, recipes); ``settings``: results.metric, .ci, .comparison, .equivalence_margin."""
     table = pd.read_parquet(summary_parquet)
     keys, reps = _load_replicates(replicates_npz)
+    val_keys, val_reps = _load_replicates(replicates_npz, "val")
     missing = sorted(set(table["path"]) - set(keys))
     if missing:
         raise InputError(f"bootstrap replicates {replicates_npz} lack run {missing[0]}; rerun rule bootstrap")
     pairs = comparisons.compare(table, keys, reps, settings["ci"], settings["comparison"], settings["metric"])
     stages = [comparisons.read_stage(p) for p in stage_files]
     specs = comparisons.stage_specs(table, stages, figures, select_on)
-    stage_table = comparisons.stage_table(table, keys, reps, specs, settings["ci"], settings["bootstrap"], global_seed)
-    answer_rows = answer.answer_table(table, keys, reps, settings["ci"], settings["comparison"], settings["metric"])
+    stage_table = comparisons.stage_table(table, keys, reps, specs, settings["ci"])
+    answer_rows = answer.answer_table(
+        table, keys, reps, settings["ci"], settings["comparison"], settings["metric"],
+        val_keys=val_keys, val_reps=val_reps, margin=settings["equivalence_margin"],
+    )  # fmt: skip
     _write_csv(pairs, out_comparisons)
     _write_csv(stage_table, out_stages)
     _write_csv(answer_rows, out_answer)
 
 
 def learning_curves(
-    *, summary_parquet: str | Path, settings: Mapping[str, Any], global_seed: int, out_csv: str | Path
+    *,
+    summary_parquet: str | Path,
+    replicates_npz: str | Path,
+    settings: Mapping[str, Any],
+    global_seed: int,
+    out_csv: str | Path,
 ) -> pd.DataFrame:
-    """The learning-curve fits. ``settings``: results.ci, .target_auc and .learning_curve."""
+    """The learning-curve fits. ``settings``: results.ci, .target_auc and .learning_curve; the runs' test
+    bootstrap replicates put the test patients' variation in the interval of the size needed."""
     table = pd.read_parquet(summary_parquet)
+    keys, reps = _load_replicates(replicates_npz)
     lc = settings["learning_curve"]
     fits = curves.learning_curves(
-        table, settings["target_auc"], lc["model"], settings["ci"], lc["bootstrap"], global_seed
+        table, settings["target_auc"], lc["model"], settings["ci"], lc["bootstrap"], global_seed, keys, reps
     )
     _write_csv(fits, out_csv)
     print(fits.to_string(index=False))

@@ -120,16 +120,20 @@ def finetune(
     lr_json: str | Path | None,
     out_metrics: str | Path,
     out_predictions: str | Path,
+    out_val_predictions: str | Path,
     out_history: str | Path,
     threads: int = 1,
 ) -> dict[str, Any]:
     """Train one (task, arch, recipe, n, seed) run and evaluate the selected model on the test set,
-    with and without test-time augmentation. A killed run resumes from ``resume.pt`` in its folder.
+    with and without test-time augmentation (``out_predictions``; the validation set's predictions in
+    ``out_val_predictions``, same columns). A killed run resumes from ``resume.pt`` in its folder.
     ``lr_json``: the lr finder's choice of max_lr (None: ``settings["max_lr"]``)."""
     t_entry = time.time()
     startup = t_entry - process_start_time()
-    from smalldl.evaluate import evaluate, evaluate_views
+    from smalldl.evaluate import evaluate_views
     from smalldl.train import Run, fit
+
+    out_val = out_val_predictions
 
     recipe = Recipe.parse(recipe_name)
     with training_torch(settings, threads, job=f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}") as (
@@ -198,21 +202,16 @@ def finetune(
         test_sc, test_tta = evaluate_views(
             model, test, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed
         )
-        val_tta = (
-            evaluate(model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed)
-            if views > 0
-            else None
+        # the validation predictions too: the answer's selection (non-inferiority on validation) resamples
+        # the validation patients as the comparisons resample the test patients
+        val_sc, val_tta = evaluate_views(
+            model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed
         )
         t_write = time.time()
-        preds = pd.DataFrame({"image_id": test.image_ids})
-        for j, label in enumerate(labels):
-            preds[f"y_{label}"] = test.targets.reshape(len(test), -1)[:, j].astype(np.int64)
-            preds[f"p_{label}"] = test_sc["prob"][:, j]
-            if test_tta is not None:
-                preds[f"p_tta_{label}"] = test_tta["prob"][:, j]
         write_history(result["history"], out_history)
-        with atomic_path(out_predictions) as tmp:
-            preds.to_parquet(tmp, index=False)
+        for data, plain, tta, out in ((test, test_sc, test_tta, out_predictions), (val, val_sc, val_tta, out_val)):
+            with atomic_path(out) as tmp:
+                predictions_table(data, labels, plain, tta).to_parquet(tmp, index=False)
         if settings["save_model"]:
             state = model.cpu().state_dict()
             save_torch({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, run_dir / "model.pt")
@@ -282,6 +281,21 @@ def finetune(
             file=sys.stderr,
         )
         return metrics
+
+
+def predictions_table(
+    data: Any, labels: Sequence[str], plain: Mapping[str, Any], tta: Mapping[str, Any] | None
+) -> pd.DataFrame:
+    """A run's predictions on one split: image_id, then per label y_<label>, p_<label> (centre crop) and
+    p_tta_<label> (with test-time augmentation, when it ran)."""
+    preds = pd.DataFrame({"image_id": data.image_ids})
+    targets = data.targets.reshape(len(data), -1)
+    for j, label in enumerate(labels):
+        preds[f"y_{label}"] = targets[:, j].astype(np.int64)
+        preds[f"p_{label}"] = plain["prob"][:, j]
+        if tta is not None:
+            preds[f"p_tta_{label}"] = tta["prob"][:, j]
+    return preds
 
 
 def select_stage(

@@ -1,19 +1,18 @@
 """The answer to the study's question, per target task and architecture: which recipe to use on this data,
 how its test AUC grows with the training size, and how sure we are.
 
-``answer_table`` (run by the compare job, results/answer.csv) holds the paired comparisons behind it:
-the recipe with the highest validation AUC (selection never looks at test) against every other recipe
-run at every size and seed ('recommend' rows), and, per task and size, the recipe with the highest mean
-test AUC against the next one ('best_at_n' rows). ``answer_section`` writes the answer as markdown (the
-top of results/README.md; ``html_page`` turns it into results/answer.html for the report) and
-``best_per_size`` the headline section's best-per-size line.
-
-The recommendation: among the recipes not significantly worse on test than the validation winner (Holm-
-adjusted paired p >= 1 - results.ci, or a higher test AUC), the cheapest (``recipe_cost``: no source <
-ImageNet weights < a source model pretrained on another task; then feature extractor < fine-tune all <
-gradual unfreezing); among equally cheap ones the higher validation AUC, so the winner stays unless a
-cheaper recipe does as well. Schedule and init cost the same; the measured training time is shown, not
-ranked on (it is noisy and leaves out the source's pretraining).
+``answer_table`` (run by the compare job, results/answer.csv) holds the comparisons behind it. The choice
+uses validation only: the recipe with the highest mean validation AUC (the winner) against every other
+recipe run at every size and seed, each difference with an interval over seeds and validation patients
+('recommend' rows); a recipe is non-inferior when it is worse than the winner by less than
+results.equivalence_margin with confidence (Holm over the recipes of a task and arch). Among the
+non-inferior recipes the cheapest is recommended (``recipe_cost``: no source < ImageNet weights < a
+source model pretrained on another task; then feature extractor < fine-tune all < gradual unfreezing;
+equally cheap: the higher validation AUC). Test AUCs then report the choice (interval over seeds and
+test patients); they choose nothing, so the test AUC reported is not inflated by the choice. Per task and
+size, the best unit on validation against the next ('best_at_n' rows) is likewise reported on test.
+``answer_section`` writes the answer as markdown (the top of results/README.md; ``html_page`` turns it
+into results/answer.html for the report) and ``best_per_size`` the headline section's best-per-size line.
 """
 
 from __future__ import annotations
@@ -42,9 +41,10 @@ TRANSFER_COST = {"extractor": 0, "finetune": 1, "gradual": 2}
 SOURCE_WORDS = ("no source", "ImageNet weights", "a pretrained source model")
 
 COLUMNS = [
-    "kind", "task", "n", "family_a", "arch_a", "recipe_a", "family_b", "arch_b", "recipe_b", "runs",
-    "select_a", "select_b", "auc_a", "auc_b", "diff", "diff_lo", "diff_hi", "p", "p_method", "p_holm",
-    "cost_source_b", "cost_transfer_b", "time_b", "not_worse", "recommended",
+    "kind", "task", "n", "family_a", "arch_a", "recipe_a", "family_b", "arch_b", "recipe_b", "runs", "seeds",
+    "select_a", "select_b", "val_diff", "val_lo", "val_hi", "val_band", "p_ni", "p_ni_holm", "auc_a", "auc_b",
+    "diff", "diff_lo", "diff_hi", "band", "p", "p_method", "p_holm", "cost_source_b", "cost_transfer_b", "time_b",
+    "not_worse", "recommended",
 ]  # fmt: skip
 
 
@@ -77,7 +77,7 @@ def _recommend_pairs(summary: pd.DataFrame) -> tuple[list[tuple[Any, ...]], dict
         if winner is None:
             continue
         units = {r: _unit(part[part["recipe"] == r].iloc[0]) for r in complete}
-        groups[(task, arch)] = {"winner": winner}
+        groups[(task, arch)] = {"winner": winner, "recipes": complete}
         pairs += [(units[winner], units[r], "recommend", "all") for r in complete if r != winner]
     return pairs, groups
 
@@ -91,20 +91,64 @@ def _eligible(units: pd.DataFrame) -> pd.Series:
 
 
 def _best_at_n_pairs(summary: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """Per (task, n): the eligible unit (``_eligible``) with the highest mean test AUC over seeds against
-    the next one (ties: the earlier unit in sorted order)."""
+    """Per (task, n): the eligible unit (``_eligible``) with the highest mean *validation* AUC over seeds
+    against the next one (ties: the earlier unit in sorted order): picked on validation, compared on test."""
     pairs = []
     for (task, n), part in summary.groupby(["task", "n"], sort=True):
-        means = part.groupby(["family", "arch", "recipe"], sort=True)["headline_auc"].mean().dropna().reset_index()
+        part = part.assign(_select=pd.to_numeric(part["select_auc"], errors="coerce"))
+        means = part.groupby(["family", "arch", "recipe"], sort=True)["_select"].mean().dropna().reset_index()
         means = means[_eligible(means)]
         if len(means) < 2:
             continue
-        top = means.sort_values("headline_auc", ascending=False, kind="mergesort").head(2)
+        top = means.sort_values("_select", ascending=False, kind="mergesort").head(2)
         a, b = (
             {"family": r["family"], "task": task, "arch": r["arch"], "recipe": r["recipe"]} for _, r in top.iterrows()
         )
         pairs.append((a, b, "best_at_n", int(n)))
     return pairs
+
+
+def _val_rows(
+    summary: pd.DataFrame,
+    groups: Mapping[tuple[str, str], Mapping[str, Any]],
+    val_keys: Sequence[str],
+    val_reps: np.ndarray,
+    level: float,
+    margin: float,
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Per (task, arch, other recipe): the validation AUC difference winner − other over the (n, seed) runs
+    both have (``stats.paired_interval``: seeds and validation patients) and the p-value of non-inferiority
+    (H0: the other is worse by the margin or more, one-sided, doubled to be read against 1 − level as the
+    interval is), Holm-adjusted over the other recipes of the (task, arch)."""
+    index = {k: i for i, k in enumerate(val_keys)}
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    by_unit = {k: g for k, g in summary.groupby(["task", "arch", "recipe"], sort=False)}
+    for (task, arch), g in groups.items():
+        winner = g["winner"]
+        ga = by_unit[(task, arch, winner)].set_index(["n", "seed"])
+        found = {}
+        for recipe in g["recipes"]:
+            if recipe == winner:
+                continue
+            gb = by_unit[(task, arch, recipe)].set_index(["n", "seed"])
+            common = ga.index.intersection(gb.index).sort_values()
+            diffs = {}
+            for u in common:
+                pa, pb = ga.loc[u, "path"], gb.loc[u, "path"]
+                if pa not in index or pb not in index:
+                    lost = pa if pa not in index else pb
+                    raise InputError(f"validation replicates lack run {lost}; rerun rule bootstrap")
+                d = float(ga.loc[u, "select_auc"]) - float(gb.loc[u, "select_auc"])
+                diffs[u] = (d, val_reps[index[pa]].astype(np.float64) - val_reps[index[pb]].astype(np.float64))
+            ci = stats.paired_interval(diffs, level)
+            found[recipe] = {
+                "val_diff": ci.estimate, "val_lo": ci.lo, "val_hi": ci.hi, "val_band": ci.band, "seeds": ci.runs,
+                "p_ni": min(1.0, 2.0 * ci.p_below(margin)) if ci.decidable else math.nan,
+            }  # fmt: skip
+        adjusted = stats.holm([v["p_ni"] for v in found.values()])
+        for (recipe, v), p_adj in zip(found.items(), adjusted, strict=True):
+            out[(task, arch, recipe)] = {**v, "p_ni_holm": p_adj}
+    return out
 
 
 def answer_table(
@@ -115,14 +159,23 @@ def answer_table(
     method: str = "bootstrap",
     metric: str = "test_auc_tta",
     loader: Callable[[Mapping[str, Any], str], dict[str, Any]] | None = run_scores,
+    *,
+    val_keys: Sequence[str] = (),
+    val_reps: np.ndarray | None = None,
+    margin: float = 0.02,
 ) -> pd.DataFrame:
-    """The comparisons behind the answer (``COLUMNS``), from the same paired comparisons as comparisons.csv
-    (``comparisons.compare``: mean over matching (n, seed) runs of AUC(a) - AUC(b) on the same test images,
-    paired-bootstrap CI, p by ``method``). 'recommend' rows: a = the validation winner of a (task, arch),
-    b = each recipe run at every size and seed there (the winner's own row included), over all sizes,
-    Holm-adjusted within the (task, arch); ``not_worse``: b's test AUC is not significantly below a's;
-    ``recommended``: the cheapest such b. 'best_at_n' rows: per (task, n) the best unit on mean test AUC
-    against the next, Holm-adjusted within the task."""
+    """The comparisons behind the answer (``COLUMNS``).
+
+    'recommend' rows, per (task, CNN arch): a = the recipe with the highest mean validation AUC, b = each
+    recipe run at every size and seed there (the winner's own row included). Selection uses validation
+    only: ``val_diff`` [``val_lo``, ``val_hi``] is a − b on validation (seeds and validation patients,
+    ``val_reps``), and b is ``not_worse`` (non-inferior) when that interval's upper end lies below
+    ``margin`` (results.equivalence_margin), read from its Holm-adjusted p-value (``p_ni_holm`` < 1 −
+    level); with fewer than ``stats.MIN_RUNS`` seeds nothing is non-inferior but the winner.
+    ``recommended``: the cheapest non-inferior recipe (``recipe_cost``; equal cost: the higher validation
+    AUC). The test columns (``diff`` = a − b on test, its interval over seeds and test patients, p) report
+    the chosen recipes on test; they choose nothing. 'best_at_n' rows: per (task, n) the best unit on mean
+    validation AUC against the next, compared on test (Holm-adjusted within the task)."""
     alpha = 1.0 - level
     rec_pairs, groups = _recommend_pairs(summary)
     pairs = rec_pairs + _best_at_n_pairs(summary)
@@ -143,10 +196,12 @@ def answer_table(
         own.append(
             {"kind": "recommend", "task": task, "n": "all", "family_a": "cnn", "arch_a": arch, "recipe_a": w,
              "family_b": "cnn", "arch_b": arch, "recipe_b": w, "runs": len(by_unit[(task, arch, w)]),
-             "auc_a": auc, "auc_b": auc, "diff": 0.0, "diff_lo": 0.0, "diff_hi": 0.0}
+             "auc_a": auc, "auc_b": auc, "diff": 0.0, "diff_lo": 0.0, "diff_hi": 0.0, "val_diff": 0.0,
+             "val_lo": 0.0, "val_hi": 0.0}
         )  # fmt: skip
     table = pd.concat([pd.DataFrame(own), table], ignore_index=True) if own else table
     table = table.reindex(columns=COLUMNS)
+    val = _val_rows(summary, groups, val_keys, val_reps, level, margin) if val_reps is not None and len(groups) else {}
     table["p_holm"] = np.nan
     for _, part in table[table["kind"] == "recommend"].groupby(["task", "arch_a"]):
         table.loc[part.index, "p_holm"] = stats.holm(part["p"].to_numpy(dtype=float))
@@ -162,11 +217,14 @@ def answer_table(
         if r["kind"] == "recommend":
             row["cost_source_b"], row["cost_transfer_b"] = recipe_cost(r["recipe_b"])
             row["time_b"] = mean_of(r["task"], r["arch_b"], r["recipe_b"], "wall_time_s")
-            worse = r["diff"] > 0 and not (r["p_holm"] >= alpha)  # an undefined p counts as worse
-            row["not_worse"] = bool(r["recipe_a"] == r["recipe_b"] or not worse)
+            v = val.get((r["task"], r["arch_a"], r["recipe_b"]), {})
+            row.update(v)
+            own_row = r["recipe_a"] == r["recipe_b"]
+            row["not_worse"] = bool(own_row or (v.get("p_ni_holm", math.nan) < alpha))
         extra.append(row)
     if extra:
-        table[list(pd.DataFrame(extra).columns)] = pd.DataFrame(extra, index=table.index)
+        new = pd.DataFrame(extra, index=table.index)
+        table[list(new.columns)] = new
     table["recommended"] = False
     rec = table[(table["kind"] == "recommend") & (table["not_worse"] == True)]  # noqa: E712
     for _, part in rec.groupby(["task", "arch_a"]):
@@ -226,9 +284,12 @@ def _rises(row: Mapping[str, Any]) -> bool:
 
 def _interval_words(band: str, seeds: int) -> str:
     if band == "seeds+test":
-        return "over seeds and test images (hierarchical bootstrap: seeds resampled, then test images)"
+        return (
+            "over training runs and test patients (t over the seeds, plus the test patients' shared "
+            "variance; coverage checked by simulation, benchmarks/inference_calibration.py)"
+        )
     return (
-        f"over the test images only: with {seeds} seed{'s' if seeds != 1 else ''} per size (fewer than "
+        f"over the test patients only: with {seeds} seed{'s' if seeds != 1 else ''} per size (fewer than "
         f"{stats.MIN_SEEDS}) the variation between training runs is not in them; run "
         f"{stats.MIN_SEEDS} or more seeds for intervals that include it"
     )
@@ -246,26 +307,57 @@ def answer_section(
     set; extrapolations flagged) and what the intervals cover. ``rows``: answer.csv (``answer_table``)."""
     level = settings["ci"]
     pct = int(round(100 * level))
-    alpha = 1.0 - level
     target = settings.get("target_auc")
     out = ["## Answer", ""]
     rec = rows[rows["kind"] == "recommend"] if rows is not None and len(rows) else pd.DataFrame(columns=COLUMNS)
     if rec.empty:
         return out + ["No CNN recipe was run at every size and seed of a task: nothing to recommend.", ""]
+    margin = settings.get("equivalence_margin", 0.02)
     out += [
-        "Which recipe to use on each target, from `answer.csv`. Recipes are picked on validation AUC (mean "
-        "over sizes and seeds), never on test; test AUCs are then compared paired, on the same test images "
-        f"(difference over all sizes and seeds, {pct}% paired-bootstrap CI, p Holm-adjusted over the "
-        f"comparisons with the winner). 'Not significantly worse': Holm p ≥ {alpha:.2g} or a higher test "
-        "AUC. Among those the cheapest is recommended: no source < ImageNet weights < a pretrained source "
-        "model, then feature extractor < fine-tune all < gradual unfreezing; equally cheap: the higher "
-        "validation AUC.",
+        "Which recipe to use on each target, from `answer.csv`. The choice looks at validation only: the "
+        "recipe with the highest mean validation AUC (over sizes and seeds) is the winner, and a recipe is "
+        f"non-inferior to it when its validation AUC is lower by less than {margin} with {pct}% confidence "
+        "(interval over seeds and validation patients, Holm over the recipes compared). The cheapest "
+        "non-inferior recipe is recommended: no source < ImageNet weights < a pretrained source model, then "
+        "feature extractor < fine-tune all < gradual unfreezing; equally cheap: the higher validation AUC. "
+        "Test AUCs then report the recommended recipe and its comparison with the winner (intervals over "
+        "seeds and test patients); they do not choose, so the test AUC reported is not inflated by the choice.",
         "",
     ]
     archs_of = rec.groupby("task")["arch_a"].nunique()
     for (task, arch), part in rec.groupby(["task", "arch_a"], sort=True):
-        out += _answer_one(task, arch, archs_of[task] > 1, part, summary, means, curves, level, target)
+        out += _answer_one(task, arch, archs_of[task] > 1, part, summary, means, curves, level, target, margin)
+    out += below_chance_lines(means)
     return out
+
+
+def below_chance(means: pd.DataFrame) -> pd.DataFrame:
+    """The rows of seed_means.csv whose interval (over seeds and test patients) lies below 0.5."""
+    if means is None or means.empty:
+        return pd.DataFrame(columns=getattr(means, "columns", []))
+    hi = pd.to_numeric(means["ci_hi"], errors="coerce")
+    return means[(means["band"] == stats.BAND_RUNS) & (hi < 0.5)]
+
+
+def below_chance_lines(means: pd.DataFrame) -> list[str]:
+    """A warning for every recipe and size whose test AUC lies below chance with confidence: a model that
+    ranks unseen patients the wrong way round points to a bug or a property of the data (e.g. a finding
+    whose side the flips of the augmentation confuse), not to a weak model."""
+    rows = below_chance(means)
+    if rows.empty:
+        return []
+    out = [
+        "**Warning: below chance.** These test AUCs lie below 0.5 with confidence (interval over seeds and "
+        "test patients): the models rank unseen patients the wrong way round, which a weak model does not "
+        "do. Check the labels and the evaluation before using them (README, 'Below-chance results').",
+        "",
+    ]
+    for r in rows.to_dict("records"):
+        out.append(
+            f"- {r['task']} ({r['arch']}) `{r['recipe']}` at n = {int(r['n'])}: {_num(r['mean'])} "
+            f"[{_num(r['ci_lo'])}, {_num(r['ci_hi'])}]."
+        )
+    return [*out, ""]
 
 
 def _answer_one(
@@ -278,6 +370,7 @@ def _answer_one(
     curves: pd.DataFrame,
     level: float,
     target: float | None,
+    margin: float = 0.02,
 ) -> list[str]:
     pct = int(round(100 * level))
     alpha = 1.0 - level
@@ -313,43 +406,54 @@ def _answer_one(
     if others.empty:
         out.append("- No other recipe to compare it with.")
     else:
-        r = others.iloc[0]
-        sig = r["p_holm"] < alpha
-        verdict = (
-            f"significant: `{winner}` is better on test"
-            if sig and r["diff"] > 0
-            else f"significant, the other way: `{r['recipe_b']}` is better on test (validation and test disagree)"
-            if sig
-            else "**not significant**: this study cannot tell them apart on test"
-        )
-        out.append(
-            f"- Against the runner-up on validation, `{r['recipe_b']}` ({_num(r['select_b'])}): test AUC "
-            f"difference (winner − runner-up) {r['diff']:+.3f} [{_num(r['diff_lo'])}, {_num(r['diff_hi'])}] over "
-            f"{int(r['runs'])} paired runs, p = {_p(r['p_holm'])} (Holm; the CI is not adjusted): {verdict}."
-        )
-        better = others[(others["p_holm"] < alpha) & (others["diff"] < 0)]
-        if len(better) and better.index[0] != r.name:
+        bands = set(others["val_band"].dropna())
+        if bands and bands != {stats.BAND_RUNS}:
+            seeds = int(pd.to_numeric(others["seeds"], errors="coerce").min())
             out.append(
-                "- Validation and test disagree: "
-                + ", ".join(f"`{b}`" for b in better["recipe_b"])
-                + f" {'is' if len(better) == 1 else 'are'} significantly better than `{winner}` on test."
+                f"- **Too few runs to compare**: {seeds} seed{'s' if seeds != 1 else ''} (fewer than "
+                f"{stats.MIN_RUNS}) cannot show how much training runs vary, so no recipe is shown non-inferior "
+                f"to `{winner}` and none is recommended instead of it. Run {stats.MIN_RUNS} or more seeds."
             )
+        r = others.iloc[0]
+        out.append(
+            f"- Against the runner-up on validation, `{r['recipe_b']}` ({_num(r['select_b'])}): validation AUC "
+            f"difference (winner − runner-up) {_signed(r['val_diff'])} [{_num(r['val_lo'])}, {_num(r['val_hi'])}]"
+            f"; on test {_signed(r['diff'])} [{_num(r['diff_lo'])}, {_num(r['diff_hi'])}] over {int(r['runs'])} "
+            f"paired runs, p = {_p(r['p_holm'])} (Holm; {pct}% intervals over seeds and patients)."
+        )
         tied = part[(part["not_worse"] == True) & (part["recipe_b"] != winner)]  # noqa: E712
         if recommended != winner:
             out.append(
-                f"- Not significantly worse than `{winner}` on test: "
+                f"- Non-inferior to `{winner}` on validation (worse by less than {margin}): "
                 + ", ".join(f"`{b}`" for b in tied["recipe_b"])
                 + f". The cheapest of them is `{recommended}` ({_cost_words(chosen.iloc[0])}): recommended "
                 f"instead of `{winner}` ({_cost_words(part[part['recipe_b'] == winner].iloc[0])})."
             )
+            pick = chosen.iloc[0]
+            out.append(
+                f"- On test, `{winner}` − `{recommended}`: {_signed(pick['diff'])} [{_num(pick['diff_lo'])}, "
+                f"{_num(pick['diff_hi'])}] (reported, not used to choose)."
+            )
         elif len(tied):
             out.append(
-                f"- Not significantly worse than `{winner}` on test: "
+                f"- Non-inferior to `{winner}` on validation (worse by less than {margin}): "
                 + ", ".join(f"`{b}`" for b in tied["recipe_b"])
                 + f"; none is cheaper ({_cost_words(chosen.iloc[0])}), so `{winner}` stays."
             )
-        else:
-            out.append(f"- Every other recipe is significantly worse than `{winner}` on test.")
+        elif bands == {stats.BAND_RUNS}:
+            out.append(
+                f"- No other recipe is shown non-inferior to `{winner}` on validation (within {margin}): "
+                "`{winner}` stays. Not shown non-inferior is not shown worse: see the differences in `answer.csv`.".replace(
+                    "{winner}", winner
+                )
+            )
+        better = others[(others["p_holm"] < alpha) & (others["diff"] < 0)]
+        if len(better):
+            out.append(
+                "- Validation and test disagree: "
+                + ", ".join(f"`{b}`" for b in better["recipe_b"])
+                + f" {'is' if len(better) == 1 else 'are'} better than `{winner}` on test (Holm p < {alpha:.2g})."
+            )
     # how AUC grows with n
     if len(mine):
         points = "; ".join(
@@ -371,6 +475,12 @@ def _answer_one(
             f"are {_interval_words(band, seeds)}."
         )
     return [*out, ""]
+
+
+def _signed(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{float(x):+.3f}"
 
 
 def _cost_words(row: Mapping[str, Any]) -> str:
@@ -440,30 +550,35 @@ def _curve_lines(task: str, arch: str, recipe: str, curves: pd.DataFrame, target
 
 
 def best_per_size(task: str, part: pd.DataFrame, rows: pd.DataFrame | None, level: float) -> str:
-    """'Best per size' of a task's headline table (``part``: its rows of seed_means.csv): the unit with the
-    highest mean test AUC per size (radiomics: the 'best' model, ``_eligible``) and whether it differs
-    significantly from the next one (the 'best_at_n' rows of answer.csv: paired on the same test images,
-    Holm-adjusted over the task's sizes): "n=50: `A` (arch) 0.710 ≈ `B` (arch) 0.700 (not significant,
-    p = 0.400)"."""
+    """'Best per size' of a task's headline table (``part``: its rows of seed_means.csv): per size the unit
+    with the highest mean *validation* AUC (radiomics: the 'best' model, ``_eligible``) and its test AUC
+    against the next one on validation (the 'best_at_n' rows of answer.csv: paired, over seeds and test
+    patients, Holm-adjusted over the task's sizes): "n=50: `A` (arch) 0.710 vs `B` (arch) 0.700 on test
+    (not significant, p = 0.400)". Chosen on validation, so the test AUC shown is not the maximum of noisy
+    test means."""
     alpha = 1.0 - level
     pairs = rows[(rows["kind"] == "best_at_n") & (rows["task"] == task)] if rows is not None and len(rows) else None
     units = part[_eligible(part)] if len(part) else part
     cells = []
     for n, at_n in units.groupby("n", sort=True):
         hit = pairs[pairs["n"].astype(str) == str(int(n))] if pairs is not None else pd.DataFrame()
-        if hit.empty:  # no paired comparison (one unit, or no runs in common): the best alone
-            b = at_n.loc[at_n["mean"].idxmax()] if at_n["mean"].notna().any() else None
+        if hit.empty:  # no paired comparison (one unit, or no runs in common): the best on validation alone
+            sel = pd.to_numeric(at_n["select_mean"], errors="coerce") if "select_mean" in at_n else None
+            b = at_n.loc[sel.idxmax()] if sel is not None and sel.notna().any() else None
             if b is not None:
                 cells.append(f"n={int(n)}: `{b['recipe']}` ({b['arch']}) {_num(b['mean'])}")
             continue
         h = hit.iloc[0]
         best = f"n={int(n)}: `{h['recipe_a']}` ({h['arch_a']}) {_num(h['auc_a'])}"
         other = f"`{h['recipe_b']}` ({h['arch_b']}) {_num(h['auc_b'])}"
-        if h["p_holm"] < alpha:
-            cells.append(f"{best} > {other} (significant, p = {_p(h['p_holm'])})")
+        if pd.isna(h["p_holm"]):
+            cells.append(f"{best} vs {other} (too few runs to test)")
+        elif h["p_holm"] < alpha:
+            word = "higher" if h["diff"] > 0 else "lower, validation and test disagree"
+            cells.append(f"{best} vs {other} ({word} on test, p = {_p(h['p_holm'])})")
         else:
-            cells.append(f"{best} ≈ {other} (not significant, p = {_p(h['p_holm'])})")
-    return "Best per size: " + "; ".join(cells) + "."
+            cells.append(f"{best} vs {other} (not significant on test, p = {_p(h['p_holm'])})")
+    return "Best per size (picked on validation, test AUC shown): " + "; ".join(cells) + "."
 
 
 # ---------------------------------------------------------------------------------------------- html

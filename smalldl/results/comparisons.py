@@ -19,7 +19,7 @@ from smalldl.config import Recipe
 from smalldl.errors import InputError
 from smalldl.results.intervals import run_scores
 from smalldl.stages import best_candidate
-from smalldl.utils import derive_seed, progress
+from smalldl.utils import progress
 
 # -------------------------------------------------------------------------------------- comparisons
 
@@ -73,10 +73,14 @@ def comparison_pairs(summary: pd.DataFrame) -> list[tuple[dict[str, Any], dict[s
     return pairs
 
 
-def _delong_p(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> float:
-    """DeLong p-value of mean(A seeds) - mean(B seeds) on the images all runs share (binary tasks)."""
+def _delong_shared_variance(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> float:
+    """DeLong's estimate of the test images' shared variance of the per-seed differences A_s - B_s (run i of
+    A paired with run i of B, all on the images they share; binary tasks): the mean covariance over pairs of
+    seeds (``stats.shared_test_variance``'s quantity, from DeLong's covariance instead of the bootstrap).
+    NaN where DeLong does not apply (multilabel, fewer than 4 shared images or two of a class)."""
     runs = runs_a + runs_b
-    if any(r["y"].shape[1] != 1 for r in runs):
+    k = len(runs_a)
+    if k < 2 or any(r["y"].shape[1] != 1 for r in runs):
         return math.nan
     common = runs[0]["image_id"]
     for r in runs[1:]:
@@ -89,11 +93,29 @@ def _delong_p(runs_a: list[dict[str, Any]], runs_b: list[dict[str, Any]]) -> flo
         pos = order[np.searchsorted(r["image_id"], common, sorter=order)]
         scores.append(r["p"][pos, 0])
         y = r["y"][pos, 0] if y is None else y
-    contrast = [1 / len(runs_a)] * len(runs_a) + [-1 / len(runs_b)] * len(runs_b)
     try:
-        return stats.delong_contrast(y, np.stack(scores), contrast)["p"]
+        _, cov = stats.delong(y, np.stack(scores))
     except ValueError:
         return math.nan
+    g = np.zeros((k, 2 * k))
+    g[np.arange(k), np.arange(k)] = 1.0
+    g[np.arange(k), k + np.arange(k)] = -1.0
+    c = g @ cov @ g.T
+    return float(max(0.0, (c.sum() - np.trace(c)) / (k * (k - 1))))
+
+
+def paired_units(
+    ga: pd.DataFrame, gb: pd.DataFrame, units: Sequence[tuple[Any, Any]], reps: np.ndarray, index: Mapping[str, int],
+    column: str = "headline_auc",
+) -> tuple[dict, dict, dict]:  # fmt: skip
+    """Per (n, seed) unit: (value, replicates) of side A, of side B and of their difference A - B."""
+    a, b, d = {}, {}, {}
+    for u in units:
+        ra, rb = ga.loc[u], gb.loc[u]
+        xa, xb = reps[index[ra["path"]]].astype(np.float64), reps[index[rb["path"]]].astype(np.float64)
+        va, vb = float(ra[column]), float(rb[column])
+        a[u], b[u], d[u] = (va, xa), (vb, xb), (va - vb, xa - xb)
+    return a, b, d
 
 
 def compare(
@@ -106,13 +128,16 @@ def compare(
     loader: Callable[[Mapping[str, Any], str], dict[str, Any]] | None = run_scores,
     pairs: Sequence[tuple[Any, ...]] | None = None,
 ) -> pd.DataFrame:
-    """Paired comparisons of units on the same test images: per training size and, with several sizes, over
-    all sizes ('all'), the mean over matching (n, seed) runs of AUC(a) - AUC(b), its paired-bootstrap CI
-    and p-value, DeLong's p-value (per size, single-label tasks; NaN otherwise and without a loader),
-    ``p`` (the configured ``method``; bootstrap where DeLong is undefined) and Holm-adjusted ``p_holm``
-    within each task. ``pairs``: the (a, b, axis) to compare (default ``comparison_pairs``); a fourth
-    item restricts a pair to one size (a training size, or 'all': over all sizes, the one size if there
-    is only one)."""
+    """Paired comparisons of units on the same test images, per training size and, with several sizes, over
+    all sizes ('all'). The training run is the unit of inference: the difference is the mean over seeds of
+    each seed's AUC(a) - AUC(b) (averaged over its sizes for 'all': a seed's nested subsets make its runs
+    one unit), and its interval and p-value (``stats.paired_interval``: t over seeds, plus the test images'
+    shared variance) include the variation between training runs and of the test patients. With fewer than
+    ``stats.MIN_RUNS`` seeds the interval covers the test images only (``band`` 'test') and ``p`` is NaN:
+    no test rests on it. ``method`` 'delong': the test part of the variance from DeLong's covariance (per
+    size, single-label tasks; the bootstrap elsewhere). ``p_holm``: Holm-adjusted within each task.
+    ``pairs``: the (a, b, axis) to compare (default ``comparison_pairs``); a fourth item restricts a pair to
+    one size (a training size, or 'all': over all sizes, the one size if there is only one)."""
     index = {k: i for i, k in enumerate(keys)}
     cache: dict[str, dict[str, Any]] = {}
 
@@ -120,15 +145,6 @@ def compare(
         if row["path"] not in cache:
             cache[row["path"]] = loader(row, metric)  # type: ignore[misc]
         return cache[row["path"]]
-
-    label_count: dict[str, int] = {}
-
-    def single_label(task: str, row: Mapping[str, Any]) -> bool:
-        """DeLong applies to single-label tasks: of a multilabel task, only one run's predictions are loaded
-        here (to count its labels)."""
-        if task not in label_count:
-            label_count[task] = scores_of(row)["y"].shape[1]
-        return label_count[task] == 1
 
     by_unit = {k: g for k, g in summary.groupby(["task", "arch", "recipe"], sort=False)}
     rows = []
@@ -146,19 +162,18 @@ def compare(
             wanted = [n for n in wanted if n == only[0] or (only[0] == "all" and len(sizes) == 1)]
         for n in wanted:
             units = [u for u in common if n == "all" or u[0] == n]
-            ra = [ga.loc[u] for u in units]
-            rb = [gb.loc[u] for u in units]
-            auc_a = float(np.mean([float(r["headline_auc"]) for r in ra]))
-            auc_b = float(np.mean([float(r["headline_auc"]) for r in rb]))
-            diff_reps = np.mean(
-                [reps[index[x["path"]]] - reps[index[y["path"]]] for x, y in zip(ra, rb, strict=True)], axis=0
-            )
-            lo, hi = stats.percentile_ci(diff_reps, level)
-            p_boot = stats.bootstrap_p(diff_reps)
-            p_delong = math.nan
-            if loader is not None and n != "all" and single_label(a["task"], ra[0]):
-                p_delong = _delong_p([scores_of(r) for r in ra], [scores_of(r) for r in rb])
-            use_delong = method == "delong" and not math.isnan(p_delong)
+            side_a, side_b, diffs = paired_units(ga, gb, units, reps, index)
+            shared = None
+            if method == "delong" and loader is not None and (n != "all" or len(sizes) == 1):
+                seeds = sorted(units, key=lambda u: str(u[1]))
+                shared = _delong_shared_variance(
+                    [scores_of(ga.loc[u]) for u in seeds], [scores_of(gb.loc[u]) for u in seeds]
+                )
+                shared = None if math.isnan(shared) else shared
+            ci = stats.paired_interval(diffs, level, test_variance=shared)
+            mean_a = stats.seed_mean_interval(stats.by_seed_means(side_a), level).estimate
+            mean_b = stats.seed_mean_interval(stats.by_seed_means(side_b), level).estimate
+            p = ci.p_two_sided(0.0) if ci.decidable else math.nan
             rows.append(
                 {
                     "task": a["task"],
@@ -171,20 +186,22 @@ def compare(
                     "arch_b": b["arch"],
                     "recipe_b": b["recipe"],
                     "runs": len(units),
-                    "auc_a": auc_a,
-                    "auc_b": auc_b,
-                    "diff": auc_a - auc_b,
-                    "diff_lo": lo,
-                    "diff_hi": hi,
-                    "p_bootstrap": p_boot,
-                    "p_delong": p_delong,
-                    "p": p_delong if use_delong else p_boot,
-                    "p_method": "delong" if use_delong else "bootstrap",
+                    "seeds": ci.runs,
+                    "auc_a": mean_a,
+                    "auc_b": mean_b,
+                    "diff": ci.estimate,
+                    "diff_lo": ci.lo,
+                    "diff_hi": ci.hi,
+                    "se": ci.se,
+                    "df": ci.df,
+                    "band": ci.band,
+                    "p": p,
+                    "p_method": "delong" if shared is not None else "bootstrap",
                 }
             )
     columns = [
-        "task", "axis", "n", "family_a", "arch_a", "recipe_a", "family_b", "arch_b", "recipe_b", "runs",
-        "auc_a", "auc_b", "diff", "diff_lo", "diff_hi", "p_bootstrap", "p_delong", "p", "p_method", "p_holm",
+        "task", "axis", "n", "family_a", "arch_a", "recipe_a", "family_b", "arch_b", "recipe_b", "runs", "seeds",
+        "auc_a", "auc_b", "diff", "diff_lo", "diff_hi", "se", "df", "band", "p", "p_method", "p_holm",
     ]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns[:-1])
     table["p_holm"] = np.nan
@@ -256,11 +273,11 @@ def stage_table(
     reps: np.ndarray,
     specs: Sequence[Mapping[str, Any]],
     level: float,
-    iterations: int,
-    global_seed: int,
 ) -> pd.DataFrame:
-    """Per stage: the winner, the runner-up, the margin on validation AUC (mean over matching (n, seed)
-    runs, CI from a bootstrap over those runs) and on test AUC (paired image bootstrap CI and p-value)."""
+    """Per stage: the winner, the runner-up, the margin on validation AUC (mean over seeds of each seed's
+    mean paired difference over its sizes; t-interval over seeds: the validation images are the selection's
+    own, fixed) and on test AUC (``stats.paired_interval``: seeds and test patients; p NaN with fewer than
+    ``stats.MIN_RUNS`` seeds)."""
     index = {k: i for i, k in enumerate(keys)}
     rows = []
     for spec in specs:
@@ -287,26 +304,23 @@ def stage_table(
             ga = part[part["recipe"] == winner].set_index(["n", "seed"])
             gb = part[part["recipe"] == runner].set_index(["n", "seed"])
             common = ga.index.intersection(gb.index).sort_values()
-            d_val = [float(ga.loc[u, "select_auc"]) - float(gb.loc[u, "select_auc"]) for u in common]
-            rng = np.random.default_rng(derive_seed(global_seed, "stage", task, arch, spec["axis"], spec.get("stage")))
-            row["val_margin"], row["val_margin_lo"], row["val_margin_hi"] = stats.paired_unit_ci(
-                d_val, level, iterations, rng
-            )
+            d_val = {u: float(ga.loc[u, "select_auc"]) - float(gb.loc[u, "select_auc"]) for u in common}
+            val = stats.paired_seed_interval(d_val, level)
+            row["val_margin"], row["val_margin_lo"], row["val_margin_hi"] = val.estimate, val.lo, val.hi
             if len(common):
-                ta = [float(ga.loc[u, "headline_auc"]) for u in common]
-                tb = [float(gb.loc[u, "headline_auc"]) for u in common]
-                d_reps = np.mean(
-                    [reps[index[ga.loc[u, "path"]]] - reps[index[gb.loc[u, "path"]]] for u in common], axis=0
-                )
-                row["test_winner"], row["test_runner_up"] = float(np.mean(ta)), float(np.mean(tb))
-                row["test_margin"] = row["test_winner"] - row["test_runner_up"]
-                row["test_margin_lo"], row["test_margin_hi"] = stats.percentile_ci(d_reps, level)
-                row["test_p"] = stats.bootstrap_p(d_reps)
+                side_a, side_b, diffs = paired_units(ga, gb, common, reps, index)
+                test = stats.paired_interval(diffs, level)
+                row["test_winner"] = stats.seed_mean_interval(stats.by_seed_means(side_a), level).estimate
+                row["test_runner_up"] = stats.seed_mean_interval(stats.by_seed_means(side_b), level).estimate
+                row["test_margin"], row["test_margin_lo"], row["test_margin_hi"] = test.estimate, test.lo, test.hi
+                row["test_p"] = test.p_two_sided(0.0) if test.decidable else math.nan
+                row["band"] = test.band
             row["runs"] = len(common)
+            row["seeds"] = val.runs
         rows.append(row)
     columns = [
         "task", "arch", "stage", "axis", "candidates", "select_on", "winner", "runner_up", "winner_val",
         "runner_up_val", "val_margin", "val_margin_lo", "val_margin_hi", "test_winner", "test_runner_up",
-        "test_margin", "test_margin_lo", "test_margin_hi", "test_p", "runs",
+        "test_margin", "test_margin_lo", "test_margin_hi", "test_p", "band", "runs", "seeds",
     ]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)

@@ -1,24 +1,30 @@
 """The paper's qualitative findings tested on the runs the study has (findings.csv).
 
 Each claim of Romero et al. (PAPER.md, "Findings to reproduce") is a relation between two sides, e.g.
-one-cycle >= regular. Its evidence is a difference of test AUCs, side A minus side B, mean over the (n, seed)
-runs both sides share, on the same test images, per training size and pooled over sizes, with a paired
-bootstrap CI: the rows of comparisons.csv (``comparisons.compare``, with their Holm-adjusted p-values), or,
-for the claims that compare more than two recipes, the bootstrap replicates of the runs (bootstrap.npz).
+one-cycle >= regular. Its evidence is a difference of test AUCs, side A minus side B, on the same test
+images, per training size and pooled over sizes. The training run is the unit of inference: the
+difference is a mean over seeds (a seed's runs at several sizes averaged first: they share its nested
+training subsets), and its interval and p-values include the variation between training runs (t over the
+seeds) and of the test patients (their shared variance, from the paired bootstrap): the rows of
+comparisons.csv (``comparisons.compare``) or, for the claims about more than two recipes, the runs'
+bootstrap replicates (bootstrap.npz) with a jackknife over seeds. With fewer than ``stats.MIN_RUNS``
+seeds there is no verdict: ``too few runs``.
 
-The verdict comes from the CI of the difference (``verdict``); the equivalence margin m is
-``results.equivalence_margin``:
+The verdict (``decide``) rests on one-sided tests against the claim's threshold, m being
+``results.equivalence_margin``; each is read at 1 − results.ci two-sided, so that an unadjusted verdict
+is the CI's position (``verdict``):
 
-- ``>``  holds when the CI lies above 0, contradicted when it lies below 0, else inconclusive;
-- ``>=`` contradicted when the CI lies below 0, holds when it lies above 0 or within [-m, m], else
-  inconclusive;
-- ``≈``  holds when the CI lies within [-m, m], contradicted when it lies entirely outside it, else
-  inconclusive;
-- ``>>`` (much better) holds when the CI lies above m, contradicted when it lies below m, else inconclusive.
+- ``>``  holds when the difference is above 0 and its estimate above m (``negligible``: above 0, but by
+  less than m, a real but negligible gap); contradicted when it is below 0;
+- ``>=`` (non-inferiority) holds when the difference is above −m; contradicted when it is below −m;
+- ``≈``  (equivalence, two one-sided tests) holds when it is within ±m; contradicted when it is outside;
+- ``>>`` (much better) holds when it is above m; contradicted when it is below m;
+- else inconclusive.
 
-A claim with no runs to test it on a (task, arch) is one row ``not run``, saying what it needs, never a
-guess. The CIs are not adjusted for the number of comparisons; ``p_holm`` is, where a row comes from
-comparisons.csv.
+Multiplicity: the pooled rows (``pooled_claims``: what results/README.md and the top-level README tally)
+are the confirmatory family, their verdicts decided on Holm-adjusted p-values (``p_holm``) over the
+family; the per-size rows are exploratory (``scope``), their verdicts unadjusted. A claim with no runs to
+test it on a (task, arch) is one row ``not run``, saying what it needs, never a guess.
 """
 
 from __future__ import annotations
@@ -36,11 +42,11 @@ from smalldl import stats
 from smalldl.config import NO_SOURCE, Recipe
 from smalldl.errors import InputError
 
-VERDICTS = ("holds", "contradicted", "inconclusive", "not run")
+VERDICTS = ("holds", "negligible", "contradicted", "inconclusive", "too few runs", "not run")
 MOMENTS = ("moments", "momentsconv")
 COLUMNS = [
-    "claim", "statement", "task", "arch", "n", "comparison", "a", "b", "difference", "ci_lo", "ci_hi",
-    "p_holm", "runs", "verdict", "note",
+    "claim", "statement", "task", "arch", "n", "comparison", "a", "b", "difference", "ci_lo", "ci_hi", "se",
+    "df", "band", "runs", "seeds", "p_holds", "p_contradicted", "p", "p_holm", "scope", "verdict", "note",
 ]  # fmt: skip
 
 
@@ -135,23 +141,71 @@ CLAIM = {c.id: c for c in CLAIMS}
 # ------------------------------------------------------------------------------------------- verdicts
 
 
-def verdict(relation: str, lo: float, hi: float, margin: float) -> str:
-    """holds / contradicted / inconclusive from the CI [lo, hi] of side A minus side B (module docstring)."""
+def verdict(relation: str, lo: float, hi: float, margin: float, estimate: float | None = None) -> str:
+    """The CI [lo, hi] of side A minus side B read against the claim (module docstring; an unadjusted
+    verdict): what ``decide`` gives on the unadjusted p-values of a t-interval. ``estimate`` (default: the
+    midpoint) tells a real gap from a negligible one for ``>``."""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return "inconclusive"
+    est = (lo + hi) / 2 if estimate is None or math.isnan(estimate) else estimate
     if relation == ">":
-        return "holds" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
+        return ("holds" if est > margin else "negligible") if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
     if relation == ">=":
-        if hi < 0:
-            return "contradicted"
-        return "holds" if lo > 0 or (lo >= -margin and hi <= margin) else "inconclusive"
+        return "holds" if lo > -margin else "contradicted" if hi < -margin else "inconclusive"
     if relation == "≈":
-        if lo >= -margin and hi <= margin:
+        if lo > -margin and hi < margin:
             return "holds"
         return "contradicted" if lo > margin or hi < -margin else "inconclusive"
     if relation == ">>":
         return "holds" if lo > margin else "contradicted" if hi < margin else "inconclusive"
     raise ValueError(f"unknown relation {relation!r}")
+
+
+def test_pvalues(relation: str, ci: stats.RunInterval, margin: float) -> tuple[float, float]:
+    """(p_holds, p_contradicted): the p-values of the one-sided tests behind 'holds' and 'contradicted'
+    (for ≈, holds: the larger of the two one-sided tests' p, TOST; contradicted: the smaller), doubled so
+    that each is read at 1 − results.ci as the two-sided interval is. NaN without a decidable interval."""
+    if not ci.decidable:
+        return math.nan, math.nan
+    m = margin
+    if relation == ">":
+        p_h, p_c = ci.p_above(0.0), ci.p_below(0.0)
+    elif relation == ">=":
+        p_h, p_c = ci.p_above(-m), ci.p_below(-m)
+    elif relation == "≈":
+        p_h, p_c = max(ci.p_above(-m), ci.p_below(m)), min(ci.p_above(m), ci.p_below(-m))
+    elif relation == ">>":
+        p_h, p_c = ci.p_above(m), ci.p_below(m)
+    else:
+        raise ValueError(f"unknown relation {relation!r}")
+    return min(1.0, 2.0 * p_h), min(1.0, 2.0 * p_c)
+
+
+def decide(relation: str, estimate: float, p_holds: float, p_contradicted: float, alpha: float, margin: float) -> str:
+    """The verdict from the (possibly Holm-adjusted) p-values of ``test_pvalues`` at level ``alpha``."""
+    if math.isnan(p_holds) or math.isnan(p_contradicted):
+        return "inconclusive"
+    if min(p_holds, p_contradicted) >= alpha:
+        return "inconclusive"
+    if p_holds <= p_contradicted:
+        return "negligible" if relation == ">" and not estimate > margin else "holds"
+    return "contradicted"
+
+
+def interval_of(row: Mapping[str, Any]) -> stats.RunInterval:
+    """The ``stats.RunInterval`` of a findings row (its difference, bounds, se, df, band, seeds)."""
+
+    def num(key: str) -> float:
+        try:
+            return float(row.get(key))
+        except (TypeError, ValueError):
+            return math.nan
+
+    seeds = num("seeds")
+    return stats.RunInterval(
+        num("difference"), num("se"), num("df"), num("ci_lo"), num("ci_hi"),
+        0 if math.isnan(seeds) else int(seeds), str(row.get("band") or stats.BAND_TEST),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- sides
@@ -273,16 +327,17 @@ def _row(
     arch: str,
     n: Any,
     sides: tuple[str, str],
-    ci: tuple[float, float, float],
+    ci: stats.RunInterval,
     margin: float,
     *,
-    p_holm: float = math.nan,
     runs: Any = None,
     note: str = "",
     comparison: str | None = None,
 ) -> dict[str, Any]:
-    """A row of findings.csv: side A minus side B (``sides``), ``ci`` = (difference, lo, hi)."""
-    (a, b), (diff, lo, hi) = sides, ci
+    """A row of findings.csv: side A minus side B (``sides``) and its interval ``ci``; the verdict is set
+    by ``findings`` once the family is known (``_judge``)."""
+    a, b = sides
+    p_h, p_c = test_pvalues(claim.relation, ci, margin)
     return {
         "claim": claim.id,
         "statement": claim.statement,
@@ -292,13 +347,19 @@ def _row(
         "comparison": comparison or f"{a} vs {b}",
         "a": a,
         "b": b,
-        "difference": diff,
-        "ci_lo": lo,
-        "ci_hi": hi,
-        "p_holm": p_holm,
+        "difference": ci.estimate,
+        "ci_lo": ci.lo,
+        "ci_hi": ci.hi,
+        "se": ci.se,
+        "df": ci.df,
+        "band": ci.band,
         "runs": runs,
-        "verdict": verdict(claim.relation, lo, hi, margin),
-        "note": note if not (math.isnan(lo) or math.isnan(hi)) else (note + "; " if note else "") + "no CI",
+        "seeds": ci.runs,
+        "p_holds": p_h,
+        "p_contradicted": p_c,
+        "p": min(p_h, p_c) if not (math.isnan(p_h) or math.isnan(p_c)) else math.nan,
+        "verdict": None,
+        "note": note if not (math.isnan(ci.lo) or math.isnan(ci.hi)) else (note + "; " if note else "") + "no CI",
     }
 
 
@@ -318,10 +379,22 @@ def _not_run(claim: Claim, task: str, arch: str, why: str = "") -> dict[str, Any
     return row
 
 
-def _oriented(row: Mapping[str, Any], sign: int) -> tuple[float, float, float]:
-    """The difference and CI of a comparisons.csv row, as side A minus side B."""
-    d, lo, hi = (float(row[k]) for k in ("diff", "diff_lo", "diff_hi"))
-    return (d, lo, hi) if sign > 0 else (-d, -hi, -lo)
+def _oriented(row: Mapping[str, Any], sign: int) -> stats.RunInterval:
+    """The interval of a comparisons.csv row, as side A minus side B."""
+
+    def num(key: str) -> float:
+        try:
+            return float(row.get(key))
+        except (TypeError, ValueError):
+            return math.nan
+
+    d, lo, hi = num("diff"), num("diff_lo"), num("diff_hi")
+    if sign < 0:
+        d, lo, hi = -d, -hi, -lo
+    seeds = num("seeds")
+    return stats.RunInterval(
+        d, num("se"), num("df"), lo, hi, 0 if math.isnan(seeds) else int(seeds), str(row.get("band") or "test")
+    )
 
 
 def _oriented_row(
@@ -338,9 +411,8 @@ def _oriented_row(
     ``sign`` 1 keeps A minus B, -1 turns it round."""
     a, b = units if sign > 0 else units[::-1]
     return _row(
-        claim, task, arch, rec["n"], (a.label, b.label), _oriented(rec, sign), margin,
-        p_holm=rec["p_holm"], runs=rec["runs"], **extra,
-    )  # fmt: skip
+        claim, task, arch, rec["n"], (a.label, b.label), _oriented(rec, sign), margin, runs=rec["runs"], **extra
+    )
 
 
 def _units(row: Mapping[str, Any]) -> tuple[Unit, Unit]:
@@ -462,8 +534,9 @@ def transfer_vs_training_rows(
 ) -> list[dict[str, Any]]:
     """The transfer-method effect (max - min of the mean AUCs over the largest group of recipes that differ
     only in the transfer method) minus the training-method effect (the same over the group differing only
-    in the schedule), on the (n, seed) runs every recipe of both groups has, per size and pooled; CI from
-    the same statistic on each bootstrap replicate."""
+    in the schedule), on the (n, seed) runs every recipe of both groups has, per size and pooled. Interval
+    (``stats.run_interval``): the jackknife over seeds for the runs, the statistic on each test bootstrap
+    replicate for the test patients (added whole: conservative for this non-linear statistic)."""
     claim = CLAIM["transfer_vs_training"]
     s = replicates.summary
     part = s[(s["task"] == task) & (s["arch"] == arch) & (s["family"] == "cnn")]
@@ -479,12 +552,19 @@ def transfer_vs_training_rows(
     t_axis = ", ".join(Recipe.parse(r).transfer for r in transfer)
     s_axis = ", ".join(Recipe.parse(r).schedule for r in schedule)
     comparison = f"spread over transfer methods ({t_axis}) vs over schedules ({s_axis})"
+
+    def statistic(units: Sequence[tuple[int, int]]) -> tuple[float, np.ndarray, float, float]:
+        t_point, t_reps = _spread([_mean(runs[r], units) for r in transfer])
+        s_point, s_reps = _spread([_mean(runs[r], units) for r in schedule])
+        return t_point - s_point, t_reps - s_reps, t_point, s_point
+
     rows = []
     for n in _sizes_then_all(common):
         units = [u for u in common if n == "all" or u[0] == n]
-        t_point, t_reps = _spread([_mean(runs[r], units) for r in transfer])
-        s_point, s_reps = _spread([_mean(runs[r], units) for r in schedule])
-        lo, hi = stats.percentile_ci(t_reps - s_reps, level)
+        seeds = sorted({seed for _, seed in units})
+        point, reps, t_point, s_point = statistic(units)
+        loo = [statistic([u for u in units if u[1] != seed])[0] for seed in seeds] if len(seeds) > 1 else []
+        ci = stats.run_interval(point, loo, reps, level, bounds=(-1.0, 1.0))
         note = f"spreads (max - min of mean AUC): transfer {t_point:.3f} over 3 recipes at most, schedule {s_point:.3f}"
         rows.append(
             _row(
@@ -493,7 +573,7 @@ def transfer_vs_training_rows(
                 arch,
                 n,
                 (";".join(transfer), ";".join(schedule)),
-                (t_point - s_point, lo, hi),
+                ci,
                 margin,
                 runs=len(units),
                 note=note,
@@ -506,8 +586,9 @@ def transfer_vs_training_rows(
 def gain_rows(
     replicates: Replicates, pairs: Sequence[tuple[str, str]], task: str, arch: str, level: float, margin: float
 ) -> list[dict[str, Any]]:
-    """For each (source recipe, scratch recipe) pair: its gain (source - scratch, mean over seeds) at the
-    smallest size minus its gain at the largest, CI from the paired replicates."""
+    """For each (source recipe, scratch recipe) pair: its gain (source - scratch) at the smallest size minus
+    its gain at the largest, per seed (a seed's two sizes share its nested subsets), then the mean over the
+    seeds that ran both sizes with ``stats.paired_interval`` (seeds and test patients)."""
     claim = CLAIM["gain_smallest_n"]
     rows = []
     for source, scratch in pairs:
@@ -516,14 +597,20 @@ def gain_rows(
         sizes = sorted({n for n, _ in common})
         if len(sizes) < 2:
             continue
-        gains = []
-        for n in (sizes[0], sizes[-1]):
-            units = [u for u in common if u[0] == n]
-            (pa, xa), (pb, xb) = _mean(ra, units), _mean(rb, units)
-            gains.append((pa - pb, xa - xb))
-        lo, hi = stats.percentile_ci(gains[0][1] - gains[1][1], level)
-        note = f"gain at n={sizes[0]}: {gains[0][0]:.3f}; at n={sizes[-1]}: {gains[1][0]:.3f}"
-        comparison = f"gain of {source} over {scratch}: n={sizes[0]} vs n={sizes[-1]}"
+        small, large = sizes[0], sizes[-1]
+        seeds = sorted({seed for n, seed in common if (small, seed) in common and (large, seed) in common})
+        units = {}
+        for seed in seeds:
+            (a0, x0), (b0, y0) = ra[(small, seed)], rb[(small, seed)]
+            (a1, x1), (b1, y1) = ra[(large, seed)], rb[(large, seed)]
+            units[("all", seed)] = ((a0 - b0) - (a1 - b1), (x0 - y0).astype(np.float64) - (x1 - y1).astype(np.float64))
+        if not units:
+            continue
+        ci = stats.paired_interval(units, level)
+        g_small = float(np.mean([ra[(small, sd)][0] - rb[(small, sd)][0] for sd in seeds]))
+        g_large = float(np.mean([ra[(large, sd)][0] - rb[(large, sd)][0] for sd in seeds]))
+        note = f"gain at n={small}: {g_small:.3f}; at n={large}: {g_large:.3f}"
+        comparison = f"gain of {source} over {scratch}: n={small} vs n={large}"
         rows.append(
             _row(
                 claim,
@@ -531,9 +618,9 @@ def gain_rows(
                 arch,
                 "all",
                 (source, scratch),
-                (gains[0][0] - gains[1][0], lo, hi),
+                ci,
                 margin,
-                runs=len(common),
+                runs=2 * len(seeds),
                 note=note,
                 comparison=comparison,
             )
@@ -561,21 +648,28 @@ def n_needed_rows(curves: pd.DataFrame, task: str, arch: str, target: float, mar
             continue
         max_n = float(rec["max_n"])
         need, lo, hi = (float(rec[k]) for k in ("n_target", "n_target_lo", "n_target_hi"))
+        seeds = rec.get("seeds")
+        band = str(rec.get("band") or stats.BAND_TEST)
         # the difference and CI columns hold the n needed and its interval
+        ci = stats.RunInterval(need, math.nan, math.nan, lo, hi, int(seeds) if pd.notna(seeds) else 0, band)
         row = _row(
             claim,
             task,
             arch,
             "all",
             (unit.label, f"n={int(max_n)}"),
-            (need, lo, hi),
+            ci,
             0.0,
             runs=rec.get("runs"),
             note=f"n needed {_n_text(need)} [{_n_text(lo)}, {_n_text(hi)}]; largest size run {int(max_n)}",
             comparison=f"{unit.label} reaches AUC {target} by n={int(max_n)}",
         )
-        if not (math.isnan(lo) or math.isnan(hi)):
+        if band != stats.BAND_RUNS:
+            row["verdict"] = "too few runs"
+        elif not (math.isnan(lo) or math.isnan(hi)):
             row["verdict"] = "holds" if hi <= max_n else "contradicted" if lo > max_n else "inconclusive"
+        else:
+            row["verdict"] = "inconclusive"
         rows.append(row)
     return rows
 
@@ -645,7 +739,36 @@ def findings(
     table["_c"] = table["claim"].map(order)
     table["_n"] = [_n_key(n) for n in table["n"]]
     table = table.sort_values(["_c", "task", "arch", "comparison", "_n"], kind="mergesort", na_position="first")
-    return table.drop(columns=["_c", "_n"]).reset_index(drop=True)
+    table = table.drop(columns=["_c", "_n"]).reset_index(drop=True)
+    return judge(table, 1.0 - level, margin)
+
+
+def judge(table: pd.DataFrame, alpha: float, margin: float) -> pd.DataFrame:
+    """The verdicts: 'too few runs' where the interval covers the test patients only; for the confirmatory
+    family (``pooled_claims``'s rows) ``decide`` on the Holm-adjusted p-values over the family
+    (``p_holm``); for the other rows (per size: ``scope`` exploratory) on the unadjusted ones. Rows that
+    already have a verdict (not run, the sizes needed) keep it."""
+    table = table.copy()
+    table["scope"] = "exploratory"
+    table["p_holm"] = np.nan
+    open_rows = table["verdict"].isna()
+    family = pooled_claims(table).index
+    table.loc[family, "scope"] = "confirmatory"
+    decidable = open_rows & (table["band"] == stats.BAND_RUNS) & table["p"].notna()
+    chosen = [i for i in family if decidable.at[i]]
+    if chosen:
+        table.loc[chosen, "p_holm"] = stats.holm(table.loc[chosen, "p"].to_numpy(dtype=float))
+    for i in table.index[open_rows]:
+        r = table.loc[i]
+        if r["band"] != stats.BAND_RUNS:
+            table.at[i, "verdict"] = "too few runs"
+            continue
+        relation = CLAIM[r["claim"]].relation
+        p_h, p_c = float(r["p_holds"]), float(r["p_contradicted"])
+        if i in chosen:  # the row's p (its smaller one), adjusted, decides in the direction it came from
+            p_h, p_c = (float(r["p_holm"]), 1.0) if p_h <= p_c else (1.0, float(r["p_holm"]))
+        table.at[i, "verdict"] = decide(relation, float(r["difference"]), p_h, p_c, alpha, margin)
+    return table
 
 
 def headline(table: pd.DataFrame) -> pd.DataFrame:

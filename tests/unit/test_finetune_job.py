@@ -93,6 +93,7 @@ def run_job(tmp, config, recipe="onecycle-finetune-none-default", n=20, seed=0, 
         source_ckpt=source,
         out_metrics=out / "metrics.json",
         out_predictions=out / "predictions.parquet",
+        out_val_predictions=out / "val_predictions.parquet",
         out_history=out / "history.csv",
         lr_json=lr_json,
     )
@@ -259,6 +260,7 @@ def test_uncertain_labels_are_masked_from_split_to_metrics_and_bootstrap(prepare
         source_ckpt=None,
         out_metrics=out / "metrics.json",
         out_predictions=out / "predictions.parquet",
+        out_val_predictions=out / "val_predictions.parquet",
         out_history=out / "history.csv",
         lr_json=None,
     )

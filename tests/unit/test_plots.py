@@ -129,7 +129,7 @@ def tables(tmp_path, monkeypatch):
     summary = jobs.aggregate(metrics=paths, out_parquet="summary.parquet", out_csv="summary.csv",
                              metric="test_auc_tta", select_on="val_auc_tta")  # fmt: skip
     _, reps = intervals.bootstrap(summary, 200, 0.95, 1)
-    intervals.seed_means(summary, list(summary["path"]), reps, 0.95, 1).to_csv("seed_means.csv", index=False)
+    intervals.seed_means(summary, list(summary["path"]), reps, 0.95).to_csv("seed_means.csv", index=False)
     curves.learning_curves(summary, 0.8, "auto", 0.95, 20, 1).to_csv("curves.csv", index=False)
     return summary
 
