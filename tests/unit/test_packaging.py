@@ -43,3 +43,20 @@ def test_every_rule_uses_an_env_file_that_exists():
     text = "\n".join(p.read_text() for p in (ROOT / "rules").glob("*.smk"))
     used = set(re.findall(r'"\.\./(envs/[^"]+)"', text))
     assert used and all((ROOT / u).is_file() for u in used)
+
+
+def test_a_script_job_imports_this_checkouts_library_before_an_installed_one(tmp_path):
+    """Snakemake's script preamble puts site-packages (an editable install of another checkout, an older
+    release) before the workflow folder: _bootstrap must put this checkout's smalldl first."""
+    import subprocess
+    import sys
+
+    other = tmp_path / "other"
+    (other / "smalldl").mkdir(parents=True)
+    (other / "smalldl" / "__init__.py").write_text("")
+    code = (
+        f"import sys; sys.path.insert(0, {str(other)!r}); sys.path.append({str(ROOT)!r}); "
+        f"sys.path.append({str(ROOT / 'workflow_scripts')!r}); import _bootstrap, smalldl; print(smalldl.__file__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(ROOT / "smalldl" / "__init__.py")
