@@ -742,10 +742,11 @@ def stage_epochs(config: Mapping[str, Any], stage: int) -> int | None:
     return None if epochs is None or epochs == config["train"]["epochs"] else int(epochs)
 
 
-def recipe_settings(config: Mapping[str, Any], recipe_name: str) -> dict[str, Any]:
-    """The training settings of one recipe's runs: ``train`` with the recipe's epochs, if it names them."""
+def recipe_settings(config: Mapping[str, Any], recipe_name: str) -> Mapping[str, Any]:
+    """The training settings of one recipe's runs: ``train`` itself, or a copy with the recipe's epochs
+    if it names them (``-e<N>``)."""
     epochs = Recipe.parse(recipe_name).epochs
-    return dict(config["train"]) if epochs is None else {**config["train"], "epochs": epochs}
+    return config["train"] if epochs is None else {**config["train"], "epochs": epochs}
 
 
 def tuning_size(config: Mapping[str, Any]) -> int:
