@@ -200,8 +200,9 @@ def stage_jobs(config: Mapping[str, Any], mode: str = "grid") -> list[dict[str, 
         for recipe in stage_recipes(config, target, mode):
             for n, seed in itertools.product(study["sizes"], study["seeds"]):
                 out.append(job("finetune", "stages", task=target, arch=arch, recipe=recipe, n=n, seed=seed))
-            if config["train"]["lr_finder"]["enabled"]:
-                out.append(job("lr_find", "stages", task=target, arch=arch, recipe=recipe))
+            if config["train"]["lr_finder"]["enabled"]:  # one sweep per recipe whatever its epochs (-e<N>)
+                sweep = cfg.Recipe.parse(recipe).axes_name
+                out.append(job("lr_find", "stages", task=target, arch=arch, recipe=sweep))
             out += [job("pretrain", "stages", source=s, arch=arch) for s in pretrained_chain(config, recipe)]
     return out
 
@@ -321,7 +322,8 @@ def job_images(
         finder = train["lr_finder"]
         return {"lr_find": lr_finder_images(cfg.tuning_size(config), train["batch_size"], finder["steps"])}
     if rule == "finetune":
-        n, epochs, views = int(wc["n"]), train["epochs"], train["tta"]
+        n, views = int(wc["n"]), train["tta"]
+        epochs = cfg.recipe_settings(config, wc["recipe"])["epochs"]  # a stage's epochs (-e<N>) or train's
         val, test = sizes[wc["task"]]["val"], sizes[wc["task"]]["test"]
         tta = 1 + views if views > 0 else 0
         return {
@@ -492,6 +494,8 @@ def notes(config: Mapping[str, Any], jobs: list[Mapping[str, Any]], repeated: in
     if any(j["rule"] == "finetune" and j["wildcards"]["recipe"].startswith("regular-") for j in jobs):
         out.append(f"regular-schedule runs counted at their most epochs ({config['train']['epochs']}); they may stop")
         out[-1] += " earlier (lr below the floor)"
+    if any(j["rule"] == "finetune" and cfg.Recipe.parse(j["wildcards"]["recipe"]).epochs for j in jobs):
+        out.append("runs of a stage with its own epochs (recipes named -e<N>) counted at those epochs")
     if any(j["rule"] == "lr_find" for j in jobs):
         steps = config["train"]["lr_finder"]["steps"]
         out.append(f"lr finder counted at all its {steps} steps (a sweep stops early once the loss diverges)")

@@ -71,7 +71,7 @@ wildcard_constraints:
     task=r"[A-Za-z0-9_]+",
     source=r"[A-Za-z0-9_]+",
     arch=r"[A-Za-z0-9_.]+",
-    recipe=r"[a-z]+-[a-z]+-[A-Za-z0-9_]+-[a-z]+",
+    recipe=r"[a-z]+-[a-z]+-[A-Za-z0-9_]+-[a-z]+(?:-e[0-9]+)?",
     n=r"\d+",
     seed=r"\d+",
     k=r"\d+",
@@ -226,8 +226,15 @@ def lr_find_inputs(wildcards):
 def finetune_inputs(wildcards):
     inputs = _training_inputs(wildcards, wildcards.n, wildcards.seed)
     if config["train"]["lr_finder"]["enabled"]:
-        inputs["lr"] = LR_FIND.format(**wildcards)
+        # one sweep per recipe whatever its epochs (a stage's epochs: recipe name ending in -e<N>)
+        recipe = cfg.Recipe.parse(wildcards.recipe).axes_name
+        inputs["lr"] = LR_FIND.format(task=wildcards.task, arch=wildcards.arch, recipe=recipe)
     return inputs
+
+
+def run_settings(wildcards):
+    """The finetune job's training settings: train, with the recipe's epochs where it names them."""
+    return cfg.recipe_settings(config, wildcards.recipe)
 
 
 # ---------------------------------------------------------------------------------- the stages

@@ -52,5 +52,7 @@ rule imagenet_weights:
         runtime=30,
     params:
         files=lambda wc: config["sources"][wc.source].get("files", {}),
+        # torchvision's weights by name per arch (the paper's ResNet50: IMAGENET1K_V1), else DEFAULT
+        versions=lambda wc: config["sources"][wc.source].get("torchvision_weights", {}),
     script:
         "../workflow_scripts/imagenet_weights.py"

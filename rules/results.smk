@@ -19,7 +19,11 @@ AXIS_SPECS = {
 
 
 TABLE1_TASKS = {
-    t: {"type": config["tasks"][t]["type"], "labels": config["tasks"][t]["labels"]}
+    t: {
+        "type": config["tasks"][t]["type"],
+        "labels": config["tasks"][t]["labels"],
+        "balance": config["tasks"][t].get("balance", True),
+    }
     for t in split_manifests()
 }
 
@@ -69,6 +73,7 @@ rule table1:
     params:
         targets=STUDY["targets"],
         tasks=TABLE1_TASKS,
+        sizes=STUDY["sizes"],
     script:
         "../workflow_scripts/table1.py"
 

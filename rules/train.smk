@@ -50,7 +50,7 @@ rule finetune:
         # members of a SLURM group job that share a GPU, k at a time (profiles/slurm: slurm-groups)
         jobs_per_gpu=config["train"]["jobs_per_gpu"],
     params:
-        settings=config["train"],
+        settings=run_settings,
         task=task_spec,
         seed=config["seed"],
     script:

@@ -6,7 +6,9 @@ Imported by the Snakefile at DAG-build time, so it must stay light: no torch, no
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,24 +40,37 @@ RADIOMICS_MODELS = ("l1", "l2", "elasticnet", "rf")
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one model is trained: schedule x transfer method x source x init (``a-b-c-d``)."""
+    """How one model is trained: schedule x transfer method x source x init (``a-b-c-d``), and for how
+    many epochs when not ``train.epochs`` (``a-b-c-d-e<N>``: a stage's ``epochs``, or a listed recipe)."""
 
     schedule: str
     transfer: str
     source: str
     init: str
+    epochs: int | None = None
 
     @property
     def name(self) -> str:
+        return self.axes_name + (f"-e{self.epochs}" if self.epochs is not None else "")
+
+    @property
+    def axes_name(self) -> str:
+        """The name without the epochs: the lr finder's recipe (its sweep does not depend on epochs)."""
         return f"{self.schedule}-{self.transfer}-{self.source}-{self.init}"
 
     @classmethod
     def parse(cls, name: str, sources: Mapping[str, Any] | None = None, where: str | None = None) -> Recipe:
         parts = name.split("-")
         where = f"{where or 'study.recipes'}: {name!r}"
+        epochs = None
+        if len(parts) == 5 and re.fullmatch(r"e[1-9][0-9]*", parts[4]):
+            epochs = int(parts.pop()[1:])
         if len(parts) != 4:
-            raise InputError(f"{where} must be schedule-transfer-source-init, e.g. onecycle-finetune-none-default")
-        recipe = cls(*parts)
+            raise InputError(
+                f"{where} must be schedule-transfer-source-init, e.g. onecycle-finetune-none-default "
+                "(optionally -e<epochs>, e.g. onecycle-finetune-none-default-e10)"
+            )
+        recipe = cls(*parts, epochs=epochs)
         _check_choice(where, "schedule", recipe.schedule, SCHEDULES)
         _check_choice(where, "transfer method", recipe.transfer, TRANSFERS)
         _check_choice(where, "init", recipe.init, INITS)
@@ -81,7 +96,11 @@ class Recipe:
             parts["init"], parts["transfer"] = "default", "finetune"
         elif parts["init"] == "default":
             parts["init"] = "transfer"
-        return Recipe(**parts)
+        return Recipe(**parts, epochs=self.epochs)
+
+    def with_epochs(self, epochs: int | None) -> Recipe:
+        """This recipe trained for ``epochs`` (None: ``train.epochs``)."""
+        return dataclasses.replace(self, epochs=epochs)
 
     def with_set(self, values: Mapping[str, str]) -> Recipe:
         """This recipe with several axes set (a stage's ``set:``): the source first (it decides which
@@ -457,8 +476,12 @@ def _check_references(config: dict[str, Any]) -> None:
             raise InputError(f"config key study.targets: unknown task {target!r}")
         if tasks[target]["type"] == "multiclass":
             raise InputError(f"config key study.targets: {target!r} is multiclass; targets are binary or multilabel")
-    for recipe in study["recipes"]:
-        Recipe.parse(recipe, sources)
+    for i, recipe in enumerate(study["recipes"]):
+        if Recipe.parse(recipe, sources).epochs == config["train"]["epochs"]:
+            raise InputError(
+                f"config key study.recipes[{i}]: {recipe!r} names train.epochs ({config['train']['epochs']}); "
+                "drop its -e suffix (a recipe trained for train.epochs has the plain name)"
+            )
     if not study["recipes"] and not study.get("stages"):
         raise InputError("config key study: give recipes, stages, or both")
     if study.get("stages"):
@@ -699,6 +722,7 @@ def stage_candidates(config: Mapping[str, Any], stage: int, winner: str | None, 
     stages = config["study"]["stages"]
     spec = stages["vary"][stage]
     base = Recipe.parse(winner or stages["start"]).with_set(spec.get("set") or {})
+    base = base.with_epochs(stage_epochs(config, stage))
     names: list[str] = []
     where = f"config key study.stages.vary[{stage}]"
     for value in spec["values"]:
@@ -707,6 +731,22 @@ def stage_candidates(config: Mapping[str, Any], stage: int, winner: str | None, 
         if recipe.name not in names and source_allowed(config, recipe.source, target):
             names.append(recipe.name)
     return names
+
+
+def stage_epochs(config: Mapping[str, Any], stage: int) -> int | None:
+    """The epochs of stage ``stage``'s candidates when they differ from ``train.epochs`` (its ``epochs``),
+    else None. Each stage trains all its candidates, the previous winner included, for its own epochs, as
+    the authors' per-stage scripts did; a recipe trained for other epochs is another run (its name ends in
+    ``-e<N>``), so two stages that share a recipe at different epochs train it twice, never one for both."""
+    epochs = config["study"]["stages"]["vary"][stage].get("epochs")
+    return None if epochs is None or epochs == config["train"]["epochs"] else int(epochs)
+
+
+def recipe_settings(config: Mapping[str, Any], recipe_name: str) -> Mapping[str, Any]:
+    """The training settings of one recipe's runs: ``train`` itself, or a copy with the recipe's epochs
+    if it names them (``-e<N>``)."""
+    epochs = Recipe.parse(recipe_name).epochs
+    return config["train"] if epochs is None else {**config["train"], "epochs": epochs}
 
 
 def tuning_size(config: Mapping[str, Any]) -> int:

@@ -44,11 +44,13 @@ def source_figure_id(arch: str) -> str:
 
 
 def axis_matches(axis: str, a: Recipe, b: Recipe) -> bool:
-    """Whether recipes ``a`` and ``b`` differ at most in ``axis``.
+    """Whether recipes ``a`` and ``b`` differ at most in ``axis`` (and are trained for the same epochs).
 
     Source 'none' implies transfer 'finetune' and init 'default', so on the source axis a scratch recipe
     matches any transfer and init of the same schedule; on the init axis a scratch recipe is the
     'default' initialisation of any source with the same schedule."""
+    if a.epochs != b.epochs:
+        return False  # trained for other epochs: not a comparison of the axis alone
     others = [x for x in AXES if x != axis]
     if axis == "source" and NO_SOURCE in (a.source, b.source):
         others = ["schedule"]

@@ -224,13 +224,31 @@ def lite0_imagenet_model(path: str | Path | None = None) -> nn.Module:
     return model
 
 
-def _torchvision_imagenet_state(arch: str, source: str) -> tuple[dict[str, torch.Tensor], str]:
+def torchvision_weights(arch: str, version: str | None = None, source: str = "imagenet") -> Any:
+    """torchvision's ImageNet weights enum member of ``arch``: ``version`` (a member's name, e.g.
+    IMAGENET1K_V1: sources.<source>.torchvision_weights.<arch>) or DEFAULT, which for some architectures
+    is a later training recipe (resnet50: IMAGENET1K_V2, 2021) than the weights a study may have used."""
     import torchvision
 
     try:
-        weights = torchvision.models.get_model_weights(arch).DEFAULT
+        members = torchvision.models.get_model_weights(arch)
     except (ValueError, KeyError):
         raise InputError(f"torchvision has no ImageNet weights for architecture {arch!r}") from None
+    name = version or "DEFAULT"
+    try:
+        return members[name] if name != "DEFAULT" else members.DEFAULT
+    except KeyError:
+        known = ", ".join(m.name for m in members)
+        raise InputError(
+            f"config key sources.{source}.torchvision_weights.{arch}: torchvision has no weights {name!r} "
+            f"for {arch} ({known})"
+        ) from None
+
+
+def _torchvision_imagenet_state(
+    arch: str, source: str, version: str | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
+    weights = torchvision_weights(arch, version, source)
     url = weights.url
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     try:
@@ -242,9 +260,12 @@ def _torchvision_imagenet_state(arch: str, source: str) -> tuple[dict[str, torch
         ) from None
 
 
-def imagenet_body_state(arch: str, local_file: str | Path | None = None, source: str = "imagenet"):
+def imagenet_body_state(
+    arch: str, local_file: str | Path | None = None, source: str = "imagenet", version: str | None = None
+):
     """The body weights of ``arch`` pretrained on ImageNet, as a Classifier body state_dict, and where
-    they came from. ``local_file``: a torchvision-style state_dict of the full model (head included)."""
+    they came from. ``local_file``: a torchvision-style state_dict of the full model (head included);
+    ``version``: torchvision's weights of that name (``torchvision_weights``) instead of DEFAULT."""
     if arch == LITE0:
         model = lite0_imagenet_model(local_file)
         model.reset_classifier(0)
@@ -255,7 +276,7 @@ def imagenet_body_state(arch: str, local_file: str | Path | None = None, source:
         if local_file is not None:
             state, origin = _read_state(local_file, f"ImageNet weights file for {arch}"), str(local_file)
         else:
-            state, origin = _torchvision_imagenet_state(arch, source)
+            state, origin = _torchvision_imagenet_state(arch, source, version)
         model = SmallCNN() if arch == "smallcnn" else _torchvision_model(arch)
         try:
             model.load_state_dict(state, strict=True)

@@ -145,20 +145,41 @@ def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> np.ndarray:
     return np.asarray(out)
 
 
-def suggest(lrs: Sequence[float], smoothed: Sequence[float], rule: str) -> float:
-    """The max_lr chosen from a sweep.
+def centred_losses(losses: Sequence[float], half: int | None = None) -> np.ndarray:
+    """The losses averaged over a centred window of ``half`` steps either side (fewer at the ends;
+    default ``len // 30``, at least 1: +-3 steps of a 100-step sweep). Unlike the recorder's causal
+    average (``smooth_losses``), which trails the loss by about 1/(1 - beta) steps and so has its minimum
+    4-16x higher in lr than the loss's own on a 100-step sweep from 1e-7 to 10, it does not lag; it only
+    keeps one lucky batch from deciding the minimum."""
+    values = np.asarray(losses, dtype=float)
+    n = len(values)
+    half = max(1, n // 30) if half is None else half
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    i = np.arange(n)
+    lo, hi = np.maximum(0, i - half), np.minimum(n, i + half + 1)
+    return (sums[hi] - sums[lo]) / (hi - lo)
 
-    minimum: the lr at the lowest smoothed loss (the paper); minimum_div10: that / 10 (fastai);
-    steep: the lr of the steepest descent of the smoothed loss against log lr; valley: fastai's valley
-    (the longest stretch of decreasing loss, 2/3 of the way down it)."""
+
+def suggest(lrs: Sequence[float], smoothed: Sequence[float], rule: str, *, raw: Sequence[float] | None = None) -> float:
+    """The max_lr chosen from a sweep (``smoothed``: the recorder's causal average; ``raw``: the losses).
+
+    minimum: the lr at which the loss is minimal (the paper's words): the minimum of the raw losses
+    over a centred window (``centred_losses``), so that one lucky batch does not decide it and the
+    recorder's lag does not push it to larger lrs; minimum_div10: the lr of the lowest smoothed loss / 10
+    (fastai); steep: the lr of the steepest descent of the smoothed loss against log lr; valley: fastai's
+    valley (the longest stretch of decreasing loss, 2/3 of the way down it)."""
     lrs, loss = np.asarray(lrs, dtype=float), np.asarray(smoothed, dtype=float)
     if len(lrs) != len(loss) or len(lrs) < 2:
         raise ValueError("lr finder needs at least two (lr, loss) points")
+    if rule == "minimum":
+        if raw is None or len(raw) != len(lrs):
+            raise ValueError("the lr finder's minimum rule needs the raw loss of every lr")
+        values = np.asarray(raw, dtype=float)
+        finite = np.isfinite(values)
+        return float(lrs[finite][int(np.argmin(centred_losses(values[finite])))])
     finite = np.isfinite(loss)
     lrs, loss = lrs[finite], loss[finite]
     k_min = int(np.argmin(loss))
-    if rule == "minimum":
-        return float(lrs[k_min])
     if rule == "minimum_div10":
         return float(lrs[k_min] / 10)
     if rule == "steep":

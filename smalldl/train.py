@@ -552,5 +552,10 @@ def lr_sweep(
     kept = [r for r in rows if math.isfinite(r["smoothed_loss"])]
     if len(kept) < 2:
         raise ValueError("lr finder: the loss diverged at once; lower lr_finder.start_lr")
-    chosen = schedules.suggest([r["lr"] for r in kept], [r["smoothed_loss"] for r in kept], cfg["rule"])
-    return {"rows": rows, "lr": chosen, "rule": cfg["rule"]}
+    lrs_kept, raw = [r["lr"] for r in kept], [r["loss"] for r in kept]
+    chosen = schedules.suggest(lrs_kept, [r["smoothed_loss"] for r in kept], cfg["rule"], raw=raw)
+    # for the record (lr_find.json): the lr of the lowest raw loss and of the lowest smoothed loss, which
+    # the chosen lr can be checked against
+    raw_min = lrs_kept[int(np.nanargmin(raw))]
+    smoothed_min = lrs_kept[int(np.argmin([r["smoothed_loss"] for r in kept]))]
+    return {"rows": rows, "lr": chosen, "rule": cfg["rule"], "raw_min_lr": raw_min, "smoothed_min_lr": smoothed_min}

@@ -11,6 +11,7 @@ def main(smk):
         source=smk.wildcards.source,
         arch=smk.wildcards.arch,
         files=smk.params.files,
+        versions=smk.params.versions,
         out_ckpt=smk.output.model,
         out_metrics=smk.output.metrics,
     )

@@ -11,6 +11,7 @@ def main(smk):
         manifests=dict(smk.input.items()),
         targets=smk.params.targets,
         tasks=smk.params.tasks,
+        sizes=smk.params.sizes,
         out_csv=smk.output.csv,
     )
 

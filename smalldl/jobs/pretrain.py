@@ -154,19 +154,28 @@ def pretrain(
 
 
 def imagenet_weights(
-    *, source: str, arch: str, files: Mapping[str, str], out_ckpt: str | Path, out_metrics: str | Path
+    *,
+    source: str,
+    arch: str,
+    files: Mapping[str, str],
+    versions: Mapping[str, str] | None = None,
+    out_ckpt: str | Path,
+    out_metrics: str | Path,
 ) -> dict[str, Any]:
     """Write the ImageNet weights of ``arch`` as a source checkpoint (pretrain's format): ``files[arch]``
-    (sources.<source>.files) if given, the packaged EfficientNet-Lite0 weights, or torchvision's."""
+    (sources.<source>.files) if given, the packaged EfficientNet-Lite0 weights, or torchvision's
+    (``versions[arch]``: sources.<source>.torchvision_weights, e.g. IMAGENET1K_V1; else DEFAULT)."""
     from smalldl import models
 
-    body, origin = models.imagenet_body_state(arch, (files or {}).get(arch), source)
+    version = (versions or {}).get(arch)
+    body, origin = models.imagenet_body_state(arch, (files or {}).get(arch), source, version)
     meta = {
         "source": source,
         "weights": "imagenet",
         "chain": [source],
         "arch": arch,
         "origin": origin,
+        "torchvision_weights": version or "DEFAULT",
         "tensors": len(body),
     }
     if Path(origin).is_file():

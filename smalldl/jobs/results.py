@@ -94,10 +94,12 @@ def table1(
     manifests: Mapping[str, str | Path],
     targets: Sequence[str],
     tasks: Mapping[str, Mapping[str, Any]],
+    sizes: Sequence[int] = (),
     out_csv: str | Path,
 ) -> pd.DataFrame:
-    """Table 1 from the split manifests (task -> manifest.json); ``tasks``: each task's type and labels."""
-    table = summary.table1(manifests, targets, tasks)
+    """Table 1 from the split manifests (task -> manifest.json); ``tasks``: each task's type, labels and
+    balance; ``sizes``: the study's training sizes (the positives of each training subset)."""
+    table = summary.table1(manifests, targets, tasks, sizes)
     _write_csv(table, out_csv)
     print(table.to_string(index=False))
     return table

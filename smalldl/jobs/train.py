@@ -71,6 +71,8 @@ def lr_find(
             "subset": str(subset_csv),
             "rule": sweep["rule"],
             "lr": sweep["lr"],
+            "raw_min_lr": sweep["raw_min_lr"],
+            "smoothed_min_lr": sweep["smoothed_min_lr"],
             "seed": seed,
             "settings": dict(settings["lr_finder"]),
             **environment(device, formats, slot=slot),

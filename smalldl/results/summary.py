@@ -121,13 +121,30 @@ def mean_table(table: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ Table 1
 
 
+def subset_positives(n: int, pool_positives: int, pool_images: int) -> int:
+    """Positives in a balanced binary training subset of size ``n`` (smalldl.data.splits.train_order:
+    positives and negatives alternate, positive first, until one kind runs out; never a duplicate)."""
+    negatives = pool_images - pool_positives
+    k = min(pool_positives, negatives)
+    if n <= 2 * k:
+        return (n + 1) // 2
+    return k + (min(n, pool_images) - 2 * k if pool_positives > negatives else 0)
+
+
 def table1(
-    manifests: Mapping[str, str | Path], targets: Sequence[str], tasks: Mapping[str, Mapping[str, Any]]
+    manifests: Mapping[str, str | Path],
+    targets: Sequence[str],
+    tasks: Mapping[str, Mapping[str, Any]],
+    sizes: Sequence[int] = (),
 ) -> pd.DataFrame:
     """Images, patients, positives and masked uncertain labels per task, label and split, from the split
     manifests (``counts`` as written by smalldl.data.splits.split_counts); one row per (task, label).
-    ``tasks``: each manifest's task's ``type`` and ``labels``; a task among ``targets`` is a target, any
-    other a source."""
+    ``tasks``: each manifest's task's ``type``, ``labels`` and (binary) ``balance``; a task among
+    ``targets`` is a target, any other a source. With the study's training ``sizes``, a balanced binary
+    target's row also says how many positives the subset of each size holds
+    (``train_subset_positives``, e.g. "50: 25, 500: 121") and from which size the pool's positives run
+    short and the subsets are filled with negatives (``filled_with_negatives_from_n``; the authors'
+    code duplicated positives instead)."""
     rows = []
     targets = set(targets)
     for task, path in manifests.items():
@@ -152,5 +169,12 @@ def table1(
                 row[f"{split}_uncertain"] = (entry.get("uncertain_masked") or {}).get(label, 0)
                 if "classes" in entry:
                     row[f"{split}_classes"] = entry["classes"]
+            if sizes and task in targets and spec["type"] == "binary" and spec.get("balance", True):
+                pool, positives = row["train_images"], row["train_positives"]
+                if pool is not None and positives is not None:
+                    held = {n: subset_positives(n, positives, pool) for n in sorted(sizes)}
+                    row["train_subset_positives"] = ", ".join(f"{n}: {k}" for n, k in held.items())
+                    short = [n for n, k in held.items() if k < (n + 1) // 2]
+                    row["filled_with_negatives_from_n"] = short[0] if short else None
             rows.append(row)
     return pd.DataFrame(rows)

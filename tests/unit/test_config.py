@@ -1,4 +1,5 @@
 import copy
+import re
 import subprocess
 import sys
 
@@ -195,3 +196,85 @@ def test_a_stage_sets_other_axes_when_it_begins():
         conf["study"]["stages"]["vary"] = [bad]
         with pytest.raises(InputError, match=match):
             cfg.validate(conf)
+
+
+def test_a_stage_trains_its_candidates_for_its_own_epochs():
+    """study.stages.vary[k].epochs (the authors' per-experiment EPOCHS): every candidate of the stage,
+    the previous winner included, trains for them; a recipe at other than train.epochs is a run of its
+    own (-e<N>), so a recipe two stages share at different epochs is trained for each, and the run's
+    settings (the finetune job's params) carry its epochs."""
+    conf = _load()
+    conf["study"]["recipes"] = ["onecycle-finetune-none-default"]
+    conf["train"]["epochs"] = 20
+    conf["study"]["stages"] = {
+        "start": "onecycle-finetune-none-default",
+        "vary": [
+            {"axis": "schedule", "values": ["onecycle", "regular"], "epochs": 10},
+            {"axis": "source", "values": ["none", "imagenet"], "epochs": 30},
+            {"axis": "init", "values": ["transfer", "moments"], "set": {"source": "imagenet"}, "epochs": 20},
+        ],
+    }
+    conf = cfg.validate(conf)
+    assert cfg.stage_candidates(conf, 0, None, "emphysema") == [
+        "onecycle-finetune-none-default-e10",
+        "regular-finetune-none-default-e10",
+    ]
+    # the previous winner is retrained for this stage's epochs, not reused from the stage before
+    assert cfg.stage_candidates(conf, 1, "onecycle-finetune-none-default-e10", "emphysema") == [
+        "onecycle-finetune-none-default-e30",
+        "onecycle-finetune-imagenet-transfer-e30",
+    ]
+    # epochs equal to train.epochs: the plain name (one run for the stage and the listed recipe)
+    assert cfg.stage_candidates(conf, 2, "onecycle-finetune-imagenet-transfer-e30", "emphysema") == [
+        "onecycle-finetune-imagenet-transfer",
+        "onecycle-finetune-imagenet-moments",
+    ]
+    assert cfg.recipe_settings(conf, "regular-finetune-none-default-e10")["epochs"] == 10
+    assert cfg.recipe_settings(conf, "onecycle-finetune-none-default")["epochs"] == 20
+    recipe = cfg.Recipe.parse("onecycle-finetune-imagenet-transfer-e30")
+    assert (recipe.epochs, recipe.axes_name) == (30, "onecycle-finetune-imagenet-transfer")
+    assert recipe.replace("init", "moments").name == "onecycle-finetune-imagenet-moments-e30"
+    # runs of other epochs are not compared as if they differed in one axis (comparisons, findings)
+    from smalldl.figures import axis_matches
+
+    parse = cfg.Recipe.parse
+    one, regular = parse("onecycle-finetune-none-default-e10"), "regular-finetune-none-default"
+    assert axis_matches("schedule", one, parse(f"{regular}-e10"))
+    assert not axis_matches("schedule", one, parse(regular))
+    for bad, match in (
+        ({"study": {"recipes": ["onecycle-finetune-none-default-e20"]}}, r"study.recipes\[0\].*-e suffix"),
+        ({"study": {"stages": {"vary": [{"axis": "schedule", "values": ["regular"], "epochs": 0}]}}}, "epochs"),
+    ):
+        broken = copy.deepcopy(conf)
+        for key, value in bad["study"].items():
+            if key == "stages":
+                broken["study"]["stages"]["vary"] = value["vary"]
+            else:
+                broken["study"][key] = value
+        with pytest.raises(InputError, match=match):
+            cfg.validate(broken)
+
+
+def test_a_stage_s_epochs_reach_its_fine_tuning_jobs_and_the_lr_finder_runs_once(tmp_path):
+    """snakemake -n: the first stage's candidates are jobs of their own (-e2) while the listed recipe
+    keeps train.epochs; the lr finder runs once per recipe whatever its epochs."""
+    from ..conftest import dry_run
+
+    own = tmp_path / "own.yaml"
+    own.write_text(
+        "datasets: {mine: {kind: fractal, params: {n_categories: 2, images_per_category: 10, image_size: 32}}}\n"
+        "tasks: {shapes: {dataset: mine, type: multilabel, labels: [category]}}\n"
+        "study: {targets: [shapes], archs: [smallcnn], recipes: [onecycle-finetune-none-default], sizes: [8],\n"
+        "        seeds: [0], stages: {start: onecycle-finetune-none-default,\n"
+        "                             vary: [{axis: schedule, values: [onecycle, regular], epochs: 2}]}}\n"
+        "train: {epochs: 3, lr_finder: {enabled: true, size: 8}}\n"
+    )
+    out = dry_run(tmp_path, own)
+    finetune = set(re.findall(r"recipe=([a-z0-9-]+), n=8", out))
+    assert finetune == {
+        "onecycle-finetune-none-default",
+        "onecycle-finetune-none-default-e2",
+        "regular-finetune-none-default-e2",
+    }
+    lr_find = re.findall(r"rule lr_find:.*?wildcards: task=shapes, arch=smallcnn, recipe=([a-z0-9-]+)\n", out, re.S)
+    assert sorted(lr_find) == ["onecycle-finetune-none-default", "regular-finetune-none-default"]

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from smalldl import config as cfg
-from smalldl import models, train
+from smalldl import models, schedules, train
 from smalldl.data import cache as cache_mod
 from smalldl.evaluate import eval_batch_size, predict, scores
 from smalldl.jobs import _shared as shared_jobs
@@ -127,7 +127,11 @@ def test_lr_finder_job_writes_the_sweep_and_finetune_uses_its_lr(prepared):
     assert list(sweep.columns) == ["step", "lr", "loss", "smoothed_loss"] and len(sweep) >= 5
     assert info["n"] == 40 and info["rule"] == "minimum"
     assert info["formats"]["chosen_by"] in ("measured", "cache")  # the sweep too, in the measured formats
-    assert info["lr"] == pytest.approx(sweep.loc[sweep["smoothed_loss"].idxmin(), "lr"])
+    # the lr of the minimal loss (PAPER.md), on a centred average of the raw losses, recorded with the
+    # lowest raw and lowest smoothed loss's lrs to check it against
+    assert info["lr"] == pytest.approx(sweep["lr"].iloc[int(np.argmin(schedules.centred_losses(sweep["loss"])))])
+    assert info["raw_min_lr"] == pytest.approx(sweep.loc[sweep["loss"].idxmin(), "lr"])
+    assert info["smoothed_min_lr"] == pytest.approx(sweep.loc[sweep["smoothed_loss"].idxmin(), "lr"])
     assert (tmp / "lr.png").read_bytes()[:4] == b"\x89PNG"
     out, metrics = run_job(tmp, config, lr_json=tmp / "lr.json", tag="finder")
     assert metrics["lr_source"] == "finder" and metrics["max_lr"] == pytest.approx(info["lr"])

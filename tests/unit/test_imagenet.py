@@ -113,3 +113,28 @@ def test_smallcnn_has_no_published_weights_and_bad_files_are_named(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match=str(bad)):
         models.imagenet_body_state("resnet18", bad)
+
+
+def test_a_source_chooses_torchvision_s_weights_by_name(tmp_path, monkeypatch):
+    """sources.<name>.torchvision_weights.<arch>: torchvision's DEFAULT for resnet50 is IMAGENET1K_V2 (a 2021
+    recipe); the paper's authors had IMAGENET1K_V1. The job asks for the named weights' file (offline here:
+    the message names the file it would have downloaded), and an unknown name names the config key."""
+    import torchvision.models._api as api
+
+    assert models.torchvision_weights("resnet50").name == "IMAGENET1K_V2"
+    assert models.torchvision_weights("resnet50", "IMAGENET1K_V1").url.endswith("/resnet50-0676ba61.pth")
+
+    def offline(url, *args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = {"out_ckpt": tmp_path / "m.pt", "out_metrics": tmp_path / "m.json"}
+    with pytest.raises(InputError, match=r"resnet50-0676ba61\.pth"):
+        pretrain_jobs.imagenet_weights(
+            source="imagenet", arch="resnet50", files={}, versions={"resnet50": "IMAGENET1K_V1"}, **out
+        )
+    with pytest.raises(InputError, match=r"resnet50-11ad3fa6\.pth"):
+        pretrain_jobs.imagenet_weights(source="imagenet", arch="resnet50", files={}, versions={}, **out)
+    with pytest.raises(InputError, match=r"sources\.imagenet\.torchvision_weights\.resnet50.*IMAGENET1K_V1"):
+        pretrain_jobs.imagenet_weights(source="imagenet", arch="resnet50", files={}, versions={"resnet50": "V9"}, **out)

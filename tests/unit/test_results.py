@@ -148,6 +148,43 @@ def test_table1_counts_positives_per_task_label_and_split(tmp_path):
         summary.table1({"emph": tmp_path / "bad.json"}, ["emph"], {"emph": task})
 
 
+def test_table1_says_how_many_positives_each_training_size_holds_and_where_negatives_fill_in(tmp_path):
+    """Hernia-like: 6 training positives among 40. From n = 14 the balanced subsets hold every positive and
+    the rest are negatives (never a duplicate; the authors' code upsampled positives): Table 1 says so,
+    with the counts the subset job draws."""
+    from smalldl.data.splits import draw_subset
+
+    n_train = 40
+    split = pd.DataFrame(
+        {
+            "image_id": [str(i) for i in range(50)],
+            "patient_id": [str(i) for i in range(50)],
+            "split": ["train"] * n_train + ["val"] * 5 + ["test"] * 5,
+            "selected": [True] * 50,
+            "Hernia": [1 if i % 7 == 0 and i < 42 else 0 for i in range(n_train)] + [1, 0] * 5,
+        }
+    )
+    task = {"type": "binary", "labels": ["Hernia"], "balance": True}
+    (tmp_path / "manifest.json").write_text(json.dumps({"counts": split_counts(split, task)}))
+    sizes = [4, 8, 12, 14, 20]
+    table = jobs.table1(
+        manifests={"hernia": tmp_path / "manifest.json"}, targets=["hernia"], tasks={"hernia": task},
+        sizes=sizes, out_csv=tmp_path / "t1.csv",
+    )  # fmt: skip
+    row = table.iloc[0]
+    assert row["train_positives"] == 6
+    assert row["train_subset_positives"] == "4: 2, 8: 4, 12: 6, 14: 6, 20: 6"
+    assert row["filled_with_negatives_from_n"] == 14
+    drawn = [int(draw_subset(split, "hernia", task, n, seed=0, global_seed=1)[1]["positives"]) for n in sizes]
+    assert drawn == [2, 4, 6, 6, 6]
+    # without a shortfall the column is empty; sources and multilabel tasks have no such column
+    plenty = jobs.table1(
+        manifests={"hernia": tmp_path / "manifest.json"}, targets=["hernia"], tasks={"hernia": task},
+        sizes=[4, 8], out_csv=tmp_path / "t1.csv",
+    )  # fmt: skip
+    assert plenty.iloc[0]["filled_with_negatives_from_n"] is None
+
+
 # ---------------------------------------------------------------------------------------- bootstrap
 
 
