@@ -134,9 +134,15 @@ NIH_DATASETS = regex_of(datasets_of_kind("nih"))
 ALL_DATASETS = regex_of(sorted(config["datasets"]))
 
 
+#: Keys of a dataset that say how its jobs run, never what they make: decode processes and the largest
+#: image a cache worker decodes (its memory). Resources, not params: a change reruns nothing.
+DATASET_SCHEDULING_KEYS = ("workers", "max_pixels")
+
+
 def dataset_spec(wildcards):
-    """params: the dataset of the job's {dataset} wildcard."""
-    return config["datasets"][wildcards.dataset]
+    """params: the dataset of the job's {dataset} wildcard (less DATASET_SCHEDULING_KEYS)."""
+    spec = config["datasets"][wildcards.dataset]
+    return {k: v for k, v in spec.items() if k not in DATASET_SCHEDULING_KEYS}
 
 
 def index_inputs(wildcards):
@@ -178,6 +184,11 @@ def split_inputs(wildcards):
 def source_task(wildcards):
     """params: the task a source is pretrained on (name)."""
     return config["sources"][wildcards.source]["task"]
+
+
+def source_job_resource(key):
+    """resources of rule pretrain: one scheduling key of a source's settings (cfg.job_resources)."""
+    return lambda wc: cfg.job_resources(cfg.source_settings(config, wc.source))[key]
 
 
 def pretrain_inputs(wildcards):

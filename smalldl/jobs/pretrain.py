@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smalldl.config import result_settings
 from smalldl.data import cache as cache_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import (
@@ -86,7 +87,7 @@ def pretrain(
         )
         checkpoint = f"{out_ckpt}.resume" if settings.get("checkpoint", True) else None
         identity = {
-            "settings": dict(settings),
+            "settings": result_settings(settings),  # a changed device or thread count still resumes
             "recipe": recipe_name,
             "seed": seed,
             "n": len(train),
@@ -96,7 +97,7 @@ def pretrain(
         settings, formats = choose_formats(
             settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
         )
-        signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
+        signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
         result = fit(
             model,
             train,

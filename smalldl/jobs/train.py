@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smalldl.config import Recipe
+from smalldl.config import Recipe, result_settings
 from smalldl.data import splits as splits_mod
 from smalldl.jobs._shared import (
     build_recipe_model,
@@ -162,7 +162,7 @@ def finetune(
         run_dir = Path(out_metrics).parent
         checkpoint = run_dir / "resume.pt" if settings["checkpoint"] else None
         identity = {
-            "settings": dict(settings),
+            "settings": result_settings(settings),  # a changed device or thread count still resumes
             "recipe": recipe_name,
             "run_seed": run_seed,
             "max_lr": max_lr,
@@ -173,7 +173,7 @@ def finetune(
         settings, formats = choose_formats(
             settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
         )
-        signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
+        signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
         t_fit = time.time()
         result = fit(
             model,
