@@ -14,6 +14,7 @@ from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.io import checkpoint_target
 
 from smalldl import figures as figplan
+from smalldl.data import pool as pool_mod
 from smalldl.utils import derive_seed
 
 
@@ -146,13 +147,16 @@ def dataset_spec(wildcards):
 
 
 def index_inputs(wildcards):
-    """Inputs of the index job (synthetic folder, NIH fetch record, or none for a local copy)."""
-    kind = config["datasets"][wildcards.dataset]["kind"]
-    if kind in SYNTHETIC_KINDS:
-        return {"raw": RAW.format(dataset=wildcards.dataset)}
-    if kind == "nih":
-        return {"fetched": FETCHED.format(dataset=wildcards.dataset)}
-    return {}
+    """Inputs of the index job: the synthetic folder or the NIH fetch record, and every file on disk the
+    index is built from (a folder dataset's CSV and images, the metadata of a local copy: ``sources``), so
+    that an edited CSV, an added row or a replaced image reruns the index and what depends on it."""
+    spec = config["datasets"][wildcards.dataset]
+    inputs = {"sources": pool_mod.source_files(wildcards.dataset, spec)}
+    if spec["kind"] in SYNTHETIC_KINDS:
+        inputs["raw"] = RAW.format(dataset=wildcards.dataset)
+    if spec["kind"] == "nih":
+        inputs["fetched"] = FETCHED.format(dataset=wildcards.dataset)
+    return inputs
 
 
 def cache_mem_mb(wildcards):

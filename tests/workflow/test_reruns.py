@@ -133,3 +133,39 @@ def test_a_result_setting_still_reruns_the_run(study, tmp_path):
     extra.write_text(yaml.safe_dump({"train": {"epochs": 2}}))
     jobs = planned(_study(study), configs=[extra])
     assert jobs.get("finetune") == 1 and "index" not in jobs and "cache" not in jobs
+
+
+def test_a_flipped_label_reruns_the_index_and_everything_downstream(study):
+    work, config, folder = study
+    with Restored(folder / "labels.csv") as csv:
+        table = pd.read_csv(csv)
+        table.loc[3, "nodule"] = 1 - table.loc[3, "nodule"]
+        table.to_csv(csv, index=False)
+        jobs = planned(_study(study))
+    assert all(jobs.get(rule) for rule in DOWNSTREAM), jobs
+
+
+def test_an_appended_row_reruns_the_index_and_everything_downstream(study):
+    work, config, folder = study
+    new = folder / "scans" / "new.png"
+    shutil.copy(folder / "scans" / "0000.png", new)
+    try:
+        with Restored(folder / "labels.csv") as csv:
+            with open(csv, "a") as fh:
+                fh.write("scans/new.png,P999,1\n")
+            jobs = planned(_study(study))
+    finally:
+        new.unlink()
+    assert all(jobs.get(rule) for rule in DOWNSTREAM), jobs
+
+
+def test_an_overwritten_image_reruns_the_index_and_everything_downstream(study):
+    work, config, folder = study
+    with Restored(folder / "scans" / "0005.png") as image:
+        Image.new("L", (40, 40), color=0).save(image)
+        jobs = planned(_study(study))
+    assert all(jobs.get(rule) for rule in DOWNSTREAM), jobs
+
+
+def test_the_untouched_study_reruns_nothing_after_the_edits_are_undone(study):
+    assert planned(_study(study)) == {}
