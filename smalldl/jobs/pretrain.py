@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from smalldl.config import result_settings
 from smalldl.data import cache as cache_mod
@@ -26,7 +25,7 @@ from smalldl.jobs._shared import (
     training_torch,
     write_history,
 )
-from smalldl.utils import derive_seed, write_json
+from smalldl.utils import derive_seed, read_table, write_json
 
 #: Bootstrap resamples of the validation images behind a source model's ``val_auc_se``.
 VAL_AUC_BOOTSTRAP = 1000
@@ -64,7 +63,7 @@ def pretrain(
         raise ValueError(f"source {source}: recipe {recipe_name} and start checkpoint {start_ckpt} disagree")
     with training_torch(settings, threads, job=f"pretrain {source} {arch}") as (torch, device, slot):
         arr, info = cache_mod.open_cache(cache_npy, cache_meta)
-        split = pd.read_parquet(split_parquet)
+        split = read_table(split_parquet)
         train_table = selected_rows(split, "train")
         if settings.get("max_images") and len(train_table) > settings["max_images"]:
             rng = np.random.default_rng(derive_seed(global_seed, "pretrain-cap", source))

@@ -16,7 +16,7 @@ from smalldl import stats
 from smalldl.errors import InputError
 from smalldl.record import RUN_KEYS
 from smalldl.tta import plain_metric, tta_else_plain
-from smalldl.utils import derive_seed, progress
+from smalldl.utils import derive_seed, progress, read_table
 
 # ----------------------------------------------------------------------------------- run predictions
 
@@ -25,10 +25,7 @@ def run_scores(row: Mapping[str, Any], metric: str = "test_auc_tta") -> dict[str
     """A run's test predictions: image ids, labels (m x L) and the scores behind its headline AUC (the
     TTA columns ``p_tta_*`` when the headline is the TTA AUC and they are there, else ``p_*``)."""
     path = Path(row["path"]) / "predictions.parquet"
-    try:
-        preds = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"run predictions {path} cannot be read ({exc})") from None
+    preds = read_table(path)
     labels = [c[2:] for c in preds.columns if c.startswith("y_")]
     if not labels or "image_id" not in preds:
         raise InputError(f"run predictions {path}: needs image_id and y_<label>/p_<label> columns")
