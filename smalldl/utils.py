@@ -103,14 +103,38 @@ def format_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError that ``exc`` was raised while handling (or from), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` atomically (checkpoints, models), through a Python file object: torch's own writer
-    reports a full disk as ``RuntimeError: ... unexpected pos``, a file object as ENOSPC, which becomes
-    one :class:`~smalldl.errors.DiskFullError` naming ``path`` (see :func:`atomic_path`)."""
+    """``torch.save`` atomically (checkpoints, models), through a Python file object. A full disk is one
+    :class:`~smalldl.errors.DiskFullError` naming ``path`` and the free space, the temporary file removed
+    (see :func:`atomic_path`), whichever way torch reports it: an ENOSPC from the file object, or torch's
+    zip writer's ``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos ...`` (a short
+    write: raised while handling the file object's ENOSPC, or with no OSError behind it at all)."""
     import torch
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(obj, fh)
+        except RuntimeError as exc:
+            behind = _os_error_behind(exc)
+            if behind is not None and behind.errno in DISK_FULL:
+                raise disk_full(path, behind, written=_size(tmp)) from None
+            if behind is None and "unexpected pos" in str(exc):
+                short = OSError(errno.ENOSPC, "short write (the disk or quota is full)")
+                raise disk_full(path, short, written=_size(tmp)) from None
+            raise
 
 
 #: Bytes read from each end of a file by :func:`sample_sha256`.
