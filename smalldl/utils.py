@@ -174,6 +174,40 @@ def read_table(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         raise damaged(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
+#: The lock file of a folder a training job writes into (``one_writer``).
+LOCK_NAME = ".smalldl.lock"
+
+
+@contextlib.contextmanager
+def one_writer(lock: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold ``lock`` (an ``flock``ed file: freed when the process ends, killed or not) for the block, so that
+    one process at a time trains into a run folder. A second one (the rerun of a job whose first process
+    still runs: an orphan of a killed ``snakemake``) stops with one line naming the folder and the process
+    that holds it, before it touches anything there."""
+    import fcntl
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            from smalldl.errors import InputError
+
+            raise InputError(
+                f"{lock.parent} is being written by another process ({holder}, holding {lock}): {what} runs "
+                "once at a time. An orphan of a killed snakemake? Wait for it to end or stop it (kill <pid>), "
+                "then run again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # frees the lock
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON atomically (sorted keys, indented) so a killed job never leaves half a file."""
     text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)

@@ -25,7 +25,7 @@ from smalldl.jobs._shared import (
     training_torch,
     write_history,
 )
-from smalldl.utils import derive_seed, read_table, write_json
+from smalldl.utils import LOCK_NAME, derive_seed, one_writer, read_table, write_json
 
 #: Bootstrap resamples of the validation images behind a source model's ``val_auc_se``.
 VAL_AUC_BOOTSTRAP = 1000
@@ -61,7 +61,11 @@ def pretrain(
     recipe = Recipe.parse(recipe_name)
     if (recipe.source == NO_SOURCE) != (start_ckpt is None):
         raise ValueError(f"source {source}: recipe {recipe_name} and start checkpoint {start_ckpt} disagree")
-    with training_torch(settings, threads, job=f"pretrain {source} {arch}") as (torch, device, slot):
+    lock = Path(out_ckpt).with_name(f".{Path(out_ckpt).stem}{LOCK_NAME}")  # beside its resume checkpoint
+    with (
+        one_writer(lock, f"pretrain {source} {arch}"),
+        training_torch(settings, threads, job=f"pretrain {source} {arch}") as (torch, device, slot),
+    ):
         arr, info = cache_mod.open_cache(cache_npy, cache_meta)
         split = read_table(split_parquet)
         train_table = selected_rows(split, "train")

@@ -25,7 +25,15 @@ from smalldl.jobs._shared import (
     write_history,
 )
 from smalldl.record import CnnFields, RunRecord, read_metrics_json
-from smalldl.utils import atomic_path, derive_seed, process_start_time, save_torch, write_json
+from smalldl.utils import (
+    LOCK_NAME,
+    atomic_path,
+    derive_seed,
+    one_writer,
+    process_start_time,
+    save_torch,
+    write_json,
+)
 
 
 def lr_find(
@@ -50,7 +58,11 @@ def lr_find(
     from smalldl.train import lr_sweep
 
     recipe = Recipe.parse(recipe_name)
-    with training_torch(settings, threads, job=f"lr_find {task_name} {arch} {recipe_name}") as (torch, device, slot):
+    lock = Path(out_json).with_name(f".{Path(out_json).stem}{LOCK_NAME}")
+    with (
+        one_writer(lock, f"lr_find {task_name} {arch} {recipe_name}"),
+        training_torch(settings, threads, job=f"lr_find {task_name} {arch} {recipe_name}") as (torch, device, slot),
+    ):
         subset, train, _, _ = target_data(
             task=task, split_parquet=split_parquet, subset_csv=subset_csv, cache_npy=cache_npy, cache_meta=cache_meta
         )
@@ -132,10 +144,11 @@ def finetune(
     from smalldl.train import Run, fit
 
     recipe = Recipe.parse(recipe_name)
-    with training_torch(settings, threads, job=f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}") as (
-        torch,
-        device,
-        slot,
+    job = f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}"
+    # one process at a time trains into the run folder (resume.pt, formats.json, model.pt)
+    with (
+        one_writer(Path(out_metrics).parent / LOCK_NAME, job),
+        training_torch(settings, threads, job=job) as (torch, device, slot),
     ):
         subset, train, val, test = target_data(
             task=task,

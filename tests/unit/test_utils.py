@@ -178,3 +178,43 @@ def test_torch_s_own_full_disk_error_is_the_one_line_message_too(tmp_path, monke
     assert "\n" not in message and f"cannot write {target}: No space left on device (2.0 KiB free" in message
     assert info.value.errno == errno.ENOSPC
     assert list(target.parent.iterdir()) == []  # nothing partial: no resume.pt, no temporary file
+
+
+def test_one_process_at_a_time_trains_into_a_run_folder(tmp_path):
+    """A rerun of a job whose first process still trains (an orphan of a killed snakemake) stops with one
+    line naming the run folder and the process holding it, before touching anything there (issue 27)."""
+    import subprocess
+    import sys
+
+    from smalldl.errors import InputError
+    from smalldl.jobs import train
+    from smalldl.utils import LOCK_NAME, one_writer
+
+    from ..conftest import ROOT
+
+    run = tmp_path / "runs" / "t" / "smallcnn" / "onecycle-finetune-none-default" / "n20" / "s0"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from smalldl.utils import one_writer\n"
+         "with one_writer(sys.argv[1], 'finetune'):\n    print('held', flush=True); time.sleep(60)",
+         str(run / LOCK_NAME)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        paths = {k: tmp_path / k for k in ("cache_npy", "cache_meta", "split_parquet", "subset_csv")}
+        with pytest.raises(InputError) as info:
+            train.finetune(
+                task_name="t", task={"type": "binary", "labels": ["x"]}, arch="smallcnn",
+                recipe_name="onecycle-finetune-none-default", n=20, seed=0, settings={}, global_seed=0,
+                source_ckpt=None, lr_json=None, out_metrics=run / "metrics.json",
+                out_predictions=run / "predictions.parquet", out_history=run / "history.csv", **paths,
+            )  # fmt: skip
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{run} is being written by another process")
+        assert f"pid {holder.pid}" in message and "kill" in message
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # nothing else touched
+    finally:
+        holder.kill()
+        holder.wait()
+    with one_writer(run / LOCK_NAME, "finetune"):  # freed when its holder died, killed or not
+        pass
