@@ -191,7 +191,7 @@ def source_task(wildcards):
 
 
 def source_job_resource(key):
-    """resources of rule pretrain: one scheduling key of a source's settings (cfg.job_resources)."""
+    """One scheduling key of a source's settings (cfg.job_resources), a resource of the pretrain rule."""
     return lambda wc: cfg.job_resources(cfg.source_settings(config, wc.source))[key]
 
 
