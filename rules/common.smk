@@ -14,6 +14,7 @@ from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.io import checkpoint_target
 
 from smalldl import figures as figplan
+from smalldl.data import pool as pool_mod
 from smalldl.utils import derive_seed
 
 
@@ -134,19 +135,28 @@ NIH_DATASETS = regex_of(datasets_of_kind("nih"))
 ALL_DATASETS = regex_of(sorted(config["datasets"]))
 
 
+#: Keys of a dataset that say how its jobs run, never what they make: decode processes and the largest
+#: image a cache worker decodes (its memory). Resources, not params: a change reruns nothing.
+DATASET_SCHEDULING_KEYS = ("workers", "max_pixels")
+
+
 def dataset_spec(wildcards):
-    """params: the dataset of the job's {dataset} wildcard."""
-    return config["datasets"][wildcards.dataset]
+    """params: the dataset of the job's {dataset} wildcard (less DATASET_SCHEDULING_KEYS)."""
+    spec = config["datasets"][wildcards.dataset]
+    return {k: v for k, v in spec.items() if k not in DATASET_SCHEDULING_KEYS}
 
 
 def index_inputs(wildcards):
-    """Inputs of the index job (synthetic folder, NIH fetch record, or none for a local copy)."""
-    kind = config["datasets"][wildcards.dataset]["kind"]
-    if kind in SYNTHETIC_KINDS:
-        return {"raw": RAW.format(dataset=wildcards.dataset)}
-    if kind == "nih":
-        return {"fetched": FETCHED.format(dataset=wildcards.dataset)}
-    return {}
+    """Inputs of the index job: the synthetic folder or the NIH fetch record, and every file on disk the
+    index is built from (a folder dataset's CSV and images, the metadata of a local copy: ``sources``), so
+    that an edited CSV, an added row or a replaced image reruns the index and what depends on it."""
+    spec = config["datasets"][wildcards.dataset]
+    inputs = {"sources": pool_mod.source_files(wildcards.dataset, spec)}
+    if spec["kind"] in SYNTHETIC_KINDS:
+        inputs["raw"] = RAW.format(dataset=wildcards.dataset)
+    if spec["kind"] == "nih":
+        inputs["fetched"] = FETCHED.format(dataset=wildcards.dataset)
+    return inputs
 
 
 def cache_mem_mb(wildcards):
@@ -178,6 +188,11 @@ def split_inputs(wildcards):
 def source_task(wildcards):
     """params: the task a source is pretrained on (name)."""
     return config["sources"][wildcards.source]["task"]
+
+
+def source_job_resource(key):
+    """One scheduling key of a source's settings (cfg.job_resources), a resource of the pretrain rule."""
+    return lambda wc: cfg.job_resources(cfg.source_settings(config, wc.source))[key]
 
 
 def pretrain_inputs(wildcards):
@@ -233,8 +248,9 @@ def finetune_inputs(wildcards):
 
 
 def run_settings(wildcards):
-    """The finetune job's training settings: train, with the recipe's epochs where it names them."""
-    return cfg.recipe_settings(config, wildcards.recipe)
+    """The finetune job's training settings: train, with the recipe's epochs where it names them, less the
+    scheduling keys (cfg.result_settings: they are resources, and changing one retrains nothing)."""
+    return cfg.result_settings(cfg.recipe_settings(config, wildcards.recipe))
 
 
 # ---------------------------------------------------------------------------------- the stages

@@ -88,9 +88,11 @@ rule cache:
     resources:
         mem_mb=cache_mem_mb,
         runtime=cache_runtime,
-    params:
-        aspect=config["preprocess"]["aspect"],
+        # gates on what an image may measure, not pixel changes: resources, so a changed gate rebuilds
+        # nothing (it applies when the cache is next built)
         min_side=config["preprocess"]["min_side"],
         max_pixels=lambda wc: config["datasets"][wc.dataset]["max_pixels"],
+    params:
+        aspect=config["preprocess"]["aspect"],
     script:
         "../workflow_scripts/cache.py"

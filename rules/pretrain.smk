@@ -24,8 +24,13 @@ rule pretrain:
         mem_mb=lambda wc: cfg.source_settings(config, wc.source)["mem_mb"],
         runtime=lambda wc: cfg.source_settings(config, wc.source)["runtime"],
         gpu=lambda wc: cfg.source_settings(config, wc.source)["gpu"],
+        # where and how the job runs (not params: a change reruns nothing; rules/train.smk)
+        jobs_per_gpu=source_job_resource("jobs_per_gpu"),
+        device=source_job_resource("device"),
+        eval_batch_size=source_job_resource("eval_batch_size"),
+        checkpoint=source_job_resource("checkpoint"),
     params:
-        settings=lambda wc: cfg.source_settings(config, wc.source),
+        settings=lambda wc: cfg.result_settings(cfg.source_settings(config, wc.source)),
         recipe=lambda wc: cfg.source_recipe(config, wc.source).name,
         task_name=source_task,
         task=lambda wc: config["tasks"][source_task(wc)],

@@ -1,5 +1,11 @@
 # Fine-tuning: one job per (task, arch, recipe, training size n, seed); the lr finder once per
 # (task, arch, recipe) at the tuning size; the stage-wise study's decisions (checkpoints).
+#
+# params hold what can change a result (cfg.result_settings); where and how a job runs (threads, memory,
+# time, GPUs, device, eval_batch_size, checkpoint: cfg.SCHEDULING_KEYS) are threads and resources, which
+# Snakemake does not compare: changing one reruns nothing.
+
+TRAIN_JOB = cfg.job_resources(config["train"])
 
 
 rule lr_find:
@@ -20,8 +26,12 @@ rule lr_find:
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime"],
         gpu=config["train"]["gpu"],
+        jobs_per_gpu=TRAIN_JOB["jobs_per_gpu"],
+        device=TRAIN_JOB["device"],
+        eval_batch_size=TRAIN_JOB["eval_batch_size"],
+        checkpoint=TRAIN_JOB["checkpoint"],
     params:
-        settings=config["train"],
+        settings=cfg.result_settings(config["train"]),
         task=task_spec,
         seed=config["seed"],
     script:
@@ -48,7 +58,10 @@ rule finetune:
         runtime=config["train"]["runtime"],
         gpu=config["train"]["gpu"],
         # members of a SLURM group job that share a GPU, k at a time (profiles/slurm: slurm-groups)
-        jobs_per_gpu=config["train"]["jobs_per_gpu"],
+        jobs_per_gpu=TRAIN_JOB["jobs_per_gpu"],
+        device=TRAIN_JOB["device"],
+        eval_batch_size=TRAIN_JOB["eval_batch_size"],
+        checkpoint=TRAIN_JOB["checkpoint"],
     params:
         settings=run_settings,
         task=task_spec,

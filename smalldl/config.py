@@ -639,6 +639,30 @@ def pretrained_sources(config: Mapping[str, Any]) -> list[str]:
     return [s for s in used_sources(config) if "task" in config["sources"][s]]
 
 
+#: Keys of train / pretrain (and a source's overrides) that say where and how a training job runs, never
+#: what it computes: threads, memory, time, GPUs, the device, the evaluation batch (predictions equal up to
+#: float rounding), the resume checkpoint. Rules pass them as ``threads`` / ``resources`` (which Snakemake
+#: does not compare), never as ``params``, so changing one reruns nothing (``result_settings``).
+SCHEDULING_KEYS = ("threads", "mem_mb", "runtime", "gpu", "jobs_per_gpu", "device", "eval_batch_size", "checkpoint")
+
+
+def result_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` less ``SCHEDULING_KEYS``: what a training rule passes as ``params`` (and what a run's
+    resume signature holds)."""
+    return {k: v for k, v in settings.items() if k not in SCHEDULING_KEYS}
+
+
+def job_resources(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The scheduling keys a training job reads, as Snakemake resources (numbers or a plain string):
+    ``eval_batch_size`` null -> 0, ``checkpoint`` -> 0/1 (``smalldl.workflow.job_settings`` undoes it)."""
+    return {
+        "jobs_per_gpu": int(settings["jobs_per_gpu"]),
+        "device": str(settings["device"]),
+        "eval_batch_size": int(settings.get("eval_batch_size") or 0),
+        "checkpoint": int(bool(settings["checkpoint"])),
+    }
+
+
 def source_settings(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Pretraining settings for one source: ``pretrain`` with the source's own overrides."""
     settings = dict(config["pretrain"])

@@ -16,3 +16,12 @@ class DiskFullError(InputError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def damaged(path: object, detail: str) -> InputError:
+    """The one line for an intermediate file that is not what its producer wrote (truncated, overwritten,
+    unreadable): the file, what is wrong, and the command that rebuilds it (its dependants rerun too)."""
+    return InputError(
+        f"{path} is damaged ({detail}): rebuild it with `snakemake --forcerun {path}` and your usual options "
+        "(--configfile ...; what depends on it reruns too), or delete it and run again"
+    )

@@ -103,14 +103,109 @@ def format_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError that ``exc`` was raised while handling (or from), if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` atomically (checkpoints, models), through a Python file object: torch's own writer
-    reports a full disk as ``RuntimeError: ... unexpected pos``, a file object as ENOSPC, which becomes
-    one :class:`~smalldl.errors.DiskFullError` naming ``path`` (see :func:`atomic_path`)."""
+    """``torch.save`` atomically (checkpoints, models), through a Python file object. A full disk is one
+    :class:`~smalldl.errors.DiskFullError` naming ``path`` and the free space, the temporary file removed
+    (see :func:`atomic_path`), whichever way torch reports it: an ENOSPC from the file object, or torch's
+    zip writer's ``RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos ...`` (a short
+    write: raised while handling the file object's ENOSPC, or with no OSError behind it at all)."""
     import torch
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(obj, fh)
+        except RuntimeError as exc:
+            behind = _os_error_behind(exc)
+            if behind is not None and behind.errno in DISK_FULL:
+                raise disk_full(path, behind, written=_size(tmp)) from None
+            if behind is None and "unexpected pos" in str(exc):
+                short = OSError(errno.ENOSPC, "short write (the disk or quota is full)")
+                raise disk_full(path, short, written=_size(tmp)) from None
+            raise
+
+
+#: Bytes read from each end of a file by :func:`sample_sha256`.
+SAMPLE_BYTES = 1 << 20
+
+
+def sample_sha256(path: str | os.PathLike[str]) -> str:
+    """A cheap fingerprint of a (large) file: SHA-256 of its size, first and last ``SAMPLE_BYTES`` bytes
+    (milliseconds for a cache of 10^5 images; catches truncation, a rewrite, a damaged header or tail)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        h.update(str(size).encode())
+        h.update(fh.read(SAMPLE_BYTES))
+        if size > SAMPLE_BYTES:
+            fh.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+            h.update(fh.read(SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def read_table(path: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """A parquet or CSV table an earlier job wrote (a split, a subset, a run's predictions); one that cannot
+    be read (truncated, overwritten) is one :func:`~smalldl.errors.damaged` line naming it and the command
+    that rebuilds it."""
+    import pandas as pd
+
+    from smalldl.errors import damaged
+
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path, **kwargs)
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # pyarrow's errors are OSError / ValueError
+        raise damaged(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+#: The lock file of a folder a training job writes into (``one_writer``).
+LOCK_NAME = ".smalldl.lock"
+
+
+@contextlib.contextmanager
+def one_writer(lock: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold ``lock`` (an ``flock``ed file: freed when the process ends, killed or not) for the block, so that
+    one process at a time trains into a run folder. A second one (the rerun of a job whose first process
+    still runs: an orphan of a killed ``snakemake``) stops with one line naming the folder and the process
+    that holds it, before it touches anything there."""
+    import fcntl
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            from smalldl.errors import InputError
+
+            raise InputError(
+                f"{lock.parent} is being written by another process ({holder}, holding {lock}): {what} runs "
+                "once at a time. An orphan of a killed snakemake? Wait for it to end or stop it (kill <pid>), "
+                "then run again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # frees the lock
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

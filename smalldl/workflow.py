@@ -49,6 +49,21 @@ def preload(modules: Sequence[str]) -> None:
             gc.enable()
 
 
+def job_settings(params_settings: Any, resources: Any, threads: int) -> dict[str, Any]:
+    """A training job's settings: its rule's ``params.settings`` (what changes a result) with the scheduling
+    keys (``smalldl.config.SCHEDULING_KEYS``) taken from its ``resources`` and ``threads``, which Snakemake
+    does not compare: a changed device, memory or checkpoint setting reruns nothing."""
+    settings = dict(params_settings)
+    settings["threads"] = int(threads)
+    for key in ("mem_mb", "runtime", "gpu", "jobs_per_gpu"):
+        if getattr(resources, key, None) is not None:
+            settings[key] = int(getattr(resources, key))
+    settings["device"] = str(resources.device)
+    settings["eval_batch_size"] = int(resources.eval_batch_size) or None
+    settings["checkpoint"] = bool(int(resources.checkpoint))
+    return settings
+
+
 def run(main: Callable[[Any], None], smk: Any, preload_modules: Sequence[str] = ()) -> None:
     """Run ``main(smk)`` with stdout/stderr appended to the rule's log, after importing ``preload_modules``
     (``preload``; e.g. ``TRAINING_MODULES``) with the threads of the rule set.

@@ -15,8 +15,8 @@ def main(smk):
         aspect=smk.params.aspect,
         workers=smk.threads,
         dataset_name=smk.wildcards.dataset,
-        max_pixels=smk.params.max_pixels,
-        min_side=smk.params.min_side,
+        max_pixels=int(smk.resources.max_pixels),
+        min_side=int(smk.resources.min_side),
     )
 
 

@@ -15,7 +15,7 @@ def main(smk):
         recipe_name=w.recipe,
         n=int(w.n),
         seed=int(w.seed),
-        settings=smk.params.settings,
+        settings=workflow.job_settings(smk.params.settings, smk.resources, smk.threads),
         global_seed=smk.params.seed,
         cache_npy=smk.input.cache,
         cache_meta=smk.input.cache_meta,

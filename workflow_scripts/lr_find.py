@@ -13,7 +13,7 @@ def main(smk):
         task=smk.params.task,
         arch=w.arch,
         recipe_name=w.recipe,
-        settings=smk.params.settings,
+        settings=workflow.job_settings(smk.params.settings, smk.resources, smk.threads),
         global_seed=smk.params.seed,
         cache_npy=smk.input.cache,
         cache_meta=smk.input.cache_meta,

@@ -13,7 +13,7 @@ def main(smk):
         recipe_name=smk.params.recipe,
         task_name=smk.params.task_name,
         task=smk.params.task,
-        settings=smk.params.settings,
+        settings=workflow.job_settings(smk.params.settings, smk.resources, smk.threads),
         global_seed=smk.params.seed,
         cache_npy=smk.input.cache,
         cache_meta=smk.input.cache_meta,

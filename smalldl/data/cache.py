@@ -45,8 +45,8 @@ from PIL import Image, UnidentifiedImageError
 from smalldl.data import dicom
 from smalldl.data.limits import ImageLimits
 from smalldl.data.tiles import minmax_to_uint8
-from smalldl.errors import DiskFullError, InputError
-from smalldl.utils import Progress, format_bytes, write_json
+from smalldl.errors import DiskFullError, InputError, damaged
+from smalldl.utils import Progress, format_bytes, sample_sha256, write_json
 
 #: Resize first reduces by an integer factor when the image is at least this many times the target
 #: (Pillow's ``reducing_gap``): faster for 1024-px radiographs, no effect at factors below 2.
@@ -307,17 +307,33 @@ def build_cache(
     os.replace(partial, out_npy)
     state_path.unlink(missing_ok=True)
     meta = {"n": len(paths), "height": height, "width": width, "aspect": aspect, "image_ids": ids}
+    # what a reader checks the memmap against (open_cache): its size and a sample of its bytes
+    meta.update(bytes=out_npy.stat().st_size, sample_sha256=sample_sha256(out_npy))
     write_json(out_meta, meta)
     return meta
 
 
 def open_cache(npy: str | Path, meta: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The cache as a read-only memmap plus its metadata (image_ids in row order)."""
-    with open(meta) as fh:
-        info = json.load(fh)
-    arr = np.load(npy, mmap_mode="r")
-    if arr.shape[0] != info["n"]:
-        raise InputError(f"cache {npy} has {arr.shape[0]} images but {meta} lists {info['n']}; rebuild it")
+    """The cache as a read-only memmap plus its metadata (image_ids in row order), checked against what
+    the cache job recorded (shape, size in bytes, a sample hash: ``utils.sample_sha256``); a mismatch is
+    one line naming the file and the command that rebuilds it."""
+    try:
+        with open(meta) as fh:
+            info = json.load(fh)
+        shape = (int(info["n"]), int(info["height"]), int(info["width"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise damaged(meta, f"not the cache's record: {type(exc).__name__}: {exc}") from None
+    size = os.stat(npy).st_size
+    if "bytes" in info and size != info["bytes"]:
+        raise damaged(npy, f"{size} bytes, {meta} records {info['bytes']} for {shape[0]} images")
+    try:
+        arr = np.load(npy, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise damaged(npy, f"{type(exc).__name__}: {exc}") from None
+    if arr.shape != shape or arr.dtype != np.uint8:
+        raise damaged(npy, f"{arr.dtype} {list(arr.shape)}, {meta} records uint8 {list(shape)}")
+    if "sample_sha256" in info and sample_sha256(npy) != info["sample_sha256"]:
+        raise damaged(npy, f"its bytes differ from those the cache job wrote ({meta})")
     return arr, info
 
 

@@ -66,7 +66,17 @@ def check_labels(index: pd.DataFrame, labels: list[str], where: str) -> None:
     """Every label column exists and holds integers (0/1 for binary and multilabel)."""
     missing = [c for c in labels if c not in index.columns]
     if missing:
-        raise InputError(f"{where}: label column(s) {', '.join(missing)} not in the index")
+        import difflib
+
+        have = [c for c in index.columns if c not in (*REQUIRED, "official_split")]
+        source = index.attrs.get("source")
+        of = f"a column of {source}" if source else "in the index"
+        close = difflib.get_close_matches(missing[0], have, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise InputError(
+            f"{where}: label column(s) {', '.join(missing)} not {of}{hint}; its label columns: "
+            f"{', '.join(have) or 'none'}"
+        )
     for col in labels:
         values = pd.to_numeric(index[col], errors="coerce")
         bad = values.isna()
@@ -89,7 +99,10 @@ def check_index(table: pd.DataFrame, where: str) -> pd.DataFrame:
         raise InputError(f"{where}: duplicate image_id {table['image_id'][dup].iloc[0]!r}")
     if table.empty:
         raise InputError(f"{where}: no images")
+    source = table.attrs.get("source")
     table = table.reset_index(drop=True)
+    if source:
+        table.attrs["source"] = source  # the file its labels come from, kept in the parquet (check_labels)
     for col in ("image_id", "patient_id", "path", "view"):
         table[col] = table[col].astype(str)
     return table

@@ -122,3 +122,48 @@ def training_pool(config: Mapping[str, Any], task_name: str) -> Pool:
 
 
 __all__ = ["Pool", "plan_index", "training_pool"]
+
+
+def source_files(name: str, spec: Mapping[str, Any]) -> list[str]:
+    """The files on disk that dataset ``name``'s index is built from, at plan time (DAG build): the inputs
+    of its index job, so that Snakemake reruns the index and all that depends on it when one changes
+    (its modification time). A folder dataset: the CSV and every image it lists; ChestX-ray14 read in place
+    (``params.path``): its entries and list files; CheXpert: the split CSVs; MURA: the image path lists.
+    Files that are not there (yet) are left out: the index job itself says what is missing, naming the CSV
+    line. Synthetic datasets and a downloaded ChestX-ray14 are the inputs of their own rules (raw/, the
+    fetch record)."""
+    kind = spec["kind"]
+    params = dict(spec.get("params") or {})
+    files: list[Path] = []
+    try:
+        if kind == "folder" and params.get("path"):
+            from smalldl.data.sources import folder
+
+            root = Path(params["path"])
+            csv = Path(params.get("csv") or "labels.csv")
+            csv = csv if csv.is_absolute() else root / csv
+            files.append(csv)
+            column = params.get("path_column") or "path"
+            with contextlib.suppress(InputError):
+                raw, _, _ = folder.read_labels_csv(csv, column, params.get("delimiter"))
+                if column in raw.columns:
+                    for rel in raw[column].str.strip():
+                        if rel:
+                            files.append(Path(rel) if Path(rel).is_absolute() else root / rel)
+        elif kind == "nih" and params.get("path"):
+            from smalldl.data.sources import nih
+
+            files += [Path(params["path"]) / f for f in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST)]
+        elif kind == "chexpert" and params.get("path"):
+            from smalldl.data.sources import chexpert
+
+            root = chexpert.find_root(params["path"], params.get("version", "auto"), name)
+            files += [root / chexpert.CSVS[s][0] for s in params.get("splits", ["train", "valid"])]
+        elif kind == "mura" and params.get("path"):
+            from smalldl.data.sources import mura
+
+            root = mura.find_root(params["path"], name)
+            files += [root / f"{s}_image_paths.csv" for s in params.get("splits", ["train", "valid"])]
+    except InputError:
+        pass  # the index job says it, naming the file
+    return list(dict.fromkeys(str(f) for f in files if f.is_file()))

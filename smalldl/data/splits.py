@@ -236,10 +236,15 @@ def _check_split(split: pd.DataFrame, task_name: str, task: Mapping[str, Any]) -
             continue
         if task["type"] == "binary" and not everyone.empty:
             label = task["labels"][0]
-            if everyone[label].sum() == 0:
-                raise InputError(f"task {task_name}: no positive {label} images in the {name} split")
-            if (everyone[label] == 0).sum() == 0:
-                raise InputError(f"task {task_name}: no negative {label} images in the {name} split")
+            pos, neg = int((everyone[label] == 1).sum()), int((everyone[label] == 0).sum())
+            if pos == 0 or neg == 0:
+                lacking = "positive" if pos == 0 else "negative"
+                key = f"tasks.{task_name}.{name}_fraction" if name != "train" else f"tasks.{task_name}"
+                raise InputError(
+                    f"task {task_name}: no {lacking} {label} images in the {name} split ({pos} positive, {neg} "
+                    f"negative, {everyone['patient_id'].nunique()} patients; an AUC needs at least 1 of each, a few "
+                    f"dozen for a stable one): add {lacking} images or raise {key} (now {fraction})"
+                )
         if part.empty:
             raise InputError(f"task {task_name}: the {name} split is empty (too few patients)")
 

@@ -18,7 +18,7 @@ import pandas as pd
 from smalldl.config import NO_SOURCE, Recipe
 from smalldl.data import cache as cache_mod
 from smalldl.errors import InputError
-from smalldl.utils import atomic_path, derive_seed
+from smalldl.utils import atomic_path, derive_seed, read_table
 
 HISTORY_COLUMNS = [
     "kind",
@@ -175,8 +175,8 @@ def target_data(
     """(subset table, train, val, test) of a target task: the training subset and the split's selected
     validation and test rows, as training.Data from the cache."""
     arr, info = cache_mod.open_cache(cache_npy, cache_meta)
-    split = pd.read_parquet(split_parquet)
-    subset = pd.read_csv(subset_csv, dtype={"image_id": str, "patient_id": str})
+    split = read_table(split_parquet)
+    subset = read_table(subset_csv, dtype={"image_id": str, "patient_id": str})
     if n is not None and len(subset) != n:
         raise InputError(f"training subset {subset_csv} has {len(subset)} rows, expected n={n}")
     train = cached_data(arr, info, subset, task)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from smalldl.config import result_settings
 from smalldl.data import cache as cache_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import (
@@ -25,7 +25,7 @@ from smalldl.jobs._shared import (
     training_torch,
     write_history,
 )
-from smalldl.utils import derive_seed, write_json
+from smalldl.utils import LOCK_NAME, derive_seed, one_writer, read_table, write_json
 
 #: Bootstrap resamples of the validation images behind a source model's ``val_auc_se``.
 VAL_AUC_BOOTSTRAP = 1000
@@ -61,9 +61,13 @@ def pretrain(
     recipe = Recipe.parse(recipe_name)
     if (recipe.source == NO_SOURCE) != (start_ckpt is None):
         raise ValueError(f"source {source}: recipe {recipe_name} and start checkpoint {start_ckpt} disagree")
-    with training_torch(settings, threads, job=f"pretrain {source} {arch}") as (torch, device, slot):
+    lock = Path(out_ckpt).with_name(f".{Path(out_ckpt).stem}{LOCK_NAME}")  # beside its resume checkpoint
+    with (
+        one_writer(lock, f"pretrain {source} {arch}"),
+        training_torch(settings, threads, job=f"pretrain {source} {arch}") as (torch, device, slot),
+    ):
         arr, info = cache_mod.open_cache(cache_npy, cache_meta)
-        split = pd.read_parquet(split_parquet)
+        split = read_table(split_parquet)
         train_table = selected_rows(split, "train")
         if settings.get("max_images") and len(train_table) > settings["max_images"]:
             rng = np.random.default_rng(derive_seed(global_seed, "pretrain-cap", source))
@@ -86,7 +90,7 @@ def pretrain(
         )
         checkpoint = f"{out_ckpt}.resume" if settings.get("checkpoint", True) else None
         identity = {
-            "settings": dict(settings),
+            "settings": result_settings(settings),  # a changed device or thread count still resumes
             "recipe": recipe_name,
             "seed": seed,
             "n": len(train),
@@ -96,7 +100,7 @@ def pretrain(
         settings, formats = choose_formats(
             settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
         )
-        signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
+        signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
         result = fit(
             model,
             train,

@@ -20,7 +20,7 @@ from smalldl.data import splits as splits_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import selected_rows
 from smalldl.record import RadiomicsFields, RunRecord, read_metrics_json
-from smalldl.utils import atomic_path, derive_seed, write_json
+from smalldl.utils import atomic_path, derive_seed, read_table, write_json
 
 
 def radiomics_features(
@@ -45,7 +45,7 @@ def radiomics_features(
     arr, info = cache_mod.open_cache(cache_npy, cache_meta)
     ids = [str(i) for i in info["image_ids"]]
     if images == "used" and (split_parquets or subset_csvs):
-        splits = [pd.read_parquet(p) for p in split_parquets]
+        splits = [read_table(p) for p in split_parquets]
         subsets = [pd.read_csv(p, dtype={"image_id": str, "patient_id": str}) for p in subset_csvs]
         rows = cache_mod.rows_for(info, radiomics.used_image_ids(ids, splits, subsets))
     else:
@@ -87,7 +87,7 @@ def radiomics_model(
     from smalldl import radiomics
 
     labels = list(task["labels"])
-    split = pd.read_parquet(split_parquet)
+    split = read_table(split_parquet)
     subset = pd.read_csv(subset_csv, dtype={"image_id": str, "patient_id": str})
     if len(subset) != n:
         raise InputError(f"training subset {subset_csv} has {len(subset)} rows, expected n={n}")

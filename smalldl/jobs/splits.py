@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from smalldl.data import splits as splits_mod
-from smalldl.utils import atomic_path, write_json
+from smalldl.utils import atomic_path, read_table, write_json
 
 
 def excluded_inputs(named: Mapping[str, Any], count: int) -> list[tuple[str, list[str]]]:
@@ -39,7 +39,7 @@ def split(
     index = pd.read_parquet(index_parquet)
     excluded: set[str] = set()
     for split_path, subset_paths in excluded_from:
-        other = pd.read_parquet(split_path)
+        other = read_table(split_path)
         subsets = [pd.read_csv(p, dtype={"image_id": str, "patient_id": str}) for p in subset_paths]
         excluded |= splits_mod.used_patients(other, subsets, task.get("exclude_patients_scope", "used"))
     selection: dict[str, Any] = {}
@@ -72,7 +72,7 @@ def subset(
     out_json: str | Path,
 ) -> dict[str, Any]:
     """The training subset of size ``n`` for ``seed`` (nested in larger n)."""
-    table = pd.read_parquet(split_parquet)
+    table = read_table(split_parquet)
     drawn, info = splits_mod.draw_subset(table, task_name, task, n, seed, global_seed)
     with atomic_path(out_csv) as tmp:
         drawn.to_csv(tmp, index=False)
@@ -107,9 +107,9 @@ def leak_check(
     record = leakage.check(
         target=target_name,
         source=source,
-        target_split=pd.read_parquet(target_split),
+        target_split=read_table(target_split),
         links=chain,
-        link_splits={task: pd.read_parquet(path) for task, path in zip(same, link_splits, strict=True)},
+        link_splits={task: read_table(path) for task, path in zip(same, link_splits, strict=True)},
     )
     write_json(out_json, record)
     print(f"no leakage: {target_name} from {' -> '.join(record['chain'])}", file=sys.stderr)

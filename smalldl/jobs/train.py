@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smalldl.config import Recipe
+from smalldl.config import Recipe, result_settings
 from smalldl.data import splits as splits_mod
 from smalldl.jobs._shared import (
     build_recipe_model,
@@ -25,7 +25,15 @@ from smalldl.jobs._shared import (
     write_history,
 )
 from smalldl.record import CnnFields, RunRecord, read_metrics_json
-from smalldl.utils import atomic_path, derive_seed, process_start_time, save_torch, write_json
+from smalldl.utils import (
+    LOCK_NAME,
+    atomic_path,
+    derive_seed,
+    one_writer,
+    process_start_time,
+    save_torch,
+    write_json,
+)
 
 
 def lr_find(
@@ -50,7 +58,11 @@ def lr_find(
     from smalldl.train import lr_sweep
 
     recipe = Recipe.parse(recipe_name)
-    with training_torch(settings, threads, job=f"lr_find {task_name} {arch} {recipe_name}") as (torch, device, slot):
+    lock = Path(out_json).with_name(f".{Path(out_json).stem}{LOCK_NAME}")
+    with (
+        one_writer(lock, f"lr_find {task_name} {arch} {recipe_name}"),
+        training_torch(settings, threads, job=f"lr_find {task_name} {arch} {recipe_name}") as (torch, device, slot),
+    ):
         subset, train, _, _ = target_data(
             task=task, split_parquet=split_parquet, subset_csv=subset_csv, cache_npy=cache_npy, cache_meta=cache_meta
         )
@@ -138,10 +150,11 @@ def finetune(
     out_val = out_val_predictions
 
     recipe = Recipe.parse(recipe_name)
-    with training_torch(settings, threads, job=f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}") as (
-        torch,
-        device,
-        slot,
+    job = f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}"
+    # one process at a time trains into the run folder (resume.pt, formats.json, model.pt)
+    with (
+        one_writer(Path(out_metrics).parent / LOCK_NAME, job),
+        training_torch(settings, threads, job=job) as (torch, device, slot),
     ):
         subset, train, val, test = target_data(
             task=task,
@@ -168,7 +181,7 @@ def finetune(
         run_dir = Path(out_metrics).parent
         checkpoint = run_dir / "resume.pt" if settings["checkpoint"] else None
         identity = {
-            "settings": dict(settings),
+            "settings": result_settings(settings),  # a changed device or thread count still resumes
             "recipe": recipe_name,
             "run_seed": run_seed,
             "max_lr": max_lr,
@@ -179,7 +192,7 @@ def finetune(
         settings, formats = choose_formats(
             settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
         )
-        signature = json.dumps({**identity, "settings": dict(settings)}, sort_keys=True, default=str)
+        signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
         t_fit = time.time()
         result = fit(
             model,

@@ -443,9 +443,7 @@ def _answer_one(
         elif bands == {stats.BAND_RUNS}:
             out.append(
                 f"- No other recipe is shown non-inferior to `{winner}` on validation (within {margin}): "
-                "`{winner}` stays. Not shown non-inferior is not shown worse: see the differences in `answer.csv`.".replace(
-                    "{winner}", winner
-                )
+                f"`{winner}` stays. Not shown non-inferior is not shown worse: see the differences in `answer.csv`."
             )
         better = others[(others["p_holm"] < alpha) & (others["diff"] < 0)]
         if len(better):

@@ -17,7 +17,7 @@ from smalldl import stats
 from smalldl.errors import InputError
 from smalldl.record import RUN_KEYS
 from smalldl.tta import plain_metric, tta_else_plain
-from smalldl.utils import derive_seed, progress
+from smalldl.utils import derive_seed, progress, read_table
 
 # ----------------------------------------------------------------------------------- run predictions
 
@@ -44,10 +44,7 @@ def val_scores(row: Mapping[str, Any], metric: str = "val_auc_tta") -> dict[str,
 def read_scores(path: Path, has_tta: Callable[[Any, list[str]], bool], metric: str) -> dict[str, Any]:
     """Image ids, labels and scores of a predictions file; the TTA scores where ``metric`` asks for them
     and ``has_tta(columns, labels)`` (``tta.tta_else_plain``)."""
-    try:
-        preds = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"run predictions {path} cannot be read ({exc})") from None
+    preds = read_table(path)
     labels = [c[2:] for c in preds.columns if c.startswith("y_")]
     if not labels or "image_id" not in preds:
         raise InputError(f"run predictions {path}: needs image_id and y_<label>/p_<label> columns")

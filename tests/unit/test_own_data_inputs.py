@@ -209,3 +209,38 @@ def test_the_new_folder_params_are_in_the_schema():
     conf["datasets"]["mine"]["params"]["delimiter"] = "|"
     with pytest.raises(InputError, match=r"datasets\.mine\.params\.delimiter"):
         cfg.validate(conf, check_pools=False)
+
+
+def test_a_misspelled_label_column_names_the_csv_and_its_label_columns(tmp_path):
+    """The index keeps the CSV it was read from: a task's label that is not a column of it names the CSV,
+    the label columns it has and the closest one (issue 27)."""
+    from smalldl.data import splits
+
+    root = make(tmp_path / "f", "path,patient_id,nodule,effusion\na.png,P1,1,0\nb.png,P2,0,1\n")
+    index(tmp_path, root)
+    table = pd.read_parquet(tmp_path / "index.parquet")
+    task = {"dataset": "mine", "type": "binary", "labels": ["nodul"]}
+    with pytest.raises(InputError) as info:
+        splits.task_table(table, "t", task)
+    message = str(info.value)
+    assert f"label column(s) nodul not a column of {root / 'labels.csv'}" in message
+    assert "did you mean nodule?" in message and "its label columns: nodule, effusion" in message
+
+
+def test_a_split_without_positives_gives_its_counts_and_the_key_to_raise():
+    from smalldl.data import splits
+
+    rows = [{"image_id": f"i{i}", "patient_id": f"P{i}", "nodule": int(i < 2)} for i in range(40)]
+    table = pd.DataFrame(rows)
+    task = cfg.validate(
+        {
+            "datasets": {"d": {"kind": "fractal"}},
+            "tasks": {"t": {"dataset": "d", "type": "binary", "labels": ["nodule"]}},
+        }
+    )["tasks"]["t"]
+    with pytest.raises(InputError) as info:
+        for seed in range(20):  # some seed puts both positives in one split
+            splits.make_split(splits.task_table(table, "t", task), "t", task, seed, "d")
+    message = str(info.value)
+    assert "no positive nodule images in the" in message and "0 positive" in message and "negative" in message
+    assert "an AUC needs at least 1 of each" in message and "_fraction (now" in message

@@ -1,7 +1,7 @@
 """House rules for the Snakefiles: every rule has log, benchmark, threads and resources (mem_mb, runtime),
 training rules request gpu from config, the Snakefile imports nothing heavy at DAG-build time, and each
 rule -> one thin script -> the job function of the same name in the jobs module that mirrors its rules
-file, passed only the job's inputs, outputs, params, wildcards and threads."""
+file, passed only the job's inputs, outputs, params, wildcards, threads and (scheduling keys) resources."""
 
 import importlib
 import inspect
@@ -58,8 +58,9 @@ def test_every_rule_script_calls_the_job_of_its_name_in_the_module_of_its_rules_
 
 
 def test_no_workflow_script_reads_the_whole_config():
-    """A rule's params are its job's contract (and Snakemake's params trigger covers them)."""
-    allowed = {"input", "output", "params", "wildcards", "threads", "log", "rule"}
+    """A rule's params are its job's contract (and Snakemake's params trigger covers them); resources carry
+    only where and how a job runs (config.SCHEDULING_KEYS), which no result depends on."""
+    allowed = {"input", "output", "params", "wildcards", "threads", "resources", "log", "rule"}
     for script in sorted((ROOT / "workflow_scripts").glob("*.py")):
         text = script.read_text()
         assert not re.search(r"\b(?:snakemake|smk)\.config\b", text), f"{script.name} reads the config"

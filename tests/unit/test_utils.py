@@ -121,3 +121,101 @@ def test_the_readme_says_unlocking_after_a_killed_run_is_safe_and_why():
     section = (ROOT / "README.md").read_text().split("**Resuming.**", 1)[1].split("**Speed:**", 1)[0]
     for needed in ("snakemake --unlock", "Directory cannot be locked", "atomically", "no partial output", "resume.pt"):
         assert needed in section, needed
+
+
+def _torch_save_on_a_disk_that_fills_after(nbytes, context=True):
+    """torch.save as it ends on a full disk: torch's zip writer's ``RuntimeError: [enforce fail at
+    inline_container.cc:...] unexpected pos ...``, raised by the real torch.save while handling the file
+    object's ENOSPC (``context``), or bare, as torch's own file writer raises it on a short write."""
+    import errno
+    import io
+
+    import torch
+
+    real_save = torch.save
+
+    class Filling(io.RawIOBase):
+        def __init__(self, fh):
+            self.fh, self.n = fh, 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            if self.n + len(b) > nbytes:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.n += len(b)
+            return self.fh.write(b)
+
+    def save(obj, f):
+        try:
+            real_save(obj, io.BufferedWriter(Filling(f), buffer_size=64))
+        except RuntimeError as exc:
+            assert "unexpected pos" in str(exc) and "inline_container" in str(exc)  # torch's own message
+            if context:
+                raise
+            raise RuntimeError(str(exc)) from None
+
+    return save
+
+
+@pytest.mark.parametrize("context", [True, False])
+def test_torch_s_own_full_disk_error_is_the_one_line_message_too(tmp_path, monkeypatch, context):
+    import errno
+    import shutil
+
+    import torch
+
+    from smalldl.errors import DiskFullError
+    from smalldl.utils import save_torch
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 2048, 2048))
+    monkeypatch.setattr(torch, "save", _torch_save_on_a_disk_that_fills_after(1000, context))
+    target = tmp_path / "run" / "resume.pt"
+    with pytest.raises(DiskFullError) as info:
+        save_torch({"w": torch.zeros(10_000)}, target)
+    message = str(info.value)
+    assert "\n" not in message and f"cannot write {target}: No space left on device (2.0 KiB free" in message
+    assert info.value.errno == errno.ENOSPC
+    assert list(target.parent.iterdir()) == []  # nothing partial: no resume.pt, no temporary file
+
+
+def test_one_process_at_a_time_trains_into_a_run_folder(tmp_path):
+    """A rerun of a job whose first process still trains (an orphan of a killed snakemake) stops with one
+    line naming the run folder and the process holding it, before touching anything there (issue 27)."""
+    import subprocess
+    import sys
+
+    from smalldl.errors import InputError
+    from smalldl.jobs import train
+    from smalldl.utils import LOCK_NAME, one_writer
+
+    from ..conftest import ROOT
+
+    run = tmp_path / "runs" / "t" / "smallcnn" / "onecycle-finetune-none-default" / "n20" / "s0"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from smalldl.utils import one_writer\n"
+         "with one_writer(sys.argv[1], 'finetune'):\n    print('held', flush=True); time.sleep(60)",
+         str(run / LOCK_NAME)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        paths = {k: tmp_path / k for k in ("cache_npy", "cache_meta", "split_parquet", "subset_csv")}
+        with pytest.raises(InputError) as info:
+            train.finetune(
+                task_name="t", task={"type": "binary", "labels": ["x"]}, arch="smallcnn",
+                recipe_name="onecycle-finetune-none-default", n=20, seed=0, settings={}, global_seed=0,
+                source_ckpt=None, lr_json=None, out_metrics=run / "metrics.json",
+                out_predictions=run / "predictions.parquet", out_val_predictions=run / "val_predictions.parquet",
+                out_history=run / "history.csv", **paths,
+            )  # fmt: skip
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{run} is being written by another process")
+        assert f"pid {holder.pid}" in message and "kill" in message
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # nothing else touched
+    finally:
+        holder.kill()
+        holder.wait()
+    with one_writer(run / LOCK_NAME, "finetune"):  # freed when its holder died, killed or not
+        pass

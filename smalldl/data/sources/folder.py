@@ -238,6 +238,7 @@ def build_index(params: Mapping[str, Any], dataset: str = "folder", check_files:
         f"{dataset}: {len(table)} images of {table['patient_id'].nunique()} patients, labels {', '.join(labels)}",
         file=sys.stderr,
     )
+    table.attrs["source"] = str(csv)  # named by a task whose label is not a column of it
     return table
 
 
