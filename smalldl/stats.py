@@ -464,7 +464,10 @@ def n_for_auc(params: Mapping[str, Any], target: float) -> float:
         return 1.0 if a >= target else math.inf
     if a <= target or c <= 0:
         return math.inf
-    return float((b / (a - target)) ** (1.0 / c))
+    try:
+        return float((b / (a - target)) ** (1.0 / c))
+    except OverflowError:  # a nearly flat curve (c -> 0): the target is out of any reach
+        return math.inf
 
 
 def _fit_ipl2(n: np.ndarray, auc: np.ndarray) -> dict[str, Any]:

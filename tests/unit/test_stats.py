@@ -261,6 +261,8 @@ def test_learning_curve_fit_recovers_an_inverse_power_law():
     assert need == pytest.approx((1.2 / 0.05) ** (1 / 0.6), rel=1e-3)
     assert stats.learning_curve(need, fit) == pytest.approx(0.85)
     assert stats.n_for_auc(fit, 0.95) == math.inf  # above the asymptote
+    # a nearly flat curve: the size needed overflows a float, it is never reached
+    assert stats.n_for_auc({"model": "ipl3", "a": 0.9, "b": 0.5, "c": 1e-3}, 0.8) == math.inf
 
 
 def test_learning_curve_with_two_sizes_fits_the_error_power_law_and_needs_two_sizes():
