@@ -39,6 +39,7 @@ rule radiomics_model:
         ),
         split=rules.split.output.split,
         subset=rules.subset.output.subset,
+        gate=gate_input(),
     output:
         metrics=f"{RADIOMICS_RUN}/metrics.json",
         predictions=f"{RADIOMICS_RUN}/predictions.parquet",
