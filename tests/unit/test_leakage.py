@@ -199,3 +199,98 @@ def test_chestxray13_offered_to_every_target_is_refused_at_the_config_and_by_the
     test_images = int((split["split"].eq("test") & split["selected"]).sum())
     assert found["target_test_images"] > 0.3 * test_images  # a large share of the test set, not an edge case
     assert not (tmp_path / "study_gate.json").exists()  # no record of a refused gate
+
+
+# ---------------------------------------------------- one dataset under two entries (issue 26, point 2-3)
+
+
+def two_entries(exclude):
+    """ChestX-ray14 under two dataset entries whose params differ only in a download timeout: the target
+    Pneumonia on one, a ChestX-ray13 source on the other, offered to Pneumonia by a listed recipe."""
+    labels = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumothorax",
+              "Consolidation", "Edema", "Fibrosis", "Pleural_Thickening", "Hernia"]  # fmt: skip
+    return {
+        "datasets": {
+            "nih": {"kind": "nih", "params": {"path": "/data/ChestX-ray14"}},
+            "nih_again": {"kind": "nih", "params": {"path": "/data/ChestX-ray14", "timeout": 60}},
+        },
+        "tasks": {
+            "pneumonia": {
+                "dataset": "nih",
+                "type": "binary",
+                "labels": ["Pneumonia"],
+                "test_split": "official",
+                "max_val_images": 400,
+                "max_test_images": 800,
+            },
+            "cxr13": {
+                "dataset": "nih_again",
+                "type": "multilabel",
+                "labels": labels,
+                "test_fraction": 0.0,
+                "exclude_positive": ["Pneumonia"],
+                "exclude_patients_of": exclude,
+                "max_images": 20000,
+            },
+        },
+        "sources": {"cxr13": {"task": "cxr13"}},
+        "study": {
+            "targets": ["pneumonia"],
+            "recipes": ["onecycle-finetune-cxr13-transfer"],
+            "sizes": [50],
+            "seeds": [0],
+        },
+    }
+
+
+def test_a_second_entry_over_the_same_nih_data_is_the_same_data_and_refused_without_exclusion():
+    """Today's code called nih_again other data (its params differ) and let the source through."""
+    config = two_entries(exclude=[])
+    with pytest.raises(InputError) as err:
+        cfg.validate(config, check_pools=False)
+    msg = str(err.value)
+    assert msg.startswith(
+        "test leakage: source cxr13 is pretrained on task cxr13, on the same data as target pneumonia (datasets "
+        "nih_again and nih), and is offered to pneumonia through study.recipes"
+    )
+    assert msg.endswith("Fix: add pneumonia to tasks.cxr13.exclude_patients_of, or list only other targets in "
+                        "sources.cxr13.targets")  # fmt: skip
+
+
+def test_exclude_patients_of_works_across_entries_and_the_gate_proves_it_on_the_data(nih_index_parquet, tmp_path):
+    """exclude_patients_of across the two entries (refused today: 'task is on another dataset') is accepted;
+    on NIH's metadata the gate then finds no shared patient or image. Without it, the gate (were the config
+    check bypassed) finds the shared patients and the very files."""
+    config = cfg.validate(two_entries(exclude=["pneumonia"]), check_pools=False)
+    assert cfg.same_data(config, "pneumonia", "cxr13")
+    record = run_gate(config, nih_index_parquet, tmp_path / "excluded")
+    assert record["pairs"][0]["checked"][0] | {"same_data": True} == {
+        "source": "cxr13", "task": "cxr13", "same_data": True, "patients": 0, "source_images": 0,
+        "target_images": 0, "target_test_images": 0, "shared_files": 0,
+    }  # fmt: skip
+    config["tasks"]["cxr13"]["exclude_patients_of"] = []
+    (tmp_path / "leaky").mkdir()
+    with pytest.raises(InputError) as err:
+        run_gate(config, nih_index_parquet, tmp_path / "leaky")
+    msg = str(err.value)
+    found = leakage.shared(
+        pd.read_parquet(tmp_path / "leaky" / "pneumonia.parquet"), pd.read_parquet(tmp_path / "leaky" / "cxr13.parquet")
+    )
+    assert found["patients"] > 100 and f"shares {found['patients']} patients and " in msg
+    assert "validation/test set of target pneumonia" in msg and "tasks.cxr13.exclude_patients_of" in msg
+
+
+def test_the_gate_compares_files_where_the_config_sees_other_data(nih_index_parquet, tmp_path):
+    """A link the config calls other data (same_data False: e.g. a folder entry over a copy or through paths
+    outside its folder) still leaks when it holds the target's image files: the gate compares the files,
+    and then the patients too."""
+    config = cfg.validate(two_entries(exclude=["pneumonia"]), check_pools=False)
+    config["tasks"]["cxr13"]["exclude_patients_of"] = []
+    link = {"source": "cxr13", "task": "cxr13", "same_data": False}
+    pairs = [{"target": "pneumonia", "source": "cxr13", "links": [link]}]
+    (tmp_path / "w").mkdir()
+    with pytest.raises(InputError) as err:
+        run_gate(config, nih_index_parquet, tmp_path / "w", pairs=pairs)
+    msg = str(err.value)
+    assert "image files (" in msg and "e.g. " in msg and "images/" in msg
+    assert "datasets nih_again and nih hold the same images under two entries" in msg
