@@ -99,6 +99,10 @@ DEFAULT_SOURCE_RECIPE = "onecycle-finetune-none-default"
 #: The source implied when the config defines none of that name: the published ImageNet weights.
 IMAGENET = "imagenet"
 IMAGENET_SOURCE = {"weights": "imagenet"}
+#: The provenance recorded for weights read from a file the config names (sources.<name>.files), and for
+#: source models trained here from them: nothing here knows what they were trained on (the imagenet_weights
+#: and pretrain jobs write it; source_models.csv, the answer and the run's log say so).
+UNVERIFIED = "unverified weights file"
 #: The recipes of a study that lists none (and no stages): training from scratch, and from ImageNet with
 #: fine-tuning of all layers and with gradual unfreezing; none needs data beyond the study's own. Every
 #: source the config defines adds onecycle-finetune-<source>-transfer (``default_recipes``).

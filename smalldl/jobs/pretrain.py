@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smalldl.config import UNVERIFIED
 from smalldl.data import cache as cache_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import (
@@ -125,6 +126,12 @@ def pretrain(
             "arch": arch,
             "recipe": recipe_name,
             "chain": chain,
+            # weights trained here; from a start whose own provenance is unverified, unverified too
+            "provenance": (
+                f"trained here from {UNVERIFIED}"
+                if str(start_meta.get("provenance", "")).endswith(UNVERIFIED)
+                else "trained here"
+            ),
             "start_checkpoint": str(start_ckpt) if start_ckpt else None,
             "start_sha256": file_sha256(start_ckpt) if start_ckpt else None,
             "start_state_sha256": start_state,
@@ -160,7 +167,8 @@ def imagenet_weights(
     (sources.<source>.files) if given, the packaged EfficientNet-Lite0 weights, or torchvision's."""
     from smalldl import models
 
-    body, origin = models.imagenet_body_state(arch, (files or {}).get(arch), source)
+    local = (files or {}).get(arch)
+    body, origin = models.imagenet_body_state(arch, local, source)
     meta = {
         "source": source,
         "weights": "imagenet",
@@ -168,10 +176,18 @@ def imagenet_weights(
         "arch": arch,
         "origin": origin,
         "tensors": len(body),
+        "provenance": UNVERIFIED if local else "published",
     }
     if Path(origin).is_file():
         meta["origin_sha256"] = file_sha256(origin)
     models.save_source(out_ckpt, arch=arch, body=body, meta=meta)
     write_json(out_metrics, meta)
     print(f"ImageNet weights of {arch} from {origin}: {len(body)} tensors", file=sys.stderr)
+    if local:
+        print(
+            f"WARNING: sources.{source}.files.{arch}: the weights in {origin} (SHA-256 {meta.get('origin_sha256')}) "
+            "are taken as ImageNet weights unverified: nothing here checks what they were trained on (weights "
+            "trained on this study's validation or test patients would leak them); check their origin",
+            file=sys.stderr,
+        )
     return meta

@@ -60,7 +60,7 @@ def render(
         f"{stats.MIN_SEEDS} seeds (`band` in `seed_means.csv`); of a difference, paired over the test images.",
         f"{len(summary)} runs. Build the HTML report with `snakemake --report results/report.html`.",
         "",
-        *answer.answer_section(summary, means, answer_rows, curves, settings),
+        *answer.answer_section(summary, means, answer_rows, curves, settings, source_models),
     ]
     if findings is not None:
         out += findings_section(findings, settings)
