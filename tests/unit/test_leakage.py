@@ -1,5 +1,6 @@
-"""The leak guard (smalldl.leakage, rule leak_check): no patient a source model was trained or validated
-on may be in the validation or test set of a target fine-tuned from it, directly or through a chain.
+"""The leak guard (config.check_offered_leaks at the DAG build; smalldl.leakage in rule study_gate): no
+patient or image a source model was trained or validated on may be in the validation or test set of a
+target fine-tuned from it, directly or through a chain.
 
 The paper's study is checked at full scale on ChestX-ray14's real metadata (the torchxrayvision wheel),
 with a stand-in official test list shaped like NIH's (whole patients, about 22% of the images), through
