@@ -188,8 +188,7 @@ def pretrain_inputs(wildcards):
     start = cfg.source_recipe(config, wildcards.source).source
     if start != cfg.NO_SOURCE:
         inputs["start"] = SOURCE_MODEL.format(source=start, arch=wildcards.arch)
-    inputs["gate"] = gate_input()
-    return inputs
+    return inputs | gate_inputs(SOURCE_MODEL, wildcards)
 
 
 # The study gate (rules/splits.smk): every (target, source chain) pair of the study, the task -> dataset
@@ -203,13 +202,18 @@ GATE_TASKS = {
 GATE_DATASETS = sorted(set(GATE_TASKS.values()))
 
 
-def gate_input():
-    """The study gate's record, an input of every training job: it waits for the gate, but a gate that
-    runs again (the study changed) reruns none of them (ancient: its date is not compared)."""
-    return ancient(GATE)
+def gate_inputs(output, wildcards):
+    """{"gate": the study gate's record}, an input of every training job (``output``: the job's first output
+    template): the job waits for the gate, but a gate that runs again (the study changed) reruns none of
+    them (ancient: its date is not compared). A job that finished before the gate existed (a study begun
+    before there was one) does not take it as an input: Snakemake would rerun it for the new file alone.
+    The gate is a target of rule all, so such a study is checked too."""
+    if os.path.exists(GATE) or not os.path.exists(output.format(**wildcards)):
+        return {"gate": ancient(GATE)}
+    return {}
 
 
-def _training_inputs(wildcards, n, seed):
+def _training_inputs(wildcards, n, seed, output):
     recipe = cfg.Recipe.parse(wildcards.recipe, config.get("sources", {}))
     inputs = {
         "split": SPLIT.format(task=wildcards.task),
@@ -218,17 +222,16 @@ def _training_inputs(wildcards, n, seed):
     }
     if recipe.source != cfg.NO_SOURCE:
         inputs["source"] = SOURCE_MODEL.format(source=recipe.source, arch=wildcards.arch)
-    inputs["gate"] = gate_input()
-    return inputs
+    return inputs | gate_inputs(output, wildcards)
 
 
 def lr_find_inputs(wildcards):
     """The lr finder runs once per (task, arch, recipe), at the tuning size and the first seed."""
-    return _training_inputs(wildcards, cfg.tuning_size(config), STUDY["seeds"][0])
+    return _training_inputs(wildcards, cfg.tuning_size(config), STUDY["seeds"][0], LR_FIND)
 
 
 def finetune_inputs(wildcards):
-    inputs = _training_inputs(wildcards, wildcards.n, wildcards.seed)
+    inputs = _training_inputs(wildcards, wildcards.n, wildcards.seed, RUN)
     if config["train"]["lr_finder"]["enabled"]:
         inputs["lr"] = LR_FIND.format(**wildcards)
     return inputs
@@ -436,4 +439,5 @@ def all_results(wildcards=None):
         rules.source_models.output.csv,
         rules.results_readme.output.readme,
         *figure_paths(),
+        GATE,
     ]

@@ -34,12 +34,12 @@ rule radiomics_features:
 
 rule radiomics_model:
     input:
+        unpack(lambda wc: gate_inputs(f"{RADIOMICS_RUN}/metrics.json", wc)),
         features=lambda wc: RADIOMICS_FEATURES.format(
             dataset=dataset_of(wc.task), featureset=wc.featureset
         ),
         split=rules.split.output.split,
         subset=rules.subset.output.subset,
-        gate=gate_input(),
     output:
         metrics=f"{RADIOMICS_RUN}/metrics.json",
         predictions=f"{RADIOMICS_RUN}/predictions.parquet",

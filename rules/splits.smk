@@ -50,8 +50,8 @@ rule subset:
 
 # The study gate: every training job of the study (pretrain, lr_find, finetune, radiomics_model) waits for
 # it, so a leak stops the study before any training, with --keep-going too. It reads split tables and
-# indexes only (never a model): no cycle. Its output is an ancient() input of those jobs: rerunning the
-# gate (a new target or source) reruns no training.
+# indexes only (never a model): no cycle. Its output is an ancient() input of those jobs (gate_inputs):
+# rerunning the gate (a new target or source) reruns no training.
 
 
 rule study_gate:
