@@ -707,11 +707,14 @@ def offered_sources(config: Mapping[str, Any], target: str) -> dict[str, str]:
 
 def gate_pairs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every (target, source) of the study whose source chain holds a model pretrained here, with that
-    chain (``leak_links``): what the study gate checks on the data before any training."""
+    chain (``leak_links``, each link also saying whether its task excludes the target's patients): what the
+    study gate checks on the data before any training."""
     pairs = []
     for target in config["study"]["targets"]:
         for source in offered_sources(config, target):
             links = leak_links(config, target, source)
+            for link in links:
+                link["excludes_target"] = target in config["tasks"][link["task"]]["exclude_patients_of"]
             if links:
                 pairs.append({"target": target, "source": source, "links": links})
     return pairs

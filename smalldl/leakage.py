@@ -38,12 +38,16 @@ FINGERPRINT_BYTES = 1 << 16
 
 @dataclass(frozen=True)
 class Link:
-    """One source of a chain that was pretrained here: its name, its task, and whether the config says that
-    task is on the same data as the target (its patient ids are then compared; the data may say so too)."""
+    """One source of a chain that was pretrained here: its name, its task, whether the config says that task
+    is on the same data as the target (its patient ids are then compared; the data may say so too), and
+    whether that task excludes the target's patients."""
 
     source: str
     task: str
     same_data: bool
+    #: whether tasks.<task>.exclude_patients_of lists the target (its split then drops the target's
+    #: patients, by their ids)
+    excludes_target: bool = False
 
 
 def used_part(split: pd.DataFrame, parts: Sequence[str]) -> pd.DataFrame:
@@ -200,6 +204,12 @@ def _leak_message(
         )
     if link.task == target:
         fix = f"Fix: list only other targets in {restrict}"
+    elif link.excludes_target and own and theirs:
+        fix = (
+            f"tasks.{link.task}.exclude_patients_of lists {target}, but the patient ids of datasets {own} and "
+            f"{theirs} do not match (one without a patient column counts each image as a patient). Fix: give "
+            f"both the same patient ids, or list only other targets in {restrict}"
+        )
     else:
         fix = (
             f"Fix: add {target} to tasks.{link.task}.exclude_patients_of{entries}, or list only other targets in "

@@ -129,8 +129,8 @@ def test_a_folder_over_a_copy_of_the_pngs_is_stopped_by_the_gate_on_the_files(ni
         split_jobs.split(task_name=task, task=config["tasks"][task], global_seed=1, index_parquet=index,
                          excluded_from=[], out_split=splits[task], out_manifest=tmp_path / f"{task}.json")  # fmt: skip
     pairs = cfg.gate_pairs(config)
-    assert pairs == [{"target": "pneumonia", "source": "mine",
-                      "links": [{"source": "mine", "task": "effusion", "same_data": False}]}]  # fmt: skip
+    link = {"source": "mine", "task": "effusion", "same_data": False, "excludes_target": False}
+    assert pairs == [{"target": "pneumonia", "source": "mine", "links": [link]}]
     with pytest.raises(InputError) as err:
         split_jobs.study_gate(pairs=pairs, task_datasets={"pneumonia": "nih", "effusion": "mine"},
                               split_parquets=splits, index_parquets={"nih": nih_index, "mine": mine_index},
@@ -236,3 +236,32 @@ def test_every_training_job_of_the_study_waits_for_the_study_gate(tmp_path):
     assert [job for job in training if (gate, job) not in edges] == []
     upstream = {rules[a] for a, b in edges if b == gate}
     assert upstream == {"split", "index"}, upstream
+
+
+def test_an_exclusion_whose_patient_ids_do_not_match_is_caught_on_the_files(nih_folder, tmp_path):
+    """The folder inside the NIH folder, excluding Pneumonia's patients, but without a patient column: its
+    patient ids are image ids, so the exclusion drops no one. The gate finds the files and says why the
+    exclusion did not help."""
+    root, nih_index = nih_folder
+    names = sorted(p.name for p in (root / "images").iterdir())
+    write_labels(tmp_path / "mine.csv", names)
+    config = cfg.validate(
+        folder_study(root, root / "images", tmp_path / "mine.csv", exclude=["pneumonia"]), check_pools=False
+    )
+    mine_index = tmp_path / "mine.parquet"
+    data_jobs.index(dataset_name="mine", dataset=config["datasets"]["mine"], out_parquet=mine_index)
+    splits = {"pneumonia": tmp_path / "pneumonia.parquet", "effusion": tmp_path / "effusion.parquet"}
+    split_jobs.split(task_name="pneumonia", task=config["tasks"]["pneumonia"], global_seed=1,
+                     index_parquet=nih_index, excluded_from=[], out_split=splits["pneumonia"],
+                     out_manifest=tmp_path / "pneumonia.json")  # fmt: skip
+    split_jobs.split(task_name="effusion", task=config["tasks"]["effusion"], global_seed=1,
+                     index_parquet=mine_index, excluded_from=[(splits["pneumonia"], [])],
+                     out_split=splits["effusion"], out_manifest=tmp_path / "effusion.json")  # fmt: skip
+    with pytest.raises(InputError) as err:
+        split_jobs.study_gate(pairs=cfg.gate_pairs(config), task_datasets={"pneumonia": "nih", "effusion": "mine"},
+                              split_parquets=splits, index_parquets={"nih": nih_index, "mine": mine_index},
+                              out_json=tmp_path / "gate.json")  # fmt: skip
+    msg = str(err.value)
+    assert "which shares 0 patients and " in msg
+    assert ("tasks.effusion.exclude_patients_of lists pneumonia, but the patient ids of datasets mine and nih "
+            "do not match") in msg  # fmt: skip
