@@ -58,7 +58,7 @@ SPLIT = "splits/{task}/split.parquet"
 MANIFEST = "splits/{task}/manifest.json"
 SUBSET = "splits/{task}/train_n{n}_s{seed}.csv"
 SOURCE_MODEL = "models/source/{source}/{arch}.pt"
-LEAK_CHECK = "splits/{task}/leak_check/{source}.json"
+GATE = "splits/study_gate.json"
 LR_FIND = "runs/{task}/{arch}/{recipe}/lr_find.json"
 RUN_DIR = "runs/{task}/{arch}/{recipe}/n{n}/s{seed}"
 RUN = f"{RUN_DIR}/metrics.json"
@@ -196,30 +196,39 @@ def source_job_resource(key):
 
 
 def pretrain_inputs(wildcards):
-    """The source task's split and cache, and the model its recipe starts from (sources.<name>.recipe)."""
+    """The source task's split and cache, the model its recipe starts from (sources.<name>.recipe), and
+    the study gate."""
     task = source_task(wildcards)
     inputs = {"split": SPLIT.format(task=task), **cache_files(dataset_of(task))}
     start = cfg.source_recipe(config, wildcards.source).source
     if start != cfg.NO_SOURCE:
         inputs["start"] = SOURCE_MODEL.format(source=start, arch=wildcards.arch)
-    return inputs
+    return inputs | gate_inputs(SOURCE_MODEL, wildcards)
 
 
-def leak_links(wildcards):
-    """params of leak_check: the pretrained sources of {source}'s chain, oldest first."""
-    return cfg.leak_links(config, wildcards.task, wildcards.source)
+# The study gate (rules/splits.smk): every (target, source chain) pair of the study, the task -> dataset
+# of every task the pairs name, and their datasets. Decided from the config alone, once.
+GATE_PAIRS = cfg.gate_pairs(config)
+GATE_TASKS = {
+    t: dataset_of(t)
+    for pair in GATE_PAIRS
+    for t in [pair["target"], *(link["task"] for link in pair["links"])]
+}
+GATE_DATASETS = sorted(set(GATE_TASKS.values()))
 
 
-def leak_check_inputs(wildcards):
-    """The target's split and the split of every source task of the chain on the same data."""
-    links = [link for link in leak_links(wildcards) if link["same_data"]]
-    return {
-        "target": SPLIT.format(task=wildcards.task),
-        "links": [SPLIT.format(task=link["task"]) for link in links],
-    }
+def gate_inputs(output, wildcards):
+    """{"gate": the study gate's record}, an input of every training job (``output``: the job's first output
+    template): the job waits for the gate, but a gate that runs again (the study changed) reruns none of
+    them (ancient: its date is not compared). A job that finished before the gate existed (a study begun
+    before there was one) does not take it as an input: Snakemake would rerun it for the new file alone.
+    The gate is a target of rule all, so such a study is checked too."""
+    if os.path.exists(GATE) or not os.path.exists(output.format(**wildcards)):
+        return {"gate": ancient(GATE)}
+    return {}
 
 
-def _training_inputs(wildcards, n, seed):
+def _training_inputs(wildcards, n, seed, output):
     recipe = cfg.Recipe.parse(wildcards.recipe, config.get("sources", {}))
     inputs = {
         "split": SPLIT.format(task=wildcards.task),
@@ -228,18 +237,16 @@ def _training_inputs(wildcards, n, seed):
     }
     if recipe.source != cfg.NO_SOURCE:
         inputs["source"] = SOURCE_MODEL.format(source=recipe.source, arch=wildcards.arch)
-    if cfg.leak_links(config, wildcards.task, recipe.source):
-        inputs["no_leak"] = LEAK_CHECK.format(task=wildcards.task, source=recipe.source)
-    return inputs
+    return inputs | gate_inputs(output, wildcards)
 
 
 def lr_find_inputs(wildcards):
     """The lr finder runs once per (task, arch, recipe), at the tuning size and the first seed."""
-    return _training_inputs(wildcards, cfg.tuning_size(config), STUDY["seeds"][0])
+    return _training_inputs(wildcards, cfg.tuning_size(config), STUDY["seeds"][0], LR_FIND)
 
 
 def finetune_inputs(wildcards):
-    inputs = _training_inputs(wildcards, wildcards.n, wildcards.seed)
+    inputs = _training_inputs(wildcards, wildcards.n, wildcards.seed, RUN)
     if config["train"]["lr_finder"]["enabled"]:
         # one sweep per recipe whatever its epochs (a stage's epochs: recipe name ending in -e<N>)
         recipe = cfg.Recipe.parse(wildcards.recipe).axes_name
@@ -466,4 +473,5 @@ def all_results(wildcards=None):
         rules.source_models.output.csv,
         rules.results_readme.output.readme,
         *figure_paths(),
+        GATE,
     ]

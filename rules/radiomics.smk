@@ -34,6 +34,7 @@ rule radiomics_features:
 
 rule radiomics_model:
     input:
+        unpack(lambda wc: gate_inputs(f"{RADIOMICS_RUN}/metrics.json", wc)),
         features=lambda wc: RADIOMICS_FEATURES.format(
             dataset=dataset_of(wc.task), featureset=wc.featureset
         ),

@@ -1,4 +1,5 @@
-# index -> splits/{task}/split.parquet (patient-level train/val/test) -> nested training subsets
+# index -> splits/{task}/split.parquet (patient-level train/val/test) -> nested training subsets; the
+# study gate
 
 
 rule split:
@@ -47,22 +48,31 @@ rule subset:
         "../workflow_scripts/subset.py"
 
 
-rule leak_check:
+# The study gate: every training job of the study (pretrain, lr_find, finetune, radiomics_model) waits for
+# it, so a leak stops the study before any training, with --keep-going too. It reads split tables and
+# indexes only (never a model): no cycle. Its output is an ancient() input of those jobs (gate_inputs):
+# rerunning the gate (a new target or source) reruns no training.
+
+
+rule study_gate:
     input:
-        unpack(leak_check_inputs),
+        splits=[SPLIT.format(task=t) for t in GATE_TASKS],
+        indexes=[INDEX.format(dataset=d) for d in GATE_DATASETS],
     output:
-        json=LEAK_CHECK,
+        json=GATE,
     log:
-        "logs/leak_check/{task}_{source}.log",
+        "logs/study_gate.log",
     benchmark:
-        "logs/benchmarks/leak_check/{task}_{source}.tsv"
+        "logs/benchmarks/study_gate.tsv"
     conda:
         "../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=60,
     params:
-        links=leak_links,
+        pairs=GATE_PAIRS,
+        tasks=GATE_TASKS,
+        datasets=GATE_DATASETS,
     script:
-        "../workflow_scripts/leak_check.py"
+        "../workflow_scripts/study_gate.py"

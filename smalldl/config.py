@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -117,6 +118,10 @@ DEFAULT_SOURCE_RECIPE = "onecycle-finetune-none-default"
 #: The source implied when the config defines none of that name: the published ImageNet weights.
 IMAGENET = "imagenet"
 IMAGENET_SOURCE = {"weights": "imagenet"}
+#: The provenance recorded for weights read from a file the config names (sources.<name>.files), and for
+#: source models trained here from them: nothing here knows what they were trained on (the imagenet_weights
+#: and pretrain jobs write it; source_models.csv, the answer and the run's log say so).
+UNVERIFIED = "unverified weights file"
 #: The recipes of a study that lists none (and no stages): training from scratch, and from ImageNet with
 #: fine-tuning of all layers and with gradual unfreezing; none needs data beyond the study's own. Every
 #: source the config defines adds onecycle-finetune-<source>-transfer (``default_recipes``).
@@ -242,11 +247,12 @@ def validate(
         raise InputError(_format_error(errors[0]))
     derived = resolve_study(config)
     _check_references(config)
+    check_offered_leaks(config)
     sizes_note = _resolve_sizes(config, check_pools, say or _quiet)
     if sizes_note:
         derived["sizes"] = sizes_note
     if say is not None:
-        for line in unused_warnings(config, implied):
+        for line in unused_warnings(config, implied) + patient_id_warnings(config):
             say(line)
         say(study_summary(config, derived))
     return config
@@ -396,6 +402,42 @@ def unused_warnings(config: Mapping[str, Any], implied: list[str] | tuple[str, .
     return lines
 
 
+def _csv_header(csv: Path) -> list[str] | None:
+    """The column names of a folder dataset's CSV, read from its first non-blank line (``,`` ``;`` or tab,
+    whichever splits it most; None when it cannot be read: the index rule says why)."""
+    try:
+        with open(csv, encoding="utf-8-sig", errors="replace") as fh:
+            line = next((ln for ln in fh if ln.strip(" \t\r\n,;")), "")
+    except OSError:
+        return None
+    fields = max((line.split(d) for d in (",", ";", "\t")), key=len)
+    return [f.strip().strip('"').strip() for f in fields]
+
+
+def patient_id_warnings(config: Mapping[str, Any]) -> list[str]:
+    """A ``WARNING:`` line for each folder dataset the study reads whose CSV has no patient column: every
+    image is then its own patient, so one person's follow-up images can sit on both sides of a split."""
+    tasks = config["tasks"]
+    lines = []
+    for name in dict.fromkeys(tasks[t]["dataset"] for t in used_tasks(config)):
+        spec = config["datasets"][name]
+        params = spec.get("params") or {}
+        if spec["kind"] != "folder" or not params.get("path"):
+            continue
+        csv = Path(params.get("csv") or "labels.csv")
+        csv = csv if csv.is_absolute() else Path(params["path"]) / csv
+        column = params.get("patient_column") or "patient_id"
+        header = _csv_header(csv)
+        if header is not None and column not in header:
+            lines.append(
+                f"WARNING: datasets.{name}: {csv} has no patient column {column!r} (params.patient_column), so "
+                "every image is its own patient: follow-up images of one person can be split between training "
+                "and validation/test (or between a source and a target), which inflates the AUCs; add the "
+                "patient ids if anyone has more than one image"
+            )
+    return lines
+
+
 def study_summary(config: Mapping[str, Any], derived: Mapping[str, str] | None = None) -> str:
     """What the study runs, in a few lines: targets, architectures, recipes (or stages), sizes, seeds,
     each key the study left out saying how it was derived, and which data each dataset is read for."""
@@ -442,8 +484,13 @@ def _check_references(config: dict[str, Any]) -> None:
         for other in task["exclude_patients_of"]:
             if other not in tasks or other == name:
                 raise InputError(f"config key tasks.{name}.exclude_patients_of: unknown task {other!r}")
-            if tasks[other]["dataset"] != task["dataset"]:
-                raise InputError(f"config key tasks.{name}.exclude_patients_of: task {other!r} is on another dataset")
+            if not same_dataset(config, tasks[other]["dataset"], task["dataset"]):
+                raise InputError(
+                    f"config key tasks.{name}.exclude_patients_of: task {other!r} is on dataset "
+                    f"{tasks[other]['dataset']!r}, other images than {task['dataset']!r} as far as the config "
+                    "tells (patient ids of different data name different people): point both datasets at the "
+                    "same folder, or use one dataset entry"
+                )
         if task.get("test_split") == "official":
             ds = datasets[task["dataset"]]
             if ds["kind"] not in ("nih", "chexpert", "mura", "folder") or (
@@ -604,18 +651,60 @@ def source_allowed(config: Mapping[str, Any], source: str, target: str) -> bool:
     return all(target in (sources.get(s, {}).get("targets") or [target]) for s in source_chain(config, source))
 
 
+#: Dataset kinds that are one public dataset, whatever an entry calls it or sets in its params (a local
+#: copy or a download, a timeout, CheXpert's small or full images): two entries of such a kind hold the same
+#: patients.
+PUBLIC_KINDS = {"nih": "ChestX-ray14", "chexpert": "CheXpert", "mura": "MURA"}
+#: Kinds whose images are written by the workflow into raw/<dataset>/ (without params.path).
+RAW_KINDS = ("nih", "synthetic_chest", "synthetic_limb", "fractal")
+
+
+def data_root(config: Mapping[str, Any], dataset: str) -> Path | None:
+    """Where a dataset's images are, as far as the config says (resolved against the working directory,
+    links followed): ``params.path``, else raw/<dataset>/ for the kinds the workflow writes there, else
+    None."""
+    spec = config["datasets"][dataset]
+    path = (spec.get("params") or {}).get("path")
+    if path:
+        return Path(os.path.realpath(Path(str(path)).expanduser()))
+    if spec["kind"] in RAW_KINDS:
+        return Path(os.path.realpath(Path("raw") / dataset))
+    return None
+
+
+def same_dataset(config: Mapping[str, Any], a: str, b: str) -> bool:
+    """Whether two dataset entries hold the same images, as far as the config can tell without reading
+    them: the same entry; two entries of one public kind (``PUBLIC_KINDS``: every ChestX-ray14 entry is
+    ChestX-ray14, whatever its params); the same folder; or a ``folder`` dataset inside the other's folder
+    (e.g. the NIH images folder). Only the data tells the rest (a copy elsewhere, paths outside the folder):
+    the study gate compares the images themselves (smalldl.leakage)."""
+    if a == b:
+        return True
+    datasets = config["datasets"]
+    kind_a, kind_b = datasets[a]["kind"], datasets[b]["kind"]
+    if kind_a == kind_b and kind_a in PUBLIC_KINDS:
+        return True
+    root_a, root_b = data_root(config, a), data_root(config, b)
+    if root_a is None or root_b is None:
+        return False
+    return (
+        root_a == root_b
+        or (kind_a == "folder" and root_b in root_a.parents)
+        or (kind_b == "folder" and root_a in root_b.parents)
+    )
+
+
 def same_data(config: Mapping[str, Any], task_a: str, task_b: str) -> bool:
-    """Whether two tasks are on the same images (the same dataset, or datasets of equal kind and params):
-    only then can they share patients."""
-    names = config["tasks"][task_a]["dataset"], config["tasks"][task_b]["dataset"]
-    a, b = (config["datasets"][n] for n in names)
-    return names[0] == names[1] or (a["kind"], a.get("params")) == (b["kind"], b.get("params"))
+    """Whether two tasks are on the same images (``same_dataset`` of their datasets): only then can their
+    patient ids name the same people."""
+    tasks = config["tasks"]
+    return same_dataset(config, tasks[task_a]["dataset"], tasks[task_b]["dataset"])
 
 
 def leak_links(config: Mapping[str, Any], target: str, source: str) -> list[dict[str, Any]]:
     """The sources of ``source``'s chain pretrained here (they saw patients), oldest first, each
-    {source, task, same_data}: what rule leak_check proves disjoint from ``target``'s validation and test
-    patients. Empty for no source and for published weights (they saw no patient of ours)."""
+    {source, task, same_data}: what the study gate proves disjoint from ``target``'s validation and test
+    patients and images. Empty for no source and for published weights (they saw no patient of ours)."""
     if source == NO_SOURCE:
         return []
     sources = config["sources"]
@@ -624,6 +713,65 @@ def leak_links(config: Mapping[str, Any], target: str, source: str) -> list[dict
         for s in source_chain(config, source)
         if "task" in sources[s]
     ]
+
+
+def offered_sources(config: Mapping[str, Any], target: str) -> dict[str, str]:
+    """Every source some run of ``target`` may be fine-tuned from -> how it is offered ('study.recipes' or
+    'study.stages'): the listed recipes and every candidate of every stage (any candidate may win)."""
+    offered: dict[str, str] = {}
+    for run in runs(config):
+        if run["task"] == target:
+            offered.setdefault(Recipe.parse(run["recipe"]).source, "study.recipes")
+    for recipe in possible_stage_recipes(config, target):
+        offered.setdefault(Recipe.parse(recipe).source, "study.stages")
+    offered.pop(NO_SOURCE, None)
+    return dict(sorted(offered.items()))
+
+
+def gate_pairs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every (target, source) of the study whose source chain holds a model pretrained here, with that
+    chain (``leak_links``, each link also saying whether its task excludes the target's patients): what the
+    study gate checks on the data before any training."""
+    pairs = []
+    for target in config["study"]["targets"]:
+        for source in offered_sources(config, target):
+            links = leak_links(config, target, source)
+            for link in links:
+                link["excludes_target"] = target in config["tasks"][link["task"]]["exclude_patients_of"]
+            if links:
+                pairs.append({"target": target, "source": source, "links": links})
+    return pairs
+
+
+def check_offered_leaks(config: Mapping[str, Any]) -> None:
+    """Refuse, from the config alone, a study that offers a target a source (directly or through any link
+    of its chain) pretrained on the same data without excluding the target's validation and test patients
+    (``tasks.<source task>.exclude_patients_of``): the source model would have seen them."""
+    tasks = config["tasks"]
+    for pair in gate_pairs(config):
+        target, source = pair["target"], pair["source"]
+        how = offered_sources(config, target)[source]
+        for link in pair["links"]:
+            task = link["task"]
+            if not link["same_data"] or target in tasks[task]["exclude_patients_of"]:
+                continue
+            via = "" if link["source"] == source else f" (source {source} is pretrained from it)"
+            restrict = f"sources.{link['source']}.targets" + (
+                "" if link["source"] == source else f" or sources.{source}.targets"
+            )
+            datasets = tasks[task]["dataset"], tasks[target]["dataset"]
+            data = (
+                f"dataset {datasets[0]}" if datasets[0] == datasets[1] else f"datasets {datasets[0]} and {datasets[1]}"
+            )
+            if task == target:
+                fix = f"Fix: list only other targets in {restrict}"
+            else:
+                fix = f"Fix: add {target} to tasks.{task}.exclude_patients_of, or list only other targets in {restrict}"
+            raise InputError(
+                f"test leakage: source {link['source']}{via} is pretrained on task {task}, on the same data as "
+                f"target {target} ({data}), and is offered to {target} through {how} without excluding "
+                f"{target}'s validation and test patients. {fix}"
+            )
 
 
 def used_sources(config: Mapping[str, Any]) -> list[str]:

@@ -45,7 +45,7 @@ RULES = (
     "cache",
     "split",
     "subset",
-    "leak_check",
+    "study_gate",
     "pretrain",
     "imagenet_weights",
     "lr_find",

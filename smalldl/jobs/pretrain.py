@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from smalldl.config import result_settings
+from smalldl.config import UNVERIFIED, result_settings
 from smalldl.data import cache as cache_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import (
@@ -129,6 +129,12 @@ def pretrain(
             "arch": arch,
             "recipe": recipe_name,
             "chain": chain,
+            # weights trained here; from a start whose own provenance is unverified, unverified too
+            "provenance": (
+                f"trained here from {UNVERIFIED}"
+                if str(start_meta.get("provenance", "")).endswith(UNVERIFIED)
+                else "trained here"
+            ),
             "start_checkpoint": str(start_ckpt) if start_ckpt else None,
             "start_sha256": file_sha256(start_ckpt) if start_ckpt else None,
             "start_state_sha256": start_state,
@@ -172,7 +178,8 @@ def imagenet_weights(
     from smalldl import models
 
     version = (versions or {}).get(arch)
-    body, origin = models.imagenet_body_state(arch, (files or {}).get(arch), source, version)
+    local = (files or {}).get(arch)
+    body, origin = models.imagenet_body_state(arch, local, source, version)
     meta = {
         "source": source,
         "weights": "imagenet",
@@ -181,10 +188,18 @@ def imagenet_weights(
         "origin": origin,
         "torchvision_weights": version or "DEFAULT",
         "tensors": len(body),
+        "provenance": UNVERIFIED if local else "published",
     }
     if Path(origin).is_file():
         meta["origin_sha256"] = file_sha256(origin)
     models.save_source(out_ckpt, arch=arch, body=body, meta=meta)
     write_json(out_metrics, meta)
     print(f"ImageNet weights of {arch} from {origin}: {len(body)} tensors", file=sys.stderr)
+    if local:
+        print(
+            f"WARNING: sources.{source}.files.{arch}: the weights in {origin} (SHA-256 {meta.get('origin_sha256')}) "
+            "are taken as ImageNet weights unverified: nothing here checks what they were trained on (weights "
+            "trained on this study's validation or test patients would leak them); check their origin",
+            file=sys.stderr,
+        )
     return meta

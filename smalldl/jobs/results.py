@@ -335,6 +335,7 @@ def results_readme(
 
     table = pd.read_parquet(summary_parquet)
     means, curve_fits, answer_rows = csv(seed_means_csv), csv(curves_csv), csv(answer_csv)
+    source_models = None if sources_csv is None else csv(sources_csv)
     text = readme.render(
         table,
         means,
@@ -345,10 +346,12 @@ def results_readme(
         figures,
         settings,
         findings=None if findings_csv is None else csv(findings_csv),
-        source_models=None if sources_csv is None else csv(sources_csv),
+        source_models=source_models,
         answer_rows=answer_rows,
     )
-    page = answer.html_page(answer.answer_section(table, means, answer_rows, curve_fits, settings), "Answer")
+    page = answer.html_page(
+        answer.answer_section(table, means, answer_rows, curve_fits, settings, source_models), "Answer"
+    )
     with atomic_path(out_readme) as tmp:
         Path(tmp).write_text(text)
     with atomic_path(out_answer_html) as tmp:

@@ -86,31 +86,32 @@ def subset(
     return info
 
 
-def leak_check(
+def study_gate(
     *,
-    target_name: str,
-    source: str,
-    links: Sequence[Mapping[str, Any]],
-    target_split: str | Path,
-    link_splits: Sequence[str | Path],
+    pairs: Sequence[Mapping[str, Any]],
+    task_datasets: Mapping[str, str],
+    split_parquets: Mapping[str, str | Path],
+    index_parquets: Mapping[str, str | Path],
     out_json: str | Path,
 ) -> dict[str, Any]:
-    """Prove that no source model of ``source``'s chain saw a patient of ``target_name``'s validation or
-    test set (smalldl.leakage); ``links``: the chain's pretrained sources, oldest first, each
-    {source, task, same_data}; ``link_splits``: the split.parquet of each link on the same data, in order."""
+    """The study gate, which every training job of the study waits for: no source model of any
+    (target, source chain) pair (``pairs``: config.gate_pairs) saw a patient or an image file of the
+    target's validation or test set (smalldl.leakage.gate). ``task_datasets``: task -> dataset of every task
+    of the pairs; ``split_parquets``: task -> split.parquet; ``index_parquets``: dataset -> index.parquet."""
     from smalldl import leakage
 
-    chain = [leakage.Link(**link) for link in links]
-    same = [link.task for link in chain if link.same_data]
-    if len(same) != len(link_splits):
-        raise ValueError(f"{len(link_splits)} split files for {len(same)} links on the target's data")
-    record = leakage.check(
-        target=target_name,
-        source=source,
-        target_split=read_table(target_split),
-        links=chain,
-        link_splits={task: read_table(path) for task, path in zip(same, link_splits, strict=True)},
+    paths = {}
+    for dataset, index in index_parquets.items():
+        table = read_table(index, columns=["image_id", "path"])
+        paths[dataset] = dict(zip(table["image_id"].astype(str), table["path"].astype(str), strict=True))
+    record = leakage.gate(
+        pairs=pairs,
+        splits={task: read_table(path) for task, path in split_parquets.items()},
+        paths={task: paths[dataset] for task, dataset in task_datasets.items()},
+        task_datasets=task_datasets,
     )
     write_json(out_json, record)
-    print(f"no leakage: {target_name} from {' -> '.join(record['chain'])}", file=sys.stderr)
+    for pair in record["pairs"]:
+        print(f"no leakage: {pair['target']} from {' -> '.join(pair['chain'])}", file=sys.stderr)
+    print(f"study gate: {len(record['pairs'])} (target, source) pairs checked, no leakage", file=sys.stderr)
     return record

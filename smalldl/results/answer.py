@@ -301,14 +301,26 @@ def answer_section(
     rows: pd.DataFrame | None,
     curves: pd.DataFrame,
     settings: Mapping[str, Any],
+    sources: pd.DataFrame | None = None,
 ) -> list[str]:
     """The '## Answer' section: per target task and CNN architecture the recommended recipe and why, its
     test AUC per training size, its learning curve (within the sizes run unless results.target_auc is
-    set; extrapolations flagged) and what the intervals cover. ``rows``: answer.csv (``answer_table``)."""
+    set; extrapolations flagged) and what the intervals cover. ``rows``: answer.csv (``answer_table``);
+    ``sources``: source_models.csv, whose models of unverified provenance get a line first."""
+    from smalldl.results.sources import unverified
+
     level = settings["ci"]
     pct = int(round(100 * level))
     target = settings.get("target_auc")
     out = ["## Answer", ""]
+    doubtful = unverified(sources)
+    if doubtful:
+        out += [
+            f"**Unverified weights**: source models {', '.join(doubtful)} start from a weights file named in "
+            "`sources.<name>.files` (`provenance` in `source_models.csv`): nothing here checks what it was "
+            "trained on; if it saw this study's validation or test patients, every result from it is optimistic.",
+            "",
+        ]
     rec = rows[rows["kind"] == "recommend"] if rows is not None and len(rows) else pd.DataFrame(columns=COLUMNS)
     if rec.empty:
         return out + ["No CNN recipe was run at every size and seed of a task: nothing to recommend.", ""]

@@ -63,7 +63,7 @@ def render(
         "by simulation (`benchmarks/inference_calibration.py`).",
         f"{len(summary)} runs. Build the HTML report with `snakemake --report results/report.html`.",
         "",
-        *answer.answer_section(summary, means, answer_rows, curves, settings),
+        *answer.answer_section(summary, means, answer_rows, curves, settings, source_models),
     ]
     if findings is not None:
         out += findings_section(findings, settings, validation_sizes(curves))

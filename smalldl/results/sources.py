@@ -1,7 +1,9 @@
 """The source models of a study (source_models.csv): each one's chain, recipe and validation AUC with its
 CI, from the metadata the pretrain and imagenet_weights jobs write next to the checkpoint
 (models/source/{source}/{arch}.json). A pretrained source whose CI reaches 0.5 is flagged 'not learned':
-fine-tuning from it transfers little more than its initial weights."""
+fine-tuning from it transfers little more than its initial weights. Weights read from a file the config
+names (``sources.<name>.files``), and source models trained here from them, are of unverified provenance
+(column ``provenance``): nothing here knows what they were trained on."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ from typing import Any
 import pandas as pd
 from scipy import stats as sps
 
+from smalldl.config import UNVERIFIED
 from smalldl.errors import InputError
 
 COLUMNS = [
     "source", "arch", "kind", "task", "chain", "recipe", "n_train", "n_val", "best_epoch", "val_auc",
-    "val_auc_se", "ci_lo", "ci_hi", "flag",
+    "val_auc_se", "ci_lo", "ci_hi", "flag", "provenance",
 ]  # fmt: skip
 
 
@@ -75,6 +78,7 @@ def source_row(meta: Mapping[str, Any], level: float) -> dict[str, Any]:
         "ci_lo": lo,
         "ci_hi": hi,
         "flag": flag,
+        "provenance": meta.get("provenance") or ("published" if published else "trained here"),
     }
 
 
@@ -84,3 +88,11 @@ def source_table(metas: Sequence[Mapping[str, Any]], level: float) -> pd.DataFra
     for col in ("n_train", "n_val", "best_epoch"):  # counts, absent for published weights
         table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
     return table.sort_values(["source", "arch"], kind="mergesort").reset_index(drop=True)
+
+
+def unverified(sources: pd.DataFrame | None) -> list[str]:
+    """'source (arch)' of every source model of unverified provenance."""
+    if sources is None or sources.empty or "provenance" not in sources.columns:
+        return []
+    rows = sources[sources["provenance"].astype(str).str.endswith(UNVERIFIED)]
+    return [f"{r['source']} ({r['arch']})" for r in rows.to_dict("records")]

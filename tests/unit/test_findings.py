@@ -14,7 +14,7 @@ import pytest
 from smalldl import config as cfg
 from smalldl import figures, stats
 from smalldl.jobs import results as jobs
-from smalldl.results import comparisons, findings, readme, sources
+from smalldl.results import answer, comparisons, findings, readme, sources
 
 from ..conftest import ROOT
 from .results_fixtures import make_study, write_run
@@ -360,6 +360,32 @@ def test_source_models_flag_a_source_whose_validation_auc_ci_reaches_chance():
     text = "\n".join(readme.sources_section(table.reset_index(), {"ci": 0.95}))
     assert "| mura | resnet18 | fractal -> mura |" in text and "**not learned**" in text
     assert "0.810 [0.771, 0.849]" in text
+
+
+def test_weights_from_a_file_are_of_unverified_provenance_in_the_table_and_the_answer():
+    """sources.<name>.files: any checkpoint is taken as ImageNet weights; source_models.csv and the answer
+    (README and answer.html) say that their provenance is unverified, for them and what was trained from them."""
+    metas = [
+        {"source": "imagenet", "arch": ARCH, "weights": "imagenet", "chain": ["imagenet"], "provenance": "published"},
+        {"source": "mine", "arch": ARCH, "weights": "imagenet", "chain": ["mine"], "origin": "/x/w.pth",
+         "provenance": "unverified weights file"},
+        {"source": "cxr13", "arch": ARCH, "task": "cxr13", "recipe": GRADUAL, "chain": ["mine", "cxr13"],
+         "val_auc": 0.8, "val_auc_se": 0.02, "provenance": "trained here from unverified weights file"},
+        {"source": "old", "arch": ARCH, "task": "x", "recipe": SCRATCH, "chain": ["old"], "val_auc": 0.7},
+    ]  # fmt: skip
+    table = sources.source_table(metas, 0.95)
+    assert table.set_index("source")["provenance"].to_dict() == {
+        "cxr13": "trained here from unverified weights file",
+        "imagenet": "published",
+        "mine": "unverified weights file",
+        "old": "trained here",  # metadata written before provenance was recorded
+    }
+    empty = pd.DataFrame()
+    lines = answer.answer_section(empty, empty, None, empty, {"ci": 0.95}, table)
+    (line,) = [line for line in lines if line.startswith("**Unverified weights**")]
+    assert f"source models cxr13 ({ARCH}), mine ({ARCH}) start from a weights file" in line
+    assert not [ln for ln in answer.answer_section(empty, empty, None, empty, {"ci": 0.95}, table.iloc[[1, 3]])
+                if "Unverified" in ln]  # fmt: skip
 
 
 def test_validation_auc_standard_error_for_binary_multilabel_and_multiclass():

@@ -1,6 +1,8 @@
 """ImageNet sources: real EfficientNet-Lite0 weights offline, torchvision weights from a local file,
 a clear message offline, and source checkpoints that load with weights_only=True."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -47,6 +49,7 @@ def test_imagenet_source_checkpoint_carries_those_weights_into_the_classifier(tm
     )
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # every checkpoint loads weights_only
     assert raw["arch"] == "efficientnet_lite0" and len(raw["body"]) == 294  # 296 minus the ImageNet head
+    assert raw["meta"]["provenance"] == "published"  # the packaged weights
     clf = models.build("efficientnet_lite0", 1)
     load_source(clf, ckpt)
     full = models.lite0_imagenet_model().eval()
@@ -58,7 +61,7 @@ def test_imagenet_source_checkpoint_carries_those_weights_into_the_classifier(tm
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
-def test_torchvision_weights_from_a_local_file_take_the_same_path(tmp_path):
+def test_torchvision_weights_from_a_local_file_take_the_same_path(tmp_path, capsys):
     import torchvision
 
     torch.manual_seed(0)
@@ -77,6 +80,13 @@ def test_torchvision_weights_from_a_local_file_take_the_same_path(tmp_path):
     clf = models.build("resnet18", 2)
     meta = load_source(clf, ckpt)
     assert meta["origin"] == str(path) and meta["weights"] == "imagenet"
+    # any checkpoint passes as "ImageNet" here: its provenance is recorded as unverified, and the log says so
+    assert meta["provenance"] == "unverified weights file"
+    assert json.loads((tmp_path / "meta.json").read_text())["provenance"] == "unverified weights file"
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING:")]
+    assert len(warning) == 1
+    assert warning[0].startswith(f"WARNING: sources.imagenet.files.resnet18: the weights in {path}")
+    assert "unverified" in warning[0] and "check their origin" in warning[0]
     assert torch.equal(clf.body.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
     assert torch.equal(clf.body.bn1.running_var, tv.bn1.running_var)
     # a file for another architecture is refused with a message naming it

@@ -1,5 +1,6 @@
-"""The leak guard (smalldl.leakage, rule leak_check): no patient a source model was trained or validated
-on may be in the validation or test set of a target fine-tuned from it, directly or through a chain.
+"""The leak guard (config.check_offered_leaks at the DAG build; smalldl.leakage in rule study_gate): no
+patient or image a source model was trained or validated on may be in the validation or test set of a
+target fine-tuned from it, directly or through a chain.
 
 The paper's study is checked at full scale on ChestX-ray14's real metadata (the torchxrayvision wheel),
 with a stand-in official test list shaped like NIH's (whole patients, about 22% of the images), through
@@ -58,23 +59,29 @@ def test_a_leak_through_a_two_step_chain_is_caught_naming_the_link():
     leaky = split_table([("b1", "p2", "train", True), ("b2", "p7", "val", True), ("b3", "p2", "val", True)])
     links = [leakage.Link("older", "task_b", True), leakage.Link("newer", "task_a", True)]
     with pytest.raises(InputError) as err:
-        leakage.check(target="tgt", source="newer", target_split=target, links=links,
-                      link_splits={"task_a": clean, "task_b": leaky})  # fmt: skip
+        leakage.check_pair(target="tgt", source="newer", target_split=target, target_paths={}, links=links,
+                           link_splits={"task_a": clean, "task_b": leaky}, link_paths={})  # fmt: skip
     msg = str(err.value)
     assert "source older (source newer is pretrained from it)" in msg
     assert "shares 1 patients with the validation/test set of target tgt" in msg
     assert "2 of its training/validation images, 1 of the target's validation/test images (0 test)" in msg
-    assert "tasks.task_b.exclude_patients_of" in msg and "sources.older.targets" in msg
-    # without the leaky link, the chain passes; a link on other data is recorded, never compared
-    record = leakage.check(
-        target="tgt", source="newer", target_split=target,
+    assert "tasks.task_b.exclude_patients_of" in msg and "sources.older.targets or sources.newer.targets" in msg
+    # without the leaky link, the chain passes; a link on other data (and no shared file) is recorded, its
+    # patient ids never compared
+    record = leakage.check_pair(
+        target="tgt", source="newer", target_split=target, target_paths={},
         links=[leakage.Link("older", "task_b", False), leakage.Link("newer", "task_a", True)],
-        link_splits={"task_a": clean},
+        link_splits={"task_a": clean, "task_b": leaky}, link_paths={},
     )  # fmt: skip
     assert record["chain"] == ["older", "newer"] and record["checked"][0] == {
         "source": "older",
         "task": "task_b",
         "same_data": False,
+        "patients": 0,
+        "source_images": 0,
+        "target_images": 0,
+        "target_test_images": 0,
+        "shared_files": 0,
     }
     assert record["checked"][1]["patients"] == 0
 
@@ -111,21 +118,19 @@ def nih_index_parquet(tmp_path_factory):
     return path
 
 
-def offered_sources(config, target):
-    """Every source some run of ``target`` may be fine-tuned from: listed recipes and stage candidates."""
-    names = [run["recipe"] for run in cfg.runs(config) if run["task"] == target]
-    names += cfg.possible_stage_recipes(config, target)
-    return sorted({cfg.Recipe.parse(r).source for r in names} - {cfg.NO_SOURCE})
+def on_nih(config, task):
+    return config["datasets"][config["tasks"][task]["dataset"]]["kind"] == "nih"
 
 
-def run_leak_checks(config, index_parquet, workdir):
-    """Split every ChestX-ray14 task of ``config`` as rule split does (subsets of the tasks a split must
-    avoid included), then run rule leak_check's job for every (target, source) the study offers.
-    Returns {(target, source): record or the InputError's message}."""
-    on_nih = [t for t in cfg.used_tasks(config) if config["tasks"][t]["dataset"] == "nih"]
+def run_gate(config, index_parquet, workdir, pairs=None):
+    """Split every ChestX-ray14 task of ``config`` (every dataset entry of kind nih reads ``index_parquet``)
+    as rule split does (subsets of the tasks a split must avoid included), then run rule study_gate's job
+    on the (target, source) pairs whose chains are on ChestX-ray14 entries (``pairs``: default
+    config.gate_pairs). Returns the gate's record; raises its InputError."""
+    tasks = [t for t in cfg.used_tasks(config) if on_nih(config, t)]
     study = config["study"]
     paths, subsets = {}, {}
-    pending = list(on_nih)
+    pending = list(tasks)
     while pending:  # a task after the tasks whose patients it avoids
         name = next(t for t in pending if all(o in paths for o in config["tasks"][t]["exclude_patients_of"]))
         pending.remove(name)
@@ -137,7 +142,7 @@ def run_leak_checks(config, index_parquet, workdir):
             out_split=paths[name], out_manifest=workdir / f"{name}.json",
         )  # fmt: skip
         subsets[name] = []
-        if name in study["targets"] and any(name in config["tasks"][t]["exclude_patients_of"] for t in on_nih):
+        if name in study["targets"] and any(name in config["tasks"][t]["exclude_patients_of"] for t in tasks):
             for n in study["sizes"]:
                 for seed in study["seeds"]:
                     csv = workdir / f"{name}_n{n}_s{seed}.csv"
@@ -146,50 +151,147 @@ def run_leak_checks(config, index_parquet, workdir):
                         seed=seed, out_csv=csv, out_json=csv.with_suffix(".json"),
                     )  # fmt: skip
                     subsets[name].append(csv)
-    results = {}
-    for target in study["targets"]:
-        for source in offered_sources(config, target):
-            links = cfg.leak_links(config, target, source)
-            if not any(link["same_data"] for link in links):
-                continue
-            try:
-                results[target, source] = split_jobs.leak_check(
-                    target_name=target, source=source, links=links, target_split=paths[target],
-                    link_splits=[paths[link["task"]] for link in links if link["same_data"]],
-                    out_json=workdir / f"leak_{target}_{source}.json",
-                )  # fmt: skip
-            except InputError as exc:
-                results[target, source] = str(exc)
-    return results
+    pairs = cfg.gate_pairs(config) if pairs is None else pairs
+    pairs = [p for p in pairs if on_nih(config, p["target"]) and all(on_nih(config, x["task"]) for x in p["links"])]
+    named = {t: config["tasks"][t]["dataset"] for p in pairs for t in [p["target"], *(x["task"] for x in p["links"])]}
+    return split_jobs.study_gate(
+        pairs=pairs, task_datasets=named, split_parquets={t: paths[t] for t in named},
+        index_parquets=dict.fromkeys(named.values(), index_parquet), out_json=workdir / "study_gate.json",
+    )  # fmt: skip
 
 
-def test_the_paper_config_offers_chestxray13_to_emphysema_only_and_passes_the_guard(nih_index_parquet, tmp_path):
+def test_the_paper_config_offers_chestxray13_to_emphysema_only_and_passes_the_gate(nih_index_parquet, tmp_path):
     paper = cfg.load(ROOT / "configs" / "paper.yaml")
-    results = run_leak_checks(paper, nih_index_parquet, tmp_path)
-    assert set(results) == {("emphysema", "cxr13")}  # the only source on ChestX-ray14's patients
-    assert results["emphysema", "cxr13"]["checked"][0]["patients"] == 0
+    record = run_gate(paper, nih_index_parquet, tmp_path)
+    assert [(p["target"], p["source"]) for p in record["pairs"]] == [("emphysema", "cxr13")]  # on NIH's patients
+    assert record["pairs"][0]["checked"][0]["patients"] == 0 and record["pairs"][0]["checked"][0]["shared_files"] == 0
 
 
-def test_chestxray13_offered_to_every_target_is_refused_before_training(nih_index_parquet, tmp_path):
+def test_chestxray13_offered_to_every_target_is_refused_at_the_config_and_by_the_gate(nih_index_parquet, tmp_path):
     """The paper config as it was: ChestX-ray13 (avoiding only Emphysema's patients) offered to all four
-    targets by the source stage. About half of the other targets' test images are in its training split."""
+    targets by the source stage. The config alone refuses it; were it let through, the gate refuses it on
+    the split tables: about half of the other targets' test images are in its training split."""
     paper = cfg.load(ROOT / "configs" / "paper.yaml")
     old = copy.deepcopy(paper)
     old["sources"]["cxr13"]["targets"] = None
-    old = cfg.validate(old)
-    results = run_leak_checks(old, nih_index_parquet, tmp_path)
-    assert set(results) == {(t, "cxr13") for t in ("cxr14", "pneumonia", "emphysema", "hernia")}
-    assert isinstance(results["emphysema", "cxr13"], dict)
-    for target in ("cxr14", "pneumonia", "hernia"):
-        msg = results[target, "cxr13"]
-        assert isinstance(msg, str) and msg.startswith("test leakage: source cxr13 was trained and validated")
-        assert f"validation/test set of target {target}" in msg
-        assert f"Fix: add {target} to tasks.cxr13.exclude_patients_of" in msg and "sources.cxr13.targets" in msg
-        found = leakage.shared(
-            pd.read_parquet(tmp_path / f"{target}.parquet"), pd.read_parquet(tmp_path / "cxr13.parquet")
-        )
-        assert f"shares {found['patients']} patients" in msg
-        split = pd.read_parquet(tmp_path / f"{target}.parquet")
-        test_images = int((split["split"].eq("test") & split["selected"]).sum())
-        assert found["target_test_images"] > 0.3 * test_images  # a large share of the test set, not an edge case
-        assert not (tmp_path / f"leak_{target}_cxr13.json").exists()  # no record of a refused check
+    refused = (
+        r"test leakage: source cxr13 is pretrained on task cxr13, on the same data as target cxr14 \(dataset nih\), "
+        r"and is offered to cxr14 through study.stages"
+    )
+    with pytest.raises(InputError, match=refused) as err:
+        cfg.validate(copy.deepcopy(old))
+    assert "Fix: add cxr14 to tasks.cxr13.exclude_patients_of, or list only other targets in sources.cxr13.targets" in (
+        str(err.value)
+    )
+    # the gate, on the data (the config check skipped: old's stages offer cxr13 to every target)
+    assert {(p["target"], p["source"]) for p in cfg.gate_pairs(old) if p["source"] == "cxr13"} == {
+        (t, "cxr13") for t in ("cxr14", "pneumonia", "emphysema", "hernia")
+    }
+    with pytest.raises(InputError) as err:
+        run_gate(old, nih_index_parquet, tmp_path)
+    msg = str(err.value)
+    target = "cxr14"  # the first leaking pair, in the study's order; the log has every one
+    assert msg.startswith("test leakage: source cxr13 was trained and validated on task cxr13")
+    assert f"validation/test set of target {target}" in msg and "(and 2 more leaking pairs" in msg
+    assert f"Fix: add {target} to tasks.cxr13.exclude_patients_of" in msg and "sources.cxr13.targets" in msg
+    found = leakage.shared(pd.read_parquet(tmp_path / f"{target}.parquet"), pd.read_parquet(tmp_path / "cxr13.parquet"))
+    assert f"shares {found['patients']} patients and " in msg  # and the very image files
+    split = pd.read_parquet(tmp_path / f"{target}.parquet")
+    test_images = int((split["split"].eq("test") & split["selected"]).sum())
+    assert found["target_test_images"] > 0.3 * test_images  # a large share of the test set, not an edge case
+    assert not (tmp_path / "study_gate.json").exists()  # no record of a refused gate
+
+
+# ---------------------------------------------------- one dataset under two entries (issue 26, point 2-3)
+
+
+def two_entries(exclude):
+    """ChestX-ray14 under two dataset entries whose params differ only in a download timeout: the target
+    Pneumonia on one, a ChestX-ray13 source on the other, offered to Pneumonia by a listed recipe."""
+    labels = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumothorax",
+              "Consolidation", "Edema", "Fibrosis", "Pleural_Thickening", "Hernia"]  # fmt: skip
+    return {
+        "datasets": {
+            "nih": {"kind": "nih", "params": {"path": "/data/ChestX-ray14"}},
+            "nih_again": {"kind": "nih", "params": {"path": "/data/ChestX-ray14", "timeout": 60}},
+        },
+        "tasks": {
+            "pneumonia": {
+                "dataset": "nih",
+                "type": "binary",
+                "labels": ["Pneumonia"],
+                "test_split": "official",
+                "max_val_images": 400,
+                "max_test_images": 800,
+            },
+            "cxr13": {
+                "dataset": "nih_again",
+                "type": "multilabel",
+                "labels": labels,
+                "test_fraction": 0.0,
+                "exclude_positive": ["Pneumonia"],
+                "exclude_patients_of": exclude,
+                "max_images": 20000,
+            },
+        },
+        "sources": {"cxr13": {"task": "cxr13"}},
+        "study": {
+            "targets": ["pneumonia"],
+            "recipes": ["onecycle-finetune-cxr13-transfer"],
+            "sizes": [50],
+            "seeds": [0],
+        },
+    }
+
+
+def test_a_second_entry_over_the_same_nih_data_is_the_same_data_and_refused_without_exclusion():
+    """Today's code called nih_again other data (its params differ) and let the source through."""
+    config = two_entries(exclude=[])
+    with pytest.raises(InputError) as err:
+        cfg.validate(config, check_pools=False)
+    msg = str(err.value)
+    assert msg.startswith(
+        "test leakage: source cxr13 is pretrained on task cxr13, on the same data as target pneumonia (datasets "
+        "nih_again and nih), and is offered to pneumonia through study.recipes"
+    )
+    assert msg.endswith("Fix: add pneumonia to tasks.cxr13.exclude_patients_of, or list only other targets in "
+                        "sources.cxr13.targets")  # fmt: skip
+
+
+def test_exclude_patients_of_works_across_entries_and_the_gate_proves_it_on_the_data(nih_index_parquet, tmp_path):
+    """exclude_patients_of across the two entries (refused today: 'task is on another dataset') is accepted;
+    on NIH's metadata the gate then finds no shared patient or image. Without it, the gate (were the config
+    check bypassed) finds the shared patients and the very files."""
+    config = cfg.validate(two_entries(exclude=["pneumonia"]), check_pools=False)
+    assert cfg.same_data(config, "pneumonia", "cxr13")
+    record = run_gate(config, nih_index_parquet, tmp_path / "excluded")
+    assert record["pairs"][0]["checked"][0] | {"same_data": True} == {
+        "source": "cxr13", "task": "cxr13", "same_data": True, "patients": 0, "source_images": 0,
+        "target_images": 0, "target_test_images": 0, "shared_files": 0,
+    }  # fmt: skip
+    config["tasks"]["cxr13"]["exclude_patients_of"] = []
+    (tmp_path / "leaky").mkdir()
+    with pytest.raises(InputError) as err:
+        run_gate(config, nih_index_parquet, tmp_path / "leaky")
+    msg = str(err.value)
+    found = leakage.shared(
+        pd.read_parquet(tmp_path / "leaky" / "pneumonia.parquet"), pd.read_parquet(tmp_path / "leaky" / "cxr13.parquet")
+    )
+    assert found["patients"] > 100 and f"shares {found['patients']} patients and " in msg
+    assert "validation/test set of target pneumonia" in msg and "tasks.cxr13.exclude_patients_of" in msg
+
+
+def test_the_gate_compares_files_where_the_config_sees_other_data(nih_index_parquet, tmp_path):
+    """A link the config calls other data (same_data False: e.g. a folder entry over a copy or through paths
+    outside its folder) still leaks when it holds the target's image files: the gate compares the files,
+    and then the patients too."""
+    config = cfg.validate(two_entries(exclude=["pneumonia"]), check_pools=False)
+    config["tasks"]["cxr13"]["exclude_patients_of"] = []
+    link = {"source": "cxr13", "task": "cxr13", "same_data": False}
+    pairs = [{"target": "pneumonia", "source": "cxr13", "links": [link]}]
+    (tmp_path / "w").mkdir()
+    with pytest.raises(InputError) as err:
+        run_gate(config, nih_index_parquet, tmp_path / "w", pairs=pairs)
+    msg = str(err.value)
+    assert "image files (" in msg and "e.g. " in msg and "images/" in msg
+    assert "datasets nih_again and nih hold the same images under two entries" in msg

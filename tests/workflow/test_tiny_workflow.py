@@ -315,10 +315,12 @@ def test_source_models_start_from_their_recipe_and_a_changed_recipe_reruns_only_
     assert mura["chain"] == ["fractal", "mura"] and mura["start_sha256"] == fractal
     history = pd.read_csv(models / "cxr13" / f"{ARCH}.history.csv", dtype={"trainable": str})
     assert history.loc[history["kind"] == "step", "trainable"].iloc[0] == "3"  # gradual: the head first
-    # every run from a pretrained source passed the leak guard first
-    leak = json.loads((study / "splits" / "emphysema" / "leak_check" / "cxr13.json").read_text())
+    # every training job passed the study gate first
+    gate = json.loads((study / "splits" / "study_gate.json").read_text())
+    leak = next(p for p in gate["pairs"] if (p["target"], p["source"]) == ("emphysema", "cxr13"))
     assert leak["checked"] == [{"source": "cxr13", "task": "cxr13", "same_data": True, "patients": 0,
-                                "source_images": 0, "target_images": 0, "target_test_images": 0}]  # fmt: skip
+                                "source_images": 0, "target_images": 0, "target_test_images": 0,
+                                "shared_files": 0}]  # fmt: skip
     # mura's recipe changes: mura is pretrained again, and what it feeds, and nothing else
     extra = tmp_path / "mura.yaml"
     extra.write_text("sources: {mura: {recipe: onecycle-gradual-fractal-transfer}}\n")
