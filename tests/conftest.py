@@ -26,6 +26,19 @@ def _format_cache(tmp_path_factory):
         os.environ["SMALLDL_CACHE"] = old
 
 
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The tiny study (configs/tiny.yaml, --cores 2) run to the end once per session: the workflow tests
+    read it and the SLURM test compares its cluster run with it (a tiny run is minutes of CI)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile",
+           str(ROOT / "configs" / "tiny.yaml"), "--directory", str(workdir)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=1800)
+    if proc.returncode != 0:
+        raise AssertionError(f"the tiny study failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return workdir
+
+
 def dry_run(directory, *configfiles, timeout=300):
     """``snakemake -n`` of the workflow in ``directory`` with ``configfiles`` (the whole study over the
     schema's defaults): its stdout and stderr, after checking it succeeded."""

@@ -94,12 +94,13 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def studies(cluster, tmp_path_factory):
-    """The tiny study run locally and on the cluster, side by side (the cluster run mostly waits)."""
-    local, slurm = tmp_path_factory.mktemp("tiny_local"), tmp_path_factory.mktemp("tiny_slurm")
+def studies(cluster, tmp_path_factory, request):
+    """The tiny study run locally and on the cluster, side by side (the cluster run mostly waits); the local
+    run is the session's (tests/conftest.py ``tiny_study``), which the workflow tests read too."""
+    slurm = tmp_path_factory.mktemp("tiny_slurm")
     on_slurm = snakemake(slurm, "--profile", str(PROFILE), env=cluster)
     try:
-        finish(snakemake(local, "--cores", "2"))
+        local = request.getfixturevalue("tiny_study")
     except BaseException:
         on_slurm[0].kill()  # its jobs are cancelled when the cluster stops
         on_slurm[0].wait()

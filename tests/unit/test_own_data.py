@@ -106,7 +106,9 @@ def test_a_minimal_config_gets_every_task_the_base_recipes_auto_sizes_and_three_
     assert study["targets"] == ["nodule", "effusion"]
     assert study["recipes"] == list(cfg.BASE_RECIPES)
     assert study["sizes"] == [50, 100, 200] and study["seeds"] == [0, 1, 2]  # pool 300 - 60 - 30 = 210
-    assert config["sources"] == {"imagenet": {"weights": "imagenet", "files": {}, "targets": None}}
+    assert config["sources"] == {
+        "imagenet": {"weights": "imagenet", "files": {}, "torchvision_weights": {}, "targets": None}
+    }
     assert cfg.used_sources(config) == ["imagenet"] and cfg.pretrained_sources(config) == []
     assert not [line for line in said if line.startswith("WARNING")]
 

@@ -71,10 +71,9 @@ STATS_JOBS = {"bootstrap": 1, "compare": 1, "learning_curves": 1, "findings": 1,
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(workdir)
-    return workdir
+def study(tiny_study):
+    """The session's finished tiny study (tests/conftest.py), shared with the SLURM test's local run."""
+    return tiny_study
 
 
 def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
