@@ -46,3 +46,12 @@ rule all:
     default_target: True
     input:
         all_results,
+
+
+onsuccess:
+    # a recipe whose test AUC lies below chance with confidence is said where the run ends, not only in the
+    # results (smalldl.results.answer.below_chance_warnings; imported here, after the run, not at DAG build)
+    from smalldl.results.answer import below_chance_warnings
+
+    for line in below_chance_warnings(rules.bootstrap.output.seed_means):
+        print(line, file=sys.stderr)

@@ -131,12 +131,8 @@ def bootstrap(
     _write_csv(run_ci, out_run_ci)
     _write_csv(means, out_seed_means)
     _save_replicates(out_replicates, list(table["path"]), reps, val_keys, val_reps)
-    below = means[(means["band"] == "seeds+test") & (means["ci_hi"] < 0.5)]
-    for r in below.to_dict("records"):
-        print(
-            f"WARNING: {r['task']} {r['arch']} {r['recipe']} n={r['n']}: test AUC {r['mean']:.3f} "
-            f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}] lies below chance (0.5): see results/README.md"
-        )
+    for line in answer.below_chance_warnings(out_seed_means):
+        print(line)
 
 
 def compare(

@@ -323,7 +323,12 @@ def answer_section(
         ]
     rec = rows[rows["kind"] == "recommend"] if rows is not None and len(rows) else pd.DataFrame(columns=COLUMNS)
     if rec.empty:
-        return out + ["No CNN recipe was run at every size and seed of a task: nothing to recommend.", ""]
+        return [
+            *out,
+            "No CNN recipe was run at every size and seed of a task: nothing to recommend.",
+            "",
+            *below_chance_lines(means),
+        ]
     margin = settings.get("equivalence_margin", 0.02)
     out += [
         "Which recipe to use on each target, from `answer.csv`. The choice looks at validation only: the "
@@ -349,6 +354,20 @@ def below_chance(means: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=getattr(means, "columns", []))
     hi = pd.to_numeric(means["ci_hi"], errors="coerce")
     return means[(means["band"] == stats.BAND_RUNS) & (hi < 0.5)]
+
+
+def below_chance_warnings(seed_means_csv: str) -> list[str]:
+    """The run's closing WARNING lines (the Snakefile's onsuccess) for every recipe and size of
+    results/seed_means.csv whose test-AUC interval lies below 0.5; none without the file."""
+    try:
+        means = pd.read_csv(seed_means_csv)
+    except (OSError, pd.errors.EmptyDataError):
+        return []
+    return [
+        f"WARNING: {r['task']} {r['arch']} {r['recipe']} n={int(r['n'])}: test AUC {_num(r['mean'])} "
+        f"[{_num(r['ci_lo'])}, {_num(r['ci_hi'])}] lies below chance (0.5); see results/README.md"
+        for r in below_chance(means).to_dict("records")
+    ]
 
 
 def below_chance_lines(means: pd.DataFrame) -> list[str]:

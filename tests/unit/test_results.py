@@ -620,3 +620,25 @@ def test_aggregation_benchmark_runs_and_reports_its_ratio(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "aggregate 200 runs" in proc.stdout and "ratio" in proc.stdout
+
+
+def test_a_recipe_below_chance_is_warned_about_in_the_answer_the_readme_and_the_runs_end(tmp_path):
+    """An interval over runs and patients entirely below 0.5 is warned about; one over the test patients
+    only (two seeds) or one that reaches 0.5 is not (the runs' variation is unknown, or chance is in it)."""
+    means = pd.DataFrame(
+        [("cnn", "emph", "r18", SCRATCH, 50, 0.41, 0.37, 0.45, 5, "seeds+test"),
+         ("cnn", "emph", "r18", SCRATCH, 100, 0.45, 0.38, 0.52, 5, "seeds+test"),
+         ("cnn", "emph", "r18", CXR13, 50, 0.40, 0.35, 0.45, 2, "test")],
+        columns=["family", "task", "arch", "recipe", "n", "mean", "ci_lo", "ci_hi", "count", "band"],
+    )  # fmt: skip
+    lines = answer.below_chance_lines(means)
+    assert "**Warning: below chance.**" in lines[0] and len([x for x in lines if x.startswith("- ")]) == 1
+    assert f"`{SCRATCH}` at n = 50: 0.410 [0.370, 0.450]" in lines[2]
+    means.to_csv(tmp_path / "seed_means.csv", index=False)
+    warned = answer.below_chance_warnings(str(tmp_path / "seed_means.csv"))
+    assert warned == [f"WARNING: emph r18 {SCRATCH} n=50: test AUC 0.410 [0.370, 0.450] lies below chance (0.5); "
+                      "see results/README.md"]  # fmt: skip
+    assert answer.below_chance_warnings(str(tmp_path / "none.csv")) == []
+    assert "below_chance_warnings" in (ROOT / "Snakefile").read_text()  # said where the run ends
+    text = "\n".join(answer.answer_section(pd.DataFrame(), means, None, pd.DataFrame(), SETTINGS))
+    assert "No CNN recipe was run" in text and "**Warning: below chance.**" in text  # warned without an answer too
