@@ -144,7 +144,7 @@ def test_mean_interval_with_fewer_than_three_seeds_covers_the_test_images_only_a
 
 def test_mean_interval_is_a_t_interval_over_the_seeds_plus_the_shared_test_variance():
     """Five seeds: estimate ± t(df) se, se² = s²/k + the seeds' mean pairwise covariance over the test
-    replicates, df by Satterthwaite; the interval stays in [0, 1]."""
+    replicates, df from each part at its own quantile (``effective_df``); the interval stays in [0, 1]."""
     reps = seed_replicates([0.2, 0.8, 1.4, 2.0, 2.6])  # AUCs from about 0.56 to 0.97
     points = reps.mean(axis=1)
     lo, hi, band = stats.mean_interval(reps, 0.95, points)
@@ -152,11 +152,19 @@ def test_mean_interval_is_a_t_interval_over_the_seeds_plus_the_shared_test_varia
     k = len(points)
     c = np.cov(reps)
     shared = (c.sum() - np.trace(c)) / (k * (k - 1))
-    v_runs = points.var(ddof=1) / k
-    se = math.sqrt(v_runs + max(shared, 0))
-    df = (v_runs + max(shared, 0)) ** 2 / (v_runs**2 / (k - 1))
-    q = sps.t.ppf(0.975, df)
-    assert (lo, hi) == pytest.approx((max(0, points.mean() - q * se), min(1, points.mean() + q * se)))
+    v_runs, v_test = points.var(ddof=1) / k, max(shared, 0)
+    se = math.sqrt(v_runs + v_test)
+    # each part at its own quantile: the runs' at t(k - 1), the test patients' at the normal one
+    half = math.sqrt(sps.t.ppf(0.975, k - 1) ** 2 * v_runs + sps.norm.ppf(0.975) ** 2 * v_test)
+    assert (lo, hi) == pytest.approx((max(0, points.mean() - half), min(1, points.mean() + half)), abs=1e-6)
+    assert stats.effective_df(v_runs, k - 1, 0.0, 0.95) == pytest.approx(k - 1)
+    assert stats.effective_df(0.0, k - 1, v_test, 0.95) == math.inf
+    df = stats.effective_df(v_runs, k - 1, v_test, 0.95)
+    assert k - 1 <= df and sps.t.ppf(0.975, df) * se == pytest.approx(half, rel=1e-4)
+    mixed = stats.effective_df(1.0, 4, 3.0, 0.95)  # a test part 3x the runs': between t(4) and normal
+    assert 4 < mixed < 1e6 and sps.t.ppf(0.975, mixed) ** 2 * 4 == pytest.approx(
+        sps.t.ppf(0.975, 4) ** 2 + 3 * 1.96**2, rel=1e-3
+    )
     # far wider than the test images alone
     t_lo, t_hi = stats.percentile_ci(reps.mean(axis=0), 0.95)
     assert hi - lo > 1.5 * (t_hi - t_lo)
