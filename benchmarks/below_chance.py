@@ -5,7 +5,7 @@ head learned: how close the head's change from its initialisation is to "every w
 amount" (cosine with -1) and how well the logits follow minus the sum of the pooled features.
 
 If the permuted runs score as low as the real one, the below-chance AUC carries no information about the
-labels: it is the test AUC of the score the training procedure gives whatever the labels (README,
+labels: it is the test AUC of the score the training procedure gives whatever the labels (docs/usage.md,
 "Below-chance results"). Needs a finished (or partly run) workflow folder: its config, the task's split and
 training subset, the dataset's cache; an ImageNet source is made from the installed weights, another source
 is read from ``models/source``.

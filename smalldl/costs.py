@@ -1,7 +1,8 @@
 """Where a finished workflow's time went: per rule from the benchmark files Snakemake writes
 (``logs/benchmarks/<rule>/...tsv``, one per job), and per phase of the fine-tuning jobs from the
 ``phase_s`` their metrics.json record (``smalldl.jobs.train.finetune``). ``benchmarks/demo_costs.py``
-prints both for a run folder; the demo's fixed costs per job were chosen from them (README, Performance).
+prints both for a run folder; the demo's fixed costs per job were chosen from them (docs/benchmarks.md,
+The demo's fixed costs).
 
 A fine-tuning job's seconds split into:
 

@@ -380,7 +380,7 @@ def below_chance_lines(means: pd.DataFrame) -> list[str]:
     out = [
         "**Warning: below chance.** These test AUCs lie below 0.5 with confidence (interval over seeds and "
         "test patients): the models rank unseen patients the wrong way round, which a weak model does not "
-        "do. Check the labels and the evaluation before using them (README, 'Below-chance results').",
+        "do. Check the labels and the evaluation before using them (docs/usage.md, 'Below-chance results').",
         "",
     ]
     for r in rows.to_dict("records"):

@@ -1,5 +1,5 @@
 """Your own data in one command: a config with a dataset and a task and nothing else is a whole study on
-that data alone (README "Your own data", configs/own-data.yaml): targets, recipes, sizes from the
+that data alone (docs/usage.md "Your own data", configs/own-data.yaml): targets, recipes, sizes from the
 training pool counted at start-up, seeds; what the study does not use is said before any work; sizes
 and architectures are checked before any data is prepared."""
 
@@ -21,7 +21,7 @@ from smalldl.jobs import splits as split_jobs
 
 from ..conftest import ROOT, dry_run
 
-README_PATH = "/data/my_xrays"  # the folder the README's snippet and the template point at
+README_PATH = "/data/my_xrays"  # the folder the manual's snippet and the template point at
 
 
 def make_folder(base, n_images=100, per_patient=1, dicoms=1):
@@ -44,15 +44,15 @@ def make_folder(base, n_images=100, per_patient=1, dicoms=1):
 
 
 def readme_snippet():
-    """The first YAML block of README's "Your own data", verbatim."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("**Your own data**") :]
+    """The first YAML block of docs/usage.md's "Your own data", verbatim."""
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    section = usage[usage.index("**Your own data**") :]
     start = section.index("```yaml") + len("```yaml")
     return section[start : section.index("```", start)]
 
 
 def minimal(folder, **extra):
-    """The README's snippet on ``folder``, with ``extra`` top-level keys."""
+    """The manual's snippet on ``folder``, with ``extra`` top-level keys."""
     config = yaml.safe_load(readme_snippet().replace(README_PATH, str(folder)))
     config.update(extra)
     return config
@@ -66,7 +66,7 @@ def job_counts(out):
 
 
 def test_the_readme_snippet_alone_runs_the_study_on_the_folder_alone(tmp_path):
-    """README "Your own data" verbatim (a dataset and a task, nothing else), dry-run on a folder of 99
+    """docs/usage.md "Your own data" verbatim (a dataset and a task, nothing else), dry-run on a folder of 99
     PNGs and a DICOM: jobs on the user's folder only (no synthetic dataset, no source pretrained, no
     radiomics: off by default), the three recipes that need no data beyond it, sizes from its training
     pool (100 patients - 20 test - 10 validation = 70: sizes 50 and 70), seeds 0, 1, 2."""

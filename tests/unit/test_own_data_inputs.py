@@ -199,8 +199,8 @@ def test_a_symlink_inside_the_folder_that_leads_out_of_it_counts_as_outside(tmp_
 
 
 def test_the_new_folder_params_are_in_the_schema():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("**Your own data**") :]
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    section = usage[usage.index("**Your own data**") :]
     snippet = section[section.index("```yaml") + len("```yaml") : section.index("```", section.index("```yaml") + 7)]
     conf = yaml.safe_load(snippet)
     conf["datasets"]["mine"]["params"].update(delimiter="\t", ignore_columns=["age"], allow_outside=True)

@@ -115,10 +115,10 @@ def test_atomic_outputs_take_the_umask_mode_as_any_other_tool(tmp_path, umask):
     assert modes == dict.fromkeys(["m.json", "resume.pt", "t.csv", "plain.txt"], 0o666 & ~umask)
 
 
-def test_the_readme_says_unlocking_after_a_killed_run_is_safe_and_why():
+def test_the_manual_says_unlocking_after_a_killed_run_is_safe_and_why():
     from ..conftest import ROOT
 
-    section = (ROOT / "README.md").read_text().split("**Resuming.**", 1)[1].split("**Speed:**", 1)[0]
+    section = (ROOT / "docs" / "usage.md").read_text().split("\n## Resuming\n", 1)[1].split("\n## ", 1)[0]
     for needed in ("snakemake --unlock", "Directory cannot be locked", "atomically", "no partial output", "resume.pt"):
         assert needed in section, needed
 
