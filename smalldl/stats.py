@@ -289,6 +289,7 @@ def run_interval(
     bounds: tuple[float, float] = (-math.inf, math.inf),
     min_runs: int = MIN_RUNS,
     test_variance: float | None = None,
+    runs: int | None = None,
 ) -> RunInterval:
     """The interval of a statistic of k seeds' runs (see ``RunInterval``).
 
@@ -296,10 +297,12 @@ def run_interval(
     (k values); ``test_replicates``: the statistic on each bootstrap resampling of the test images (the
     runs' paired replicates, every run fixed). ``bounds``: the statistic's range (an AUC: (0, 1); a
     difference of AUCs: (-1, 1)), to which the interval is clipped. ``test_variance``: the test part's
-    variance from elsewhere (DeLong's), instead of the replicates' variance."""
+    variance from elsewhere (DeLong's), instead of the replicates' variance. ``runs``: the number of seeds
+    (default: the finite leave-one-out values; one seed has none)."""
     reps = np.asarray(test_replicates, dtype=np.float64).ravel()
     reps = reps[np.isfinite(reps)]
     k = int(np.isfinite(np.asarray(leave_one_out, dtype=np.float64)).sum()) if len(leave_one_out) else 0
+    k = k if runs is None else int(runs)
     if not math.isfinite(estimate):
         return NAN_INTERVAL
     var_test = float(np.var(reps, ddof=1)) if reps.size > 1 else math.nan
@@ -366,7 +369,9 @@ def seed_mean_interval(
         mean_reps = np.nanmean(reps, axis=0)
     if test_variance is None and k > 1:
         test_variance = shared_test_variance(reps)
-    return run_interval(float(values.mean()), loo if k > 1 else [], mean_reps, level, bounds, min_runs, test_variance)
+    return run_interval(
+        float(values.mean()), loo if k > 1 else [], mean_reps, level, bounds, min_runs, test_variance, runs=k
+    )
 
 
 def shared_test_variance(replicates: np.ndarray) -> float:

@@ -212,6 +212,8 @@ def test_paired_interval_averages_a_seeds_sizes_first_and_tests_over_seeds():
     assert ci.p_above(0.0) < 0.01 and ci.p_below(0.0) > 0.99
     two = stats.paired_interval({k: v for k, v in units.items() if k[1] < 2}, 0.95)
     assert two.band == "test" and not two.decidable and two.runs == 2
+    one = stats.paired_interval({k: v for k, v in units.items() if k[1] == 0}, 0.95)
+    assert one.runs == 1 and one.band == "test" and one.lo < one.hi and not one.decidable  # one seed: test only
 
 
 def test_paired_seed_interval_without_test_replicates_needs_three_seeds():
