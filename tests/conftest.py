@@ -26,6 +26,19 @@ def _format_cache(tmp_path_factory):
         os.environ["SMALLDL_CACHE"] = old
 
 
+def load_script(relative: str):
+    """A script of the repository that is not a package module (benchmarks/*.py, tools/*.py), imported by
+    path under its file name (registered in sys.modules, as dataclasses and pickling need)."""
+    import importlib.util
+
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
     """The tiny study (configs/tiny.yaml, --cores 2) run to the end once per session: the workflow tests

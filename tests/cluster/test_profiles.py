@@ -2,14 +2,13 @@
 cluster test exercises the real profile's grouping), and a dry run of the demo under profiles/slurm plans
 fewer submissions than jobs, each fine-tuning group holding at most 5 runs of one (task, arch, recipe)."""
 
-import importlib.util
 import math
 from collections import Counter
 
 import pytest
 import yaml
 
-from ..conftest import ROOT
+from ..conftest import ROOT, load_script
 
 pytestmark = pytest.mark.cluster
 
@@ -21,10 +20,7 @@ def profile(name):
 
 
 def dag_build():
-    spec = importlib.util.spec_from_file_location("dag_build", ROOT / "benchmarks" / "dag_build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/dag_build.py")
 
 
 def test_local_test_profile_groups_like_the_real_one():

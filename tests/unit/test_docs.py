@@ -2,22 +2,18 @@
 block, links), the manual and the measurements live under docs/, the configuration reference is generated
 from the schema, and every relative link points at a file and heading that exist."""
 
-import importlib.util
 import re
 from pathlib import Path
 
 from smalldl.results import demo
 
-from ..conftest import ROOT
+from ..conftest import ROOT, load_script
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _config_reference():
-    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "tools" / "config_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/config_reference.py")
 
 
 def test_the_configuration_reference_is_what_the_schema_gives():

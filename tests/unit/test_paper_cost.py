@@ -2,20 +2,17 @@
 nothing is trained), the stages counted from the config, the split sizes' precedence, GPU-hours and the
 dominant phase."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from ..conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("paper_cost", ROOT / "benchmarks" / "paper_cost.py")
-pc = importlib.util.module_from_spec(spec)
-sys.modules["paper_cost"] = pc
-spec.loader.exec_module(pc)
+pc = load_script("benchmarks/paper_cost.py")
 
 CXR13_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
                 "Pneumothorax", "Consolidation", "Edema", "Fibrosis", "Pleural_Thickening", "Hernia"]  # fmt: skip

@@ -2,7 +2,6 @@
 message and status when fastai is missing, that importing it does not import fastai, the TTA combination it
 gives fastai, the input pipeline it times for ours, and its summary of the training runs."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "peer_fastai.py"
-spec = importlib.util.spec_from_file_location("peer_fastai", SCRIPT)
-pf = importlib.util.module_from_spec(spec)
-sys.modules["peer_fastai"] = pf
-spec.loader.exec_module(pf)
+pf = load_script("benchmarks/peer_fastai.py")
 
 #: runs the script as __main__ with fastai unimportable (a None entry in sys.modules makes `import fastai`
 #: raise ImportError), whether or not fastai is installed
