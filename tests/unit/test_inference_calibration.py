@@ -2,10 +2,8 @@
 sane rates, what varies in each interval) and ``--check``'s exit status when a target is missed, including
 when the comparisons go back to the old interval (the test bootstrap alone)."""
 
-import importlib.util
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +12,11 @@ from scipy import stats as sps
 
 from smalldl import stats
 
+from ..conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "inference_calibration.py"
-spec = importlib.util.spec_from_file_location("inference_calibration", SCRIPT)
-ic = importlib.util.module_from_spec(spec)
-sys.modules["inference_calibration"] = ic
-spec.loader.exec_module(ic)
+ic = load_script("benchmarks/inference_calibration.py")
 
 LINE = re.compile(r"^  sd (\S+): (.+?)\s{2,}(seeds\+test|seeds\+val|test only)\s+(-?[\d.]+) ± ([\d.]+|nan)")
 
@@ -92,6 +89,8 @@ def test_quick_run_prints_every_section_with_sane_rates(capsys):
     new = rows[(0.03, "diff 0, CI of the pooled diff (compare) covers 0")][1]
     assert rows[(0.03, "OLD diff 0, CI of the pooled diff covers 0")][1] < new - 0.1
     assert "targets missed:" in text
+    bands = next(line for line in text.splitlines() if line.startswith("bands of the intervals"))
+    assert bands.endswith("comparisons seeds+test; seed_means seeds+test; answer (validation) seeds+test"), bands
 
 
 def test_check_fails_on_a_missed_target_and_passes_on_met_ones(capsys):
