@@ -20,6 +20,13 @@ backward took 3-10 ms against 1.5-4.6 ms as ``torch.mm``, and these layers took 
 step. ``pointwise_by_matmul`` takes that path where the map has at most ``MATMUL_MAX_PIXELS`` pixels (beyond
 about 6 x 6 the two are even: ``benchmarks/depthwise_grad.py`` measures both).
 
+Both are a demo-speed device, off by default (``train.cpu_kernels: off``, the paper's protocol: PyTorch's
+kernels throughout); ``apply`` gives them to a model only where ``cpu_kernels`` is ``on``. Where on, they
+never make a training step slower: both act only on channels_last inputs, where they win
+(``benchmarks/depthwise_grad.py --matrix``, EfficientNet-Lite0 at 48 and 56 px: a whole step 1.2-1.4x faster
+at 1 and 2 threads); on contiguous inputs the depthwise gradient made a step 0.7-0.95x as fast, so
+contiguous inputs keep PyTorch's kernels (``takes_fast_grad``, ``pointwise_by_matmul``).
+
 ``speed_up(model, device)`` gives a model's eligible convolutions these kernels on the CPU (class swap):
 depthwise ones (plain ``nn.Conv2d`` and timm's TF-"same" ``Conv2dSame``, undilated, zero padding) the weight
 gradient above, with PyTorch's forward and input gradient; pointwise ones (plain ``nn.Conv2d``) the matrix
@@ -31,6 +38,7 @@ outputs and gradients against PyTorch's.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -83,13 +91,15 @@ class _DepthwiseConv(torch.autograd.Function):
 
 
 def takes_fast_grad(input: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Training on the CPU, and the kernel is larger than the (unpadded) input map, so that most of each
-    window is padding: where PyTorch's weight gradient is slow (``benchmarks/depthwise_grad.py``: 5-15x
-    slower than ``depthwise_weight_grad`` there, and up to 10x faster where the map is as large as the
-    kernel or larger)."""
+    """Training on the CPU, a channels_last input, and the kernel is larger than the (unpadded) input map,
+    so that most of each window is padding: where PyTorch's weight gradient is slow
+    (``benchmarks/depthwise_grad.py``: 5-15x slower than ``depthwise_weight_grad`` there, and up to 10x
+    faster where the map is as large as the kernel or larger). Contiguous inputs keep PyTorch's kernel:
+    there the whole step was slower with ours (0.7-0.95x, ``--matrix``)."""
     training = weight.requires_grad and torch.is_grad_enabled()
     too_small = weight.shape[2] > input.shape[2] or weight.shape[3] > input.shape[3]
-    return input.device.type == "cpu" and training and too_small
+    channels_last = input.dim() == 4 and input.is_contiguous(memory_format=torch.channels_last)
+    return input.device.type == "cpu" and training and too_small and channels_last
 
 
 class FastDepthwiseConv2d(nn.Conv2d):
@@ -189,6 +199,16 @@ def _pointwise(module: nn.Conv2d) -> bool:
         and tuple(module.padding) == (0, 0)
         and tuple(module.dilation) == (1, 1)
     )
+
+
+def enabled(settings: Mapping[str, Any], device: torch.device) -> bool:
+    """``train.cpu_kernels: on`` (default off) and a CPU."""
+    return settings.get("cpu_kernels", "off") == "on" and device.type == "cpu"
+
+
+def apply(model: nn.Module, settings: Mapping[str, Any], device: torch.device) -> int:
+    """``speed_up(model, device)`` where ``enabled``; else nothing (0): PyTorch's kernels throughout."""
+    return speed_up(model, device) if enabled(settings, device) else 0
 
 
 def speed_up(model: nn.Module, device: torch.device) -> int:
