@@ -84,8 +84,17 @@ def test_only_channels_last_maps_smaller_than_the_kernel_in_training_on_the_cpu_
     large = conv(torch.randn(2, 8, 5, 5).contiguous(memory_format=cl))  # as large as the map
     assert type(small.grad_fn).__name__ == "_DepthwiseConvBackward"
     assert type(large.grad_fn).__name__ == "ConvolutionBackward0"
-    # contiguous (NCHW) inputs keep PyTorch's kernel: there ours made a whole step slower (--matrix)
+    # contiguous (NCHW) inputs keep PyTorch's kernel, and so does more than one thread: there ours made a
+    # whole step slower (--matrix)
     assert type(conv(torch.randn(2, 8, 4, 4)).grad_fn).__name__ == "ConvolutionBackward0"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert type(conv(torch.randn(2, 8, 4, 4).contiguous(memory_format=cl)).grad_fn).__name__ == (
+            "ConvolutionBackward0"
+        )
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         assert conv(torch.randn(2, 8, 4, 4).contiguous(memory_format=cl)).grad_fn is None
     conv.weight.requires_grad_(False)  # a frozen group: PyTorch's own kernel
