@@ -3,8 +3,14 @@ crop: the depthwise weight gradient on small maps, and the 1 x 1 convolutions (f
 products; then one whole training step (forward + backward + fused AdamW) of the model without
 ``kernels.speed_up``, with its depthwise gradient only, and with both, alternated step by step (medians).
 
+With ``--matrix``, instead: a whole training step without and with ``kernels.speed_up`` (as
+``train.cpu_kernels: on`` applies it, eligibility rule included) at 1 and 2 threads, contiguous and
+channels_last, per crop; the rule must never make a step slower (ratio without / with >= 1, or about 1 where
+no layer takes the kernels).
+
     python benchmarks/depthwise_grad.py                 # crop 48 (the demo), batch 16, 1 thread
     python benchmarks/depthwise_grad.py --crop 64 --threads 2
+    python benchmarks/depthwise_grad.py --matrix --crops 48 56
 """
 
 import argparse
@@ -32,13 +38,88 @@ def best_ms(fn, repeats: int = 5, number: int = 5) -> float:
     return best
 
 
+def alternated_steps(nets: dict, x, y, rounds: int) -> dict[str, list[float]]:
+    """Milliseconds of each training step (forward + backward + fused AdamW) of each model in ``nets``, one
+    step of each in turn, the order reversed every round: a noisy machine moves neighbouring steps together,
+    so the median of the per-round ratios is steadier than best-of timings."""
+    import torch
+    import torch.nn.functional as F
+
+    from smalldl.train import make_optimizer
+
+    settings = {"optimizer": "adam", "max_lr": 1e-3, "weight_decay": 1e-4, "fused": "auto"}
+    opts = {name: make_optimizer([list(m.parameters())], settings, torch.device("cpu")) for name, m in nets.items()}
+
+    def step(model, opt):
+        opt.zero_grad(set_to_none=True)
+        F.binary_cross_entropy_with_logits(model(x), y).backward()
+        opt.step()
+
+    for name in nets:
+        for _ in range(2):  # warm-up
+            step(nets[name], opts[name])
+    times = {name: [] for name in nets}
+    for r in range(rounds):
+        for name in list(nets) if r % 2 == 0 else list(nets)[::-1]:
+            t0 = time.perf_counter()
+            step(nets[name], opts[name])
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _took(taken: list, module, inputs, output) -> None:
+    if type(module).__name__.startswith("Fast"):
+        kind = type(output.grad_fn).__name__ if output.grad_fn is not None else ""
+        taken.append(kind in ("_DepthwiseConvBackward", "PermuteBackward0"))
+
+
+def matrix(crops: list[int], batch: int, rounds: int) -> int:
+    """A training step of EfficientNet-Lite0 without and with ``kernels.speed_up`` per crop, thread count
+    and layout; prints one table row each (medians, and the median of the per-round ratios)."""
+    import torch
+
+    from smalldl import kernels, models
+
+    print(f"EfficientNet-Lite0, batch {batch}, a training step, median of {rounds} alternated rounds")
+    head = [("crop", 4), ("threads", 7), ("layout", 13), ("layers", 6), ("without ms", 10), ("with ms", 8)]
+    print(" ".join(f"{h:>{w}}" for h, w in head) + f" {'without/with':>12}")
+    for crop in crops:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for layout, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+                torch.manual_seed(0)
+                plain = models.build("efficientnet_lite0", 1).to(memory_format=fmt).train()
+                fast = copy.deepcopy(plain)
+                kernels.speed_up(fast, torch.device("cpu"))
+                x = torch.rand(batch, 1, crop, crop).contiguous(memory_format=fmt)
+                y = torch.randint(0, 2, (batch, 1)).float()
+                taken = []  # per fast layer: whether it took the kernels in this layout (the eligibility rule)
+                hooks = [m.register_forward_hook(functools.partial(_took, taken)) for m in fast.modules()]
+                fast(x)
+                for h in hooks:
+                    h.remove()
+                times = alternated_steps({"without": plain, "with": fast}, x, y, rounds)
+                med = {k: statistics.median(v) for k, v in times.items()}
+                ratio = statistics.median(a / b for a, b in zip(times["without"], times["with"], strict=True))
+                print(
+                    f"{crop:>4} {threads:>7} {layout:>13} {sum(taken):>6} {med['without']:>10.1f} {med['with']:>8.1f}"
+                    f" {ratio:>12.2f}",
+                    flush=True,
+                )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--crop", type=int, default=48)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=60, help="alternated rounds of the whole-step comparison")
+    ap.add_argument("--matrix", action="store_true", help="whole steps: threads 1, 2 x contiguous, channels_last")
+    ap.add_argument("--crops", type=int, nargs="+", default=[48, 56], help="the crops of --matrix")
     args = ap.parse_args(argv)
+    if args.matrix:
+        return matrix(args.crops, args.batch, args.rounds)
 
     import torch
     import torch.nn.functional as F

@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
+    ap.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--cpu-kernels", default="off", choices=["on", "off"], help="train.cpu_kernels (ours only)")
     ap.add_argument("--repeats", type=int, default=4, help="repeats in alternating order; the best of each is kept")
     ap.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     args = ap.parse_args()
@@ -110,7 +112,7 @@ def main() -> None:
     device = torch.device(args.device)
     settings = train_settings(
         {"epochs": args.epochs, "batch_size": args.batch, "crop": args.crop, "device": args.device, "amp": args.amp,
-         "checkpoint": True, "max_lr": 1e-3}
+         "checkpoint": True, "max_lr": 1e-3, "channels_last": args.channels_last, "cpu_kernels": args.cpu_kernels}
     )  # fmt: skip
     rng = np.random.default_rng(0)
     data = train.Data(
@@ -121,7 +123,7 @@ def main() -> None:
     print(
         f"{args.arch} @ {args.crop}px, batch {args.batch}, {args.n} images x {args.epochs} epochs, {args.device}, "
         f"{args.threads} threads, bf16 {evaluate.use_bf16(settings, device)}, "
-        f"channels_last {evaluate.use_channels_last(settings, device)}"
+        f"channels_last {evaluate.use_channels_last(settings, device)}, cpu_kernels {args.cpu_kernels}"
     )
 
     def run_bare() -> float:

@@ -137,13 +137,20 @@ POOL_STEP = 1.25
 
 #: ``preset``: values filled in where the config does not set them (before the schema's defaults).
 #: paper = the schema's defaults alone; cpu = the demo's CPU sizes (width 64, crop 56, EfficientNet-Lite0,
-#: whose ImageNet weights ship with a pip package, 6 epochs, max_lr without the lr finder).
+#: whose ImageNet weights ship with a pip package, 6 epochs, max_lr without the lr finder; channels_last with
+#: the CPU kernels, the fastest there: benchmarks/depthwise_grad.py --matrix).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": {
         "preprocess": {"width": 64},
-        "train": {"crop": 56, "epochs": 6, "lr_finder": {"enabled": False}},
-        "pretrain": {"crop": 56, "epochs": 6},
+        "train": {
+            "crop": 56,
+            "epochs": 6,
+            "lr_finder": {"enabled": False},
+            "channels_last": "on",
+            "cpu_kernels": "on",
+        },
+        "pretrain": {"crop": 56, "epochs": 6, "channels_last": "on", "cpu_kernels": "on"},
         "study": {"archs": ["efficientnet_lite0"]},
     },
 }

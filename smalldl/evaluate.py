@@ -96,9 +96,9 @@ def multiclass_scores(y_true: np.ndarray, prob: np.ndarray) -> dict[str, float]:
 
 
 def use_bf16(settings: Mapping[str, Any], device: torch.device) -> bool:
-    """bf16 autocast: ``bf16`` / ``off`` force it. The training jobs resolve ``auto`` by measurement before
-    training (``smalldl.formats.choose``); an ``auto`` left unresolved (a library caller) is on for CUDA,
-    off on a CPU."""
+    """bf16 autocast: ``bf16`` / ``off`` force it. The training jobs resolve ``auto`` by the device rule
+    before training (``smalldl.formats.resolve``: bf16 on CUDA where the GPU supports it); an ``auto`` left
+    unresolved (a library caller) is on for CUDA, off on a CPU."""
     amp = settings.get("amp", "auto")
     return amp == "bf16" or (amp == "auto" and device.type == "cuda")
 

@@ -20,6 +20,15 @@ backward took 3-10 ms against 1.5-4.6 ms as ``torch.mm``, and these layers took 
 step. ``pointwise_by_matmul`` takes that path where the map has at most ``MATMUL_MAX_PIXELS`` pixels (beyond
 about 6 x 6 the two are even: ``benchmarks/depthwise_grad.py`` measures both).
 
+Both are a demo-speed device, off by default (``train.cpu_kernels: off``, the paper's protocol: PyTorch's
+kernels throughout); ``apply`` gives them to a model only where ``cpu_kernels`` is ``on``. Where on, they
+must never make a training step slower, so both act only where they were measured to win
+(``benchmarks/depthwise_grad.py --matrix``, EfficientNet-Lite0 at 48 and 56 px, a whole step with and
+without them): channels_last inputs at one torch thread (1.2-1.3x). On contiguous inputs the depthwise
+gradient made a step 0.7-0.95x as fast; at 2 threads the whole step ranged from 0.92x to 1.38x on this
+shared 2-core machine (below 1 when other processes held a core, as when the demo runs two jobs at a time),
+so both keep PyTorch's kernels there (``eligible_input``).
+
 ``speed_up(model, device)`` gives a model's eligible convolutions these kernels on the CPU (class swap):
 depthwise ones (plain ``nn.Conv2d`` and timm's TF-"same" ``Conv2dSame``, undilated, zero padding) the weight
 gradient above, with PyTorch's forward and input gradient; pointwise ones (plain ``nn.Conv2d``) the matrix
@@ -31,6 +40,7 @@ outputs and gradients against PyTorch's.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -82,14 +92,25 @@ class _DepthwiseConv(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+def eligible_input(input: torch.Tensor) -> bool:
+    """Where the kernels were measured to make a whole training step faster (module docstring): a CPU
+    tensor laid out channels_last, at one torch thread."""
+    return (
+        input.device.type == "cpu"
+        and input.dim() == 4
+        and input.is_contiguous(memory_format=torch.channels_last)
+        and torch.get_num_threads() == 1
+    )
+
+
 def takes_fast_grad(input: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Training on the CPU, and the kernel is larger than the (unpadded) input map, so that most of each
-    window is padding: where PyTorch's weight gradient is slow (``benchmarks/depthwise_grad.py``: 5-15x
-    slower than ``depthwise_weight_grad`` there, and up to 10x faster where the map is as large as the
-    kernel or larger)."""
+    """Training, an ``eligible_input``, and the kernel is larger than the (unpadded) input map, so that
+    most of each window is padding: where PyTorch's weight gradient is slow (``benchmarks/depthwise_grad.py``:
+    5-15x slower than ``depthwise_weight_grad`` there, and up to 10x faster where the map is as large as
+    the kernel or larger)."""
     training = weight.requires_grad and torch.is_grad_enabled()
     too_small = weight.shape[2] > input.shape[2] or weight.shape[3] > input.shape[3]
-    return input.device.type == "cpu" and training and too_small
+    return training and too_small and eligible_input(input)
 
 
 class FastDepthwiseConv2d(nn.Conv2d):
@@ -108,14 +129,9 @@ MATMUL_MAX_PIXELS = 16
 
 
 def pointwise_by_matmul(input: torch.Tensor) -> bool:
-    """On the CPU, a map of at most ``MATMUL_MAX_PIXELS`` pixels, laid out channels_last (its pixels are then
-    the rows of a matrix without a copy)."""
-    return (
-        input.device.type == "cpu"
-        and input.dim() == 4
-        and input.shape[2] * input.shape[3] <= MATMUL_MAX_PIXELS
-        and input.is_contiguous(memory_format=torch.channels_last)
-    )
+    """An ``eligible_input`` (channels_last: its pixels are then the rows of a matrix without a copy) of at
+    most ``MATMUL_MAX_PIXELS`` pixels."""
+    return eligible_input(input) and input.shape[2] * input.shape[3] <= MATMUL_MAX_PIXELS
 
 
 def pointwise_conv(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -189,6 +205,16 @@ def _pointwise(module: nn.Conv2d) -> bool:
         and tuple(module.padding) == (0, 0)
         and tuple(module.dilation) == (1, 1)
     )
+
+
+def enabled(settings: Mapping[str, Any], device: torch.device) -> bool:
+    """``train.cpu_kernels: on`` (default off) and a CPU."""
+    return settings.get("cpu_kernels", "off") == "on" and device.type == "cpu"
+
+
+def apply(model: nn.Module, settings: Mapping[str, Any], device: torch.device) -> int:
+    """``speed_up(model, device)`` where ``enabled``; else nothing (0): PyTorch's kernels throughout."""
+    return speed_up(model, device) if enabled(settings, device) else 0
 
 
 def speed_up(model: nn.Module, device: torch.device) -> int:

@@ -153,9 +153,9 @@ class RunRecord:
     source_checkpoint: str | None = None
     source_val_auc: float | None = None
     torch: str | None = None
-    # the precision and memory format of training and evaluation (smalldl.formats; null for radiomics)
+    # the precision and memory format of training and evaluation and whether the CPU kernels were on
+    # (smalldl.formats: amp, channels_last, cpu_kernels, chosen_by, machine; null for radiomics)
     formats: dict[str, str] | None = None
-    format_step_s: dict[str, float] | None = None
     # the GPU a training run held a slot of (smalldl.devices: UUID, slot number; null on the CPU)
     gpu: str | None = None
     gpu_slot: int | None = None

@@ -383,7 +383,7 @@ def fit(
     total = settings["epochs"] * spe
     if use_channels_last(settings, device):
         model.to(memory_format=torch.channels_last)
-    kernels.speed_up(model, device)
+    kernels.apply(model, settings, device)  # train.cpu_kernels: on (a CPU) or nothing
     groups = models.layer_groups(model)
     plan = make_plan(transfer, total, settings)
     criterion = loss_function(task_type, has_masked_labels(train, task_type))
@@ -511,7 +511,7 @@ def lr_sweep(
     log = log if log is not None else sys.stderr
     cfg = settings["lr_finder"]
     device = next(model.parameters()).device
-    kernels.speed_up(model, device)
+    kernels.apply(model, settings, device)  # train.cpu_kernels: on (a CPU) or nothing
     groups = models.layer_groups(model)
     plan = make_plan(transfer, 1, settings)
     trainable = plan.trainable(10**9)

@@ -116,6 +116,65 @@ class Executor(SlurmExecutor):
         return group_args(width, self.workflow.executor_settings.pass_command_as_script)
 
 
+#: The Snakemake release ``mend_group_jobs`` was written for and checked against.
+MENDED_SNAKEMAKE = "9.27.1"
+#: The upstream report closest to the bug it mends: group-components applied again when Snakemake plans
+#: the DAG anew (after a checkpoint) regroups groups already merged (the non-idempotent
+#: ``DAG._update_group_components``).
+UPSTREAM_ISSUE = "https://github.com/snakemake/snakemake/issues/1628"
+
+
+def check_snakemake(version: str | None = None) -> None:
+    """Fail loudly on a Snakemake other than the one ``mend_group_jobs`` was written for."""
+    import snakemake
+
+    version = version if version is not None else snakemake.__version__
+    if version != MENDED_SNAKEMAKE:
+        raise WorkflowError(
+            f"smalldl mends GroupJobFactory.new of Snakemake {MENDED_SNAKEMAKE}, not {version}: check whether "
+            f"{UPSTREAM_ISSUE} is fixed there (a group merged again when the DAG is planned anew), then drop "
+            f"the mend or raise MENDED_SNAKEMAKE (snakemake_executor_plugin_slurm_groups)"
+        )
+
+
+def mend_group_jobs(version: str | None = None) -> bool:
+    """Make ``snakemake.jobs.GroupJobFactory.new`` build a group from the jobs it is asked for.
+
+    Snakemake 9.27.1 caches a group job under the jobs it was made of, then merges other groups into it in
+    place (group-components). When it plans the DAG again (after a checkpoint: the study's stages, and
+    its DAG is post-processed twice before the first job), the cache hands back the merged group for one
+    of its jobs and merges it once more: a fine-tuning group of 6 under group-components 5, and group
+    jobs that overlap, a job in two submissions. A cached group whose jobs have changed since is made anew
+    from the jobs asked for, as the first pass made it.
+
+    Installed by rules/common.smk when the Snakefile is read (the group settings are not known yet then,
+    and the DAG is built before any executor starts), it acts only where jobs are grouped: Snakemake makes
+    group jobs only for ``--groups`` / ``--group-components`` (the SLURM profiles; no rule declares a
+    ``group:``), and only then is the version checked (``check_snakemake``): on another Snakemake the
+    first group fails loudly, since the mend replaces a private method and must be checked again. Returns
+    whether it installed now (False: already done, or a Snakemake without the cache). ``version``: the
+    Snakemake version to check against (default: the running one; for tests)."""
+    from snakemake import jobs as smk_jobs
+
+    factory = smk_jobs.GroupJobFactory
+    if getattr(factory, "smalldl_fresh_groups", False) or not hasattr(factory(), "cache"):
+        return False
+    cached_new = factory.new
+
+    def new(self, id, jobs, resources):
+        check_snakemake(version)
+        jobs = frozenset(jobs)
+        group = cached_new(self, id, jobs, resources)
+        if frozenset(group.jobs) != jobs:
+            group = smk_jobs.GroupJob(id, jobs, resources)
+            self.cache[(id, jobs)] = group
+        return group
+
+    factory.new = new
+    factory.smalldl_fresh_groups = True
+    return True
+
+
 def group_args(width: int, pass_command_as_script: bool = False) -> str:
     """Arguments of the inner Snakemake of a group job whose members run ``width`` at a time."""
     if width < 1:

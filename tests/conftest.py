@@ -13,19 +13,6 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _format_cache(tmp_path_factory):
-    """The training jobs cache their measured formats (train.amp / channels_last: auto, smalldl.formats):
-    the tests' go to a folder of the session (inherited by the workflow tests' snakemake), never ~/.cache."""
-    old = os.environ.get("SMALLDL_CACHE")
-    os.environ["SMALLDL_CACHE"] = str(tmp_path_factory.mktemp("smalldl_cache"))
-    yield
-    if old is None:
-        os.environ.pop("SMALLDL_CACHE", None)
-    else:
-        os.environ["SMALLDL_CACHE"] = old
-
-
 def load_script(relative: str):
     """A script of the repository that is not a package module (benchmarks/*.py, tools/*.py), imported by
     path under its file name (registered in sys.modules, as dataclasses and pickling need)."""

@@ -1,11 +1,10 @@
 """What the training jobs (pretrain, lr_find, finetune) share: the cached images of a split's rows,
 torch's threads and device (a GPU slot held for the job), the model a recipe starts from, the formats it
-trains in (measured, smalldl.formats), the history and environment records."""
+trains in (smalldl.formats), the history and environment records."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -81,9 +80,9 @@ def training_torch(settings: Mapping[str, Any], threads: int, job: str = "") -> 
 
 def environment(device: Any, formats: Mapping[str, Any] | None = None, *, slot: Any = None) -> dict[str, Any]:
     """Where and how a training job ran: its device, the GPU (UUID) and slot it held (null on the CPU),
-    torch, Python and threads; with ``formats`` (``smalldl.formats.choose``'s record) the precision and
-    memory format it trained in (``formats``: amp, channels_last, chosen_by, machine) and the measured
-    seconds per training step of each candidate (``format_step_s``)."""
+    torch, Python and threads; with ``formats`` (``smalldl.formats.resolve``'s record) the precision, memory
+    format and CPU kernels it trained with (``formats``: amp, channels_last, cpu_kernels, chosen_by,
+    machine)."""
     import torch
 
     env = {
@@ -95,27 +94,16 @@ def environment(device: Any, formats: Mapping[str, Any] | None = None, *, slot: 
         "threads": torch.get_num_threads(),
     }
     if formats is not None:
-        env["formats"] = {k: formats[k] for k in ("amp", "channels_last", "chosen_by", "machine")}
-        env["format_step_s"] = dict(formats.get("step_s", {}))
+        env["formats"] = {k: formats[k] for k in ("amp", "channels_last", "cpu_kernels", "chosen_by", "machine")}
     return env
 
 
-def choose_formats(
-    settings: Mapping[str, Any],
-    *,
-    model: Any,
-    device: Any,
-    arch: str,
-    pin: str | Path | None = None,
-    run_identity: Any = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``settings`` with ``amp`` and ``channels_last`` resolved for this machine (``smalldl.formats``), and
-    the record of the choice. ``pin``: the run's own record of its choice, kept while the run can resume
-    and reused when ``run_identity`` (JSON-able; the run's settings as given, seeds, data) is the same."""
+def choose_formats(settings: Mapping[str, Any], device: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``settings`` with ``amp`` and ``channels_last`` resolved by the device rule (``smalldl.formats``),
+    and the record of the choice (with ``cpu_kernels``)."""
     from smalldl import formats
 
-    pin_id = hashlib.sha256(json.dumps(run_identity, sort_keys=True, default=str).encode()).hexdigest()
-    return formats.choose(settings, model=model, device=device, arch=arch, pin=pin, pin_id=pin_id)
+    return formats.resolve(settings, device)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -96,10 +96,7 @@ def pretrain(
             "n": len(train),
             "start": file_sha256(start_ckpt) if start_ckpt else None,
         }
-        pin = Path(f"{out_ckpt}.formats.json") if checkpoint else None  # a resumed run keeps its formats
-        settings, formats = choose_formats(
-            settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
-        )
+        settings, formats = choose_formats(settings, device)
         signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
         result = fit(
             model,
@@ -158,8 +155,6 @@ def pretrain(
         write_json(out_metrics, meta)
         if checkpoint:
             Path(checkpoint).unlink(missing_ok=True)
-        if pin is not None:
-            pin.unlink(missing_ok=True)
         return meta
 
 

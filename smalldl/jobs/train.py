@@ -69,7 +69,7 @@ def lr_find(
         seed = derive_seed(global_seed, "lr_find", task_name, arch, recipe_name)
         model, _, _ = build_recipe_model(task=task, arch=arch, recipe=recipe, source_ckpt=source_ckpt, seed=seed)
         model = model.to(device)
-        settings, formats = choose_formats(settings, model=model, device=device, arch=arch)
+        settings, formats = choose_formats(settings, device)
         print(f"lr finder {task_name} {arch} {recipe_name} on {len(train)} images", file=sys.stderr)
         sweep = lr_sweep(model, train, settings, task_type=task["type"], seed=seed, transfer=recipe.transfer)
         table = pd.DataFrame(sweep["rows"])
@@ -151,7 +151,7 @@ def finetune(
 
     recipe = Recipe.parse(recipe_name)
     job = f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}"
-    # one process at a time trains into the run folder (resume.pt, formats.json, model.pt)
+    # one process at a time trains into the run folder (resume.pt, model.pt)
     with (
         one_writer(Path(out_metrics).parent / LOCK_NAME, job),
         training_torch(settings, threads, job=job) as (torch, device, slot),
@@ -188,10 +188,7 @@ def finetune(
             "train": list(train.image_ids),
             "source": file_sha256(source_ckpt) if source_ckpt else None,
         }
-        pin = run_dir / "formats.json" if checkpoint is not None else None  # a resumed run keeps its formats
-        settings, formats = choose_formats(
-            settings, model=model, device=device, arch=arch, pin=pin, run_identity=identity
-        )
+        settings, formats = choose_formats(settings, device)
         signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
         t_fit = time.time()
         result = fit(
@@ -288,8 +285,6 @@ def finetune(
         write_json(out_metrics, metrics)
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
-        if pin is not None:
-            pin.unlink(missing_ok=True)
         tta_text = f", with TTA {test_tta['auc']:.4f}" if test_tta else ""
         print(
             f"test AUC {test_sc['auc']:.4f}{tta_text} (val AUC {result['val_auc']:.4f}, epoch {result['best_epoch']})",

@@ -71,7 +71,8 @@ def test_grouping_plans_fewer_submissions_for_the_demo(tmp_path):
             assert len({(j["wildcards"]["n"], j["wildcards"]["seed"]) for j in sub["jobs"]}) == 1, sub
     assert finetune_runs
     # no job in two submissions: the demo's stages make Snakemake plan the DAG again (checkpoints), which
-    # without rules/common.smk's fix of its group cache gave overlapping groups of 6 under group-components 5
+    # without the fix of its group cache (snakemake_executor_plugin_slurm_groups.mend_group_jobs) gave
+    # overlapping groups of 6 under group-components 5
     members = [(job["rule"], tuple(sorted(job["wildcards"].items()))) for sub in plan for job in sub["jobs"]]
     assert len(members) == len(set(members))
     finetune_groups = sum(1 for sub in plan if sub["group"] in finetune_runs)

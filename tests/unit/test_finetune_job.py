@@ -30,7 +30,8 @@ def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("job")
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["train"].update({"epochs": 3, "batch_size": 8, "crop": 28, "max_lr": 0.003, "save_model": True})
-    config["train"].update({"amp": "auto", "channels_last": "auto"})  # the demo pins them; these tests measure
+    # the demo pins its formats and the CPU kernels; these tests take the schema's defaults (the device rule)
+    config["train"].update({"amp": "auto", "channels_last": "auto", "cpu_kernels": "off"})
     config["train"]["lr_finder"] = {"enabled": True, "steps": 30, "end_lr": 1.0}
     config["preprocess"] = {"width": 32}
     config["study"].update({"sizes": [20, 40], "seeds": [0, 1], "archs": ["smallcnn"]})
@@ -126,7 +127,7 @@ def test_lr_finder_job_writes_the_sweep_and_finetune_uses_its_lr(prepared):
     sweep = pd.read_csv(tmp / "lr.csv")
     assert list(sweep.columns) == ["step", "lr", "loss", "smoothed_loss"] and len(sweep) >= 5
     assert info["n"] == 40 and info["rule"] == "minimum"
-    assert info["formats"]["chosen_by"] in ("measured", "cache")  # the sweep too, in the measured formats
+    assert info["formats"]["chosen_by"] == "device rule"  # the sweep too, in the device rule's formats
     # the lr of the minimal loss (PAPER.md), on a centred average of the raw losses, recorded with the
     # lowest raw and lowest smoothed loss's lrs to check it against
     assert info["lr"] == pytest.approx(sweep["lr"].iloc[int(np.argmin(schedules.centred_losses(sweep["loss"])))])
@@ -164,9 +165,11 @@ def test_run_outputs_and_the_evaluated_weights_are_the_selected_ones_of_this_run
     test = shared_jobs.cached_data(arr, info, shared_jobs.selected_rows(split, "test"), config["tasks"]["emphysema"])
     preds = pd.read_parquet(out / "predictions.parquet")
     assert list(preds["image_id"]) == test.image_ids
-    # in the formats the job measured fastest here (train.amp, channels_last: auto), recorded in metrics.json
-    assert metrics["formats"]["chosen_by"] in ("measured", "cache") and len(metrics["format_step_s"]) >= 2
-    assert not (out / "formats.json").exists()  # the run's pin goes with resume.pt
+    # in the device rule's formats (train.amp, channels_last: auto; a CPU: fp32, contiguous), recorded in
+    # metrics.json with the CPU kernels (off: the schema's default)
+    assert metrics["formats"]["chosen_by"] == "device rule" and "format_step_s" not in metrics
+    assert (metrics["formats"]["amp"], metrics["formats"]["channels_last"]) == ("off", "off")
+    assert metrics["formats"]["cpu_kernels"] == "off"
     settings = {
         **config["train"],
         "amp": metrics["formats"]["amp"],
@@ -311,10 +314,7 @@ def test_every_evaluation_of_a_run_takes_amp_from_the_settings(prepared, monkeyp
     batches = -(-metrics["n_val"] // size) * 2 + -(-metrics["n_test"] // size) + -(-metrics["n_val"] // size)
     assert len(evaluations) == batches  # 2 epochs' validation, test plain + TTA in one pass, validation TTA
     assert set(evaluations) == {amp == "bf16"}
-    assert metrics["formats"]["amp"] == amp  # explicit: honoured, only channels_last (auto) was measured
-    assert sorted(metrics["format_step_s"]) == sorted(
-        f"{'bf16' if amp == 'bf16' else 'fp32'}{cl}" for cl in ("", "+channels_last")
-    )
+    assert metrics["formats"]["amp"] == amp  # explicit: honoured, channels_last (auto) by the device rule
     assert metrics["test_auc_tta"] is not None and metrics["val_auc_tta"] is not None
 
 
@@ -343,7 +343,7 @@ def test_a_source_is_pretrained_with_its_recipe_from_exactly_the_named_source(pr
     )  # fmt: skip
     meta = pretrain_jobs.pretrain(recipe_name="onecycle-gradual-imagenet-transfer", start_ckpt=start_ckpt, **kw)
     assert meta["chain"] == ["imagenet", "cxr13"] and meta["recipe"] == "onecycle-gradual-imagenet-transfer"
-    assert meta["formats"]["chosen_by"] in ("measured", "cache") and meta["settings"]["amp"] in ("off", "bf16")
+    assert meta["formats"]["chosen_by"] == "device rule" and meta["settings"]["amp"] == "off"
     assert meta["start_sha256"] == shared_jobs.file_sha256(start_ckpt)
     # the validation AUC with a bootstrap standard error over the validation images (for the source-model
     # table's 'not learned' flag), recorded in the metadata next to the checkpoint
@@ -410,45 +410,6 @@ def test_the_test_set_is_predicted_in_one_pass_as_the_two_passes_did(prepared, m
     np.testing.assert_allclose(preds["p_tta_Emphysema"], old_tta[:, 0], rtol=0, atol=1e-7)
     assert metrics["test_auc"] == scores(old_plain, test, task_type="binary", labels=["Emphysema"])["auc"]
     assert metrics["test_auc_tta"] == scores(old_tta, test, task_type="binary", labels=["Emphysema"])["auc"]
-
-
-def test_a_resumed_run_keeps_the_formats_of_its_first_attempt(prepared, monkeypatch, tmp_path):
-    """train.amp / channels_last: auto are measured once per run: a run killed after choosing resumes in
-    the formats it chose (pinned in its folder until it completes), even where this machine's cache, or a
-    new measurement, would choose otherwise; a new run chooses anew."""
-    from smalldl import formats
-
-    tmp, config = prepared
-    config = copy.deepcopy(config)
-    config["train"]["epochs"] = 2
-    monkeypatch.setattr(formats, "bf16_supported", lambda device: True)
-
-    def timings(fastest):
-        return lambda model, fmt, **kw: 1.0 if fmt.name == fastest else 2.0
-
-    class Killed(Exception):
-        pass
-
-    def killed(*args, **kwargs):
-        raise Killed
-
-    monkeypatch.setenv("SMALLDL_CACHE", str(tmp_path / "first"))
-    monkeypatch.setattr(formats, "time_steps", timings("bf16"))
-    monkeypatch.setattr(train, "fit", killed)
-    with pytest.raises(Killed):
-        run_job(tmp, config, tag="pinned")
-    assert (tmp / "pinned" / "formats.json").exists()
-    monkeypatch.undo()  # the real fit, bf16 support and timer again
-    monkeypatch.setattr(formats, "bf16_supported", lambda device: True)
-    monkeypatch.setenv("SMALLDL_CACHE", str(tmp_path / "second"))  # as on another machine
-    monkeypatch.setattr(formats, "time_steps", timings("fp32+channels_last"))
-    _, resumed = run_job(tmp, config, tag="pinned")
-    assert resumed["formats"]["amp"] == "bf16" and resumed["formats"]["channels_last"] == "off"
-    assert resumed["formats"]["chosen_by"] == "measured" and resumed["format_step_s"]["bf16"] == 1.0
-    assert not (tmp / "pinned" / "formats.json").exists()
-    _, fresh = run_job(tmp, config, tag="fresh")
-    assert (fresh["formats"]["amp"], fresh["formats"]["channels_last"]) == ("off", "on")
-    assert fresh["formats"]["chosen_by"] == "measured"
 
 
 def test_a_job_records_its_phases_and_they_add_up_to_its_time(prepared):

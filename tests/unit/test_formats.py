@@ -1,10 +1,8 @@
-"""train.amp / train.channels_last: auto resolved to the fastest format measured on this machine
-(smalldl.formats): chosen by the timings, cached per machine and key, explicit settings honoured without a
-measurement, one choice per run (pinned), the cache safe when several jobs write it at once."""
+"""train.amp / train.channels_last (smalldl.formats): auto is a fixed device rule, the same on every machine
+of a device type (no measurement, no cache); explicit settings are kept; the record says what ran, the CPU
+kernels included; the explicit measurement (benchmarks/formats.py) times a copy and leaves the model alone."""
 
-import json
-import multiprocessing
-from pathlib import Path
+import re
 
 import pytest
 import torch
@@ -13,166 +11,62 @@ from smalldl import formats, models
 from smalldl.config import train_settings
 
 CPU = torch.device("cpu")
-TIMES = {"fp32": 3.0, "fp32+channels_last": 2.0, "bf16": 1.5, "bf16+channels_last": 2.5}
-
-
-class FakeTimer:
-    """Injected timings (seconds per step by candidate name); records what it was asked to time."""
-
-    def __init__(self, times):
-        self.times, self.calls = dict(times), []
-
-    def __call__(self, fmt):
-        self.calls.append(fmt.name)
-        return self.times[fmt.name]
+CUDA = torch.device("cuda")
 
 
 @pytest.fixture
-def bf16(monkeypatch):
-    """A device with bf16: all four candidates, whatever this machine's CPU has."""
-    monkeypatch.setattr(formats, "bf16_supported", lambda device: True)
+def gpu(monkeypatch):
+    """A CUDA device as the rule sees it (no GPU needed): its name, bf16 support as the test sets."""
+    monkeypatch.setattr(formats, "machine_name", lambda device: f"{device.type} machine")
+    support = {"bf16": True}
+    monkeypatch.setattr(formats, "bf16_supported", lambda device: support["bf16"] if device.type == "cuda" else True)
+    return support
 
 
-def choose(settings, timer, cache, **kw):
-    model = models.build("smallcnn", 1)
-    return formats.choose(settings, model=model, device=CPU, arch="smallcnn", timer=timer, cache=cache, **kw)
-
-
-def test_auto_picks_the_fastest_measured_format_and_the_cache_answers_the_second_time(tmp_path, bf16):
-    settings = train_settings({"crop": 20, "batch_size": 8})
-    assert (settings["amp"], settings["channels_last"]) == ("auto", "auto")
-    timer, cache = FakeTimer(TIMES), tmp_path / "formats.json"
-    resolved, record = choose(settings, timer, cache)
-    assert sorted(timer.calls) == sorted(TIMES)  # every candidate timed once
-    assert (resolved["amp"], resolved["channels_last"]) == ("bf16", "off")
-    assert record["chosen_by"] == "measured" and record["step_s"] == TIMES
-    assert {k: v for k, v in resolved.items() if k not in ("amp", "channels_last")} == {
-        k: v for k, v in settings.items() if k not in ("amp", "channels_last")
-    }
-    entries = json.loads(cache.read_text())["entries"]
-    assert len(entries) == 1 and next(iter(entries.values()))["choice"] == "bf16"
-    # the second job of this machine: no measurement, the same choice
-    again = FakeTimer({k: 1.0 if k == "fp32" else 9.0 for k in TIMES})
-    resolved2, record2 = choose(settings, again, cache)
-    assert again.calls == [] and record2["chosen_by"] == "cache" and record2["step_s"] == TIMES
-    assert (resolved2["amp"], resolved2["channels_last"]) == ("bf16", "off")
-    # other timings choose otherwise; another crop (another key) is measured anew
-    other = FakeTimer({**TIMES, "fp32+channels_last": 0.5})
-    resolved3, record3 = choose(settings, other, tmp_path / "other.json")
-    assert (resolved3["amp"], resolved3["channels_last"]) == ("off", "on") and record3["chosen_by"] == "measured"
-    bigger = FakeTimer(TIMES)
-    choose({**settings, "crop": 22}, bigger, cache)
-    assert len(bigger.calls) == 4 and len(json.loads(cache.read_text())["entries"]) == 2
-
-
-def test_times_within_the_noise_keep_the_earlier_candidate(tmp_path, bf16):
-    """bf16 costs precision and channels_last is a change: within 5% of the fastest, fp32 / contiguous stay."""
-    resolved, _ = choose(train_settings({"crop": 20}), FakeTimer(dict.fromkeys(TIMES, 1.0)), tmp_path / "f.json")
+def test_auto_is_fp32_and_contiguous_on_a_cpu_whatever_the_cpu_supports(gpu):
+    """bf16_supported is True for the CPU here (the fixture): auto still means fp32, nothing timed."""
+    resolved, record = formats.resolve(train_settings({}), CPU)
     assert (resolved["amp"], resolved["channels_last"]) == ("off", "off")
-    near = {"fp32": 1.0, "fp32+channels_last": 0.99, "bf16": 0.97, "bf16+channels_last": 1.2}
-    resolved, _ = choose(train_settings({"crop": 21}), FakeTimer(near), tmp_path / "f.json")
-    assert (resolved["amp"], resolved["channels_last"]) == ("off", "off")
-    faster = {**near, "bf16": 0.9}
-    resolved, _ = choose(train_settings({"crop": 22}), FakeTimer(faster), tmp_path / "f.json")
-    assert (resolved["amp"], resolved["channels_last"]) == ("bf16", "off")
+    assert record == {
+        "amp": "off", "channels_last": "off", "cpu_kernels": "off", "chosen_by": "device rule",
+        "machine": "cpu machine",
+    }  # fmt: skip
 
 
-def test_explicit_settings_are_honoured_without_measuring(tmp_path, bf16):
-    cache = tmp_path / "formats.json"
-    for amp, cl in (("off", "off"), ("bf16", "on"), ("off", "on"), ("bf16", "off")):
-        timer = FakeTimer(TIMES)
-        resolved, record = choose(train_settings({"amp": amp, "channels_last": cl}), timer, cache)
-        assert timer.calls == [] and record["chosen_by"] == "settings" and record["step_s"] == {}
-        assert (resolved["amp"], resolved["channels_last"]) == (amp, cl)
-    assert not cache.exists()
-    # one axis explicit: only the other is measured, and the explicit value stands even where slower
-    timer = FakeTimer(TIMES)
-    resolved, record = choose(train_settings({"amp": "off"}), timer, cache)
-    assert sorted(timer.calls) == ["fp32", "fp32+channels_last"] and resolved["amp"] == "off"
-    assert resolved["channels_last"] == "on" and record["chosen_by"] == "measured"
-    timer = FakeTimer(TIMES)
-    resolved, _ = choose(train_settings({"channels_last": "on"}), timer, cache)
-    assert sorted(timer.calls) == ["bf16+channels_last", "fp32+channels_last"]
-    assert (resolved["amp"], resolved["channels_last"]) == ("off", "on")  # 2.0 s beats bf16's 2.5 s
+@pytest.mark.parametrize(("supported", "amp"), [(True, "bf16"), (False, "off")])
+def test_auto_on_cuda_is_bf16_where_the_gpu_has_it_and_channels_last(gpu, supported, amp):
+    gpu["bf16"] = supported
+    resolved, record = formats.resolve(train_settings({"cpu_kernels": "on"}), CUDA)
+    assert (resolved["amp"], resolved["channels_last"]) == (amp, "on")
+    assert record["cpu_kernels"] == "off"  # no effect on CUDA, and the record says so
 
 
-def test_a_single_candidate_is_not_measured(tmp_path, monkeypatch):
-    monkeypatch.setattr(formats, "bf16_supported", lambda device: False)
-    timer, cache = FakeTimer(TIMES), tmp_path / "formats.json"
-    resolved, record = choose(train_settings({"channels_last": "off"}), timer, cache)
-    assert timer.calls == [] and record["chosen_by"] == "only" and not cache.exists()
-    assert (resolved["amp"], resolved["channels_last"]) == ("off", "off")
-    # without bf16, auto never picks it
-    timer = FakeTimer({**TIMES, "bf16": 0.1})
-    resolved, _ = choose(train_settings({}), timer, cache)
-    assert sorted(timer.calls) == ["fp32", "fp32+channels_last"] and resolved["amp"] == "off"
+def test_explicit_settings_are_kept_and_recorded_as_the_settings(gpu):
+    for device in (CPU, CUDA):
+        for amp, cl in (("off", "off"), ("bf16", "on"), ("off", "on"), ("bf16", "off")):
+            settings = train_settings({"amp": amp, "channels_last": cl, "crop": 20})
+            resolved, record = formats.resolve(settings, device)
+            assert (resolved["amp"], resolved["channels_last"]) == (amp, cl) and record["chosen_by"] == "settings"
+            assert {k: v for k, v in resolved.items()} == dict(settings)
+    resolved, record = formats.resolve(train_settings({"channels_last": "on"}), CPU)  # one auto left
+    assert (resolved["amp"], resolved["channels_last"]) == ("off", "on") and record["chosen_by"] == "device rule"
 
 
-def test_a_run_keeps_its_pinned_choice(tmp_path, bf16):
-    """A resumed run reads back its own choice (another machine's cache, or none, would choose otherwise);
-    another run (another identity) chooses anew."""
-    pin, settings = tmp_path / "run" / "formats.json", train_settings({"crop": 20})
-    resolved, record = choose(settings, FakeTimer(TIMES), tmp_path / "a.json", pin=pin, pin_id="run1")
-    assert pin.exists() and record["chosen_by"] == "measured"
-    timer = FakeTimer({**TIMES, "fp32": 0.1})
-    resumed, record2 = choose(settings, timer, tmp_path / "b.json", pin=pin, pin_id="run1")
-    assert timer.calls == [] and record2 == record and resumed == resolved
-    other, _ = choose(settings, timer, tmp_path / "b.json", pin=pin, pin_id="run2")
-    assert (other["amp"], other["channels_last"]) == ("off", "off") and len(timer.calls) == 4
+def test_the_cpu_kernels_are_recorded_where_they_run(gpu):
+    assert formats.resolve(train_settings({"cpu_kernels": "on"}), CPU)[1]["cpu_kernels"] == "on"
+    assert formats.resolve(train_settings({}), CPU)[1]["cpu_kernels"] == "off"  # the schema's default
 
 
-def test_a_job_that_measured_alongside_another_adopts_the_recorded_choice(tmp_path, bf16):
-    """Two jobs start together and both measure; the first to record its choice wins, and the other adopts
-    it, so that every job of the machine trains in the same format."""
-    cache, settings = tmp_path / "formats.json", train_settings({"crop": 20})
-    key = formats.cache_key(CPU, arch="smallcnn", crop=20, batch_size=16, options=formats.candidates(settings, CPU))
-
-    class Racing(FakeTimer):
-        def __call__(self, fmt):
-            if not self.calls:  # the other job records while this one measures
-                formats._record(cache, key, {"choice": "fp32+channels_last", "step_s": {"fp32+channels_last": 1.0}})
-            return super().__call__(fmt)
-
-    resolved, record = choose(settings, Racing(TIMES), cache)
-    assert (resolved["amp"], resolved["channels_last"]) == ("off", "on") and record["chosen_by"] == "cache"
-
-
-def _write_keys(args):
-    path, worker = args
-    for k in range(15):
-        formats._record(Path(path), f"w{worker}-k{k}", {"choice": "fp32", "step_s": {}})
-
-
-def test_concurrent_writers_lose_no_entry(tmp_path):
-    cache = tmp_path / "formats.json"
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        pool.map(_write_keys, [(str(cache), w) for w in range(4)])
-    entries = json.loads(cache.read_text())["entries"]
-    assert sorted(entries) == sorted(f"w{w}-k{k}" for w in range(4) for k in range(15))
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
-
-
-def test_an_unreadable_cache_is_measured_again_and_rewritten(tmp_path, bf16):
-    cache = tmp_path / "formats.json"
-    cache.write_text("{not json")
-    timer = FakeTimer(TIMES)
-    _, record = choose(train_settings({"crop": 20}), timer, cache)
-    assert len(timer.calls) == 4 and record["chosen_by"] == "measured"
-    assert json.loads(cache.read_text())["version"] == formats.CACHE_VERSION
-
-
-def test_a_cache_of_an_earlier_version_is_measured_again(tmp_path, bf16):
-    """Choices timed with other kernels (an earlier CACHE_VERSION) are not trusted: measured again."""
-    cache = tmp_path / "formats.json"
-    settings = train_settings({"crop": 20})
-    choose(settings, FakeTimer(TIMES), cache)  # measured and cached under this version
-    data = json.loads(cache.read_text())
-    data["version"] = formats.CACHE_VERSION - 1
-    cache.write_text(json.dumps(data))
-    timer = FakeTimer(TIMES)
-    _, record = choose(settings, timer, cache)
-    assert len(timer.calls) == 4 and record["chosen_by"] == "measured"
-    assert json.loads(cache.read_text())["version"] == formats.CACHE_VERSION
+def test_the_rule_reads_no_cache_and_writes_nothing(gpu, tmp_path, monkeypatch):
+    """Two machines, one config, the same arithmetic: nothing per host is consulted or left behind."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(formats, "time_steps", lambda *a, **k: pytest.fail("auto must not measure"))
+    first = formats.resolve(train_settings({}), CPU)
+    monkeypatch.setattr(formats, "machine_name", lambda device: "another machine")
+    second = formats.resolve(train_settings({}), CPU)
+    assert first[0] == second[0] and list(tmp_path.iterdir()) == []
+    assert not hasattr(formats, "CACHE_VERSION") and not hasattr(formats, "choose")
 
 
 def test_timing_steps_trains_a_copy_and_leaves_the_model_and_the_random_state_alone():
@@ -191,11 +85,24 @@ def test_timing_steps_trains_a_copy_and_leaves_the_model_and_the_random_state_al
     assert model.body.features[0].weight.is_contiguous()  # the copy, not the model, went channels_last
 
 
-def test_format_names_and_keys():
-    assert [f.name for f in formats.candidates(train_settings({"amp": "bf16"}), CPU)] == [
-        "bf16",
-        "bf16+channels_last",
-    ]
-    key = formats.cache_key(CPU, arch="densenet121", crop=236, batch_size=16, options=[formats.Format("off", "on")])
-    assert f"torch {torch.__version__}" in key and "densenet121" in key and "crop 236" in key and "batch 16" in key
-    assert "threads" in key and formats.machine_name(CPU) in key
+def test_the_benchmarks_choice_prefers_fp32_and_contiguous_within_the_margin():
+    options = formats.candidates(train_settings({"amp": "bf16"}), CPU)
+    assert [f.name for f in options] == ["bf16", "bf16+channels_last"]
+    four = [formats.Format(a, c) for a in ("off", "bf16") for c in ("off", "on")]
+    near = {"fp32": 1.0, "fp32+channels_last": 0.99, "bf16": 0.97, "bf16+channels_last": 1.2}
+    assert formats.fastest_of(four, near).name == "fp32"
+    assert formats.fastest_of(four, {**near, "bf16": 0.5}).name == "bf16"
+
+
+def test_the_formats_benchmark_prints_the_settings_to_write(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "formats.py"
+    spec = importlib.util.spec_from_file_location("formats_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--arch", "smallcnn", "--crop", "20", "--batch", "4", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r'^train: \{amp: "(off|bf16)", channels_last: "(off|on)"\}$', out, re.M)
+    assert "fp32+channels_last" in out  # every candidate timed (bf16 too where this CPU has it)

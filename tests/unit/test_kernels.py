@@ -3,6 +3,7 @@ products give PyTorch's results, and speed_up changes only what it should."""
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,17 +76,61 @@ def test_a_sped_up_lite0_trains_as_before_with_the_same_state_and_forward():
         assert ours_err <= max(2 * native_err, 1e-3), f"{name}: ours {ours_err:.1e}, PyTorch's {native_err:.1e}"
 
 
-def test_only_maps_smaller_than_the_kernel_in_training_on_the_cpu_take_the_new_gradient():
+def test_only_channels_last_maps_smaller_than_the_kernel_in_training_on_the_cpu_take_the_new_gradient():
     conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
     assert kernels.speed_up(conv, torch.device("cpu")) == 1
-    small = conv(torch.randn(2, 8, 4, 4))  # the 5 x 5 kernel is larger than the map
-    large = conv(torch.randn(2, 8, 5, 5))  # as large as the map
+    cl = torch.channels_last
+    small = conv(torch.randn(2, 8, 4, 4).contiguous(memory_format=cl))  # the 5 x 5 kernel is larger than the map
+    large = conv(torch.randn(2, 8, 5, 5).contiguous(memory_format=cl))  # as large as the map
     assert type(small.grad_fn).__name__ == "_DepthwiseConvBackward"
     assert type(large.grad_fn).__name__ == "ConvolutionBackward0"
+    # contiguous (NCHW) inputs keep PyTorch's kernel, and so does more than one thread: there ours made a
+    # whole step slower (--matrix)
+    assert type(conv(torch.randn(2, 8, 4, 4)).grad_fn).__name__ == "ConvolutionBackward0"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert type(conv(torch.randn(2, 8, 4, 4).contiguous(memory_format=cl)).grad_fn).__name__ == (
+            "ConvolutionBackward0"
+        )
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
-        assert conv(torch.randn(2, 8, 4, 4)).grad_fn is None
+        assert conv(torch.randn(2, 8, 4, 4).contiguous(memory_format=cl)).grad_fn is None
     conv.weight.requires_grad_(False)  # a frozen group: PyTorch's own kernel
-    assert type(conv(torch.randn(2, 8, 4, 4, requires_grad=True)).grad_fn).__name__ == "ConvolutionBackward0"
+    x = torch.randn(2, 8, 4, 4, requires_grad=True).contiguous(memory_format=cl)
+    assert type(conv(x).grad_fn).__name__ == "ConvolutionBackward0"
+
+
+def _fast_layers(model: nn.Module) -> int:
+    return sum(type(m).__name__.startswith("Fast") for m in model.modules())
+
+
+@pytest.mark.parametrize("setting", ["off", "on"])
+def test_train_cpu_kernels_swaps_the_layers_only_when_on(setting):
+    """train.cpu_kernels (default off, the paper's protocol): fit and the lr finder give the model the
+    kernels only when it is on; with off every convolution stays PyTorch's."""
+    from smalldl import train
+    from smalldl.config import train_settings
+    from smalldl.train import Data
+
+    assert train_settings({})["cpu_kernels"] == "off"
+    settings = train_settings(
+        {"epochs": 1, "batch_size": 4, "crop": 20, "device": "cpu", "checkpoint": False, "channels_last": "on",
+         "cpu_kernels": setting, "lr_finder": {"steps": 5}}
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    data = Data(rng.integers(0, 255, (8, 24, 24), dtype=np.uint8), (rng.random((8, 1)) < 0.5).astype(np.float32))
+    data.targets[:2] = [[0.0], [1.0]]
+    wanted = (lambda n: n > 0) if setting == "on" else (lambda n: n == 0)
+    torch.manual_seed(0)
+    model = models.build("efficientnet_lite0", 1)
+    train.lr_sweep(model, data, settings, task_type="binary", seed=0)
+    assert wanted(_fast_layers(model))
+    model = models.build("efficientnet_lite0", 1)
+    train.fit(model, data, data, settings, train.Run(task_type="binary", labels=["y"], seed=0))
+    assert wanted(_fast_layers(model))
+    assert kernels.apply(models.build("efficientnet_lite0", 1), settings, torch.device("cuda")) == 0
 
 
 def test_speed_up_leaves_cuda_models_and_other_convolutions_alone():

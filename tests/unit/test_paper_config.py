@@ -36,6 +36,7 @@ PINNED = [
     ("train.max_lr", 0.001, "code: max_lr=.001 in every stage's script (used where the lr finder is off)"),
     ("train.amp", "off", "code: fp32 throughout, no autocast (train_functions.py)"),
     ("pretrain.amp", "off", "code: fp32 throughout (13diseases-upstream.ipynb)"),
+    ("train.cpu_kernels", "off", "code: PyTorch's kernels (smalldl.kernels is demo speed, off by default)"),
     ("train.batch_size", 16, "code: BATCH_SIZE = 16 in every script"),
     ("train.lr_finder.enabled", True, "PAPER.md: max_lr from the lr finder"),
     ("train.lr_finder.rule", "minimum", "PAPER.md: the lr at which the loss is minimal"),

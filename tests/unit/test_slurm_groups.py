@@ -5,9 +5,11 @@ overlapping job step; other groups and jobs are left to the slurm plugin; the jo
 member's srun with --overlap and without asking for CPUs or GPUs, and returns while it runs."""
 
 import os
+import re
 import stat
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -139,3 +141,55 @@ def test_job_step_starts_members_side_by_side(tmp_path, monkeypatch):
     )
     assert time.monotonic() - start < 1.9  # side by side, not 2 s one after the other
     assert (tmp_path / "a").exists() and (tmp_path / "b").exists() and not ex._steps
+
+
+@pytest.fixture
+def factory(monkeypatch):
+    """Snakemake's GroupJobFactory, restored after the test; GroupJob a plain record of its jobs."""
+    from snakemake import jobs as smk_jobs
+
+    cls = smk_jobs.GroupJobFactory
+    monkeypatch.setattr(cls, "new", cls.new)
+    monkeypatch.setattr(cls, "smalldl_fresh_groups", False, raising=False)
+
+    class FakeGroup:
+        def __init__(self, id, jobs, resources):
+            self.groupid, self.jobs = id, set(jobs)
+
+    monkeypatch.setattr(smk_jobs, "GroupJob", FakeGroup)
+    return cls
+
+
+def test_the_group_mend_is_for_its_snakemake_version_only_and_names_the_upstream_issue(factory):
+    """Installed on another Snakemake, the mend stays quiet until a group job is made (only where jobs are
+    grouped), then fails loudly, pointing to the upstream issue to check."""
+    assert groups.mend_group_jobs("9.28.0") is True
+    with pytest.raises(groups.WorkflowError, match=r"check whether https://github.com/snakemake/snakemake/issues/"):
+        factory().new("g", ["a"], None)
+    import snakemake
+
+    assert snakemake.__version__ == groups.MENDED_SNAKEMAKE  # the pinned Snakemake is the one mended
+    groups.check_snakemake()
+
+
+def test_the_mended_factory_makes_a_group_anew_when_its_cached_one_was_merged_since(factory):
+    assert groups.mend_group_jobs(groups.MENDED_SNAKEMAKE) is True
+    assert groups.mend_group_jobs(groups.MENDED_SNAKEMAKE) is False  # once per process
+    f = factory()
+    first = f.new("g", ["a", "b"], None)
+    assert f.new("g", ["a", "b"], None) is first  # unchanged: Snakemake's cache, as before
+    first.jobs |= {"c", "d"}  # group-components merged other groups into it in place
+    again = f.new("g", ["a", "b"], None)
+    assert again is not first and again.jobs == {"a", "b"}  # made from the jobs asked for
+
+
+def test_the_mend_acts_only_where_jobs_are_grouped():
+    """Snakemake makes group jobs (GroupJobFactory.new, where the mend and its guard act) only for rules in
+    a group: no rule declares one, so only --groups / --group-components (the SLURM profiles) reach it; the
+    workflow installs the plugin's mend and patches nothing itself."""
+    root = Path(__file__).resolve().parents[2]
+    for path in [root / "Snakefile", *sorted((root / "rules").glob("*.smk"))]:
+        text = path.read_text()
+        assert not re.search(r"^\s+group:", text, re.M), path
+        assert "GroupJobFactory" not in text and "smk_jobs" not in text, path
+    assert "mend_group_jobs()" in (root / "rules" / "common.smk").read_text()
