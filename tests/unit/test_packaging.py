@@ -60,3 +60,13 @@ def test_a_script_job_imports_this_checkouts_library_before_an_installed_one(tmp
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(ROOT / "smalldl" / "__init__.py")
+
+
+def test_every_folder_the_workflow_writes_is_ignored_by_git():
+    """A run of the workflow in the checkout leaves `git status` clean: every top-level folder a rule's path
+    names (rules/*.smk) is in .gitignore (radiomics/ was not)."""
+    tops = set()
+    for path in (ROOT / "rules").glob("*.smk"):
+        tops |= set(re.findall(r'"([a-z_]+)/[^"]*"', path.read_text()))
+    ignored = set((ROOT / ".gitignore").read_text().split())
+    assert tops and {t for t in tops if f"/{t}/" not in ignored} == set()
