@@ -47,7 +47,7 @@ def test_local_test_profile_groups_like_the_real_one():
     for rule in ("finetune", "lr_find", "pretrain"):
         assert local["set-resources"][rule]["gpu"] == 1
     finetune = (ROOT / "rules" / "train.smk").read_text().split("rule finetune:")[1].split("\nrule ")[0]
-    assert 'jobs_per_gpu=config["train"]["jobs_per_gpu"]' in finetune
+    assert 'jobs_per_gpu=TRAIN_JOB["jobs_per_gpu"]' in finetune  # a resource (rules/train.smk), never a param
 
 
 def test_grouping_plans_fewer_submissions_for_the_demo(tmp_path):
