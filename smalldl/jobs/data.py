@@ -14,7 +14,7 @@ import pandas as pd
 from smalldl.data import cache as cache_mod
 from smalldl.data.limits import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageLimits
 from smalldl.errors import InputError
-from smalldl.utils import atomic_path
+from smalldl.utils import read_table, write_parquet
 
 GENERATORS = {
     "synthetic_chest": "smalldl.data.sources.synthetic_chest",
@@ -83,8 +83,7 @@ def index(
     from smalldl.data.index import build_index
 
     table = build_index(dataset_name, dataset, raw=raw, fetched=fetched, check_files=check_files)
-    with atomic_path(out_parquet) as tmp:
-        table.to_parquet(tmp, index=False)
+    write_parquet(table, out_parquet)
     return table
 
 
@@ -104,7 +103,7 @@ def cache(
     (``datasets.<dataset_name>.max_pixels``) or with a side under ``min_side`` (``preprocess.min_side``)
     stops it, named."""
     meta = cache_mod.build_cache(
-        pd.read_parquet(index_parquet),
+        read_table(index_parquet),
         out_npy,
         out_meta,
         width=width,
