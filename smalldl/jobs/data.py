@@ -79,10 +79,13 @@ def index(
     fetched: str | Path | None = None,
     check_files: bool = True,
 ) -> pd.DataFrame:
-    """The uniform index table of any dataset kind (local copies are indexed in place)."""
+    """The uniform index table of any dataset kind (local copies are indexed in place), and the manifest of
+    its images (``index/<dataset>.files.tsv``: path, size, mtime_ns; smalldl.data.manifest)."""
+    from smalldl.data import manifest
     from smalldl.data.index import build_index
 
     table = build_index(dataset_name, dataset, raw=raw, fetched=fetched, check_files=check_files)
+    manifest.write_manifest(table["path"].astype(str), manifest.manifest_path(out_parquet))
     write_parquet(table, out_parquet)
     return table
 

@@ -184,3 +184,36 @@ def test_the_chestxray14_metadata_are_inputs_of_the_index_downloaded_or_local(tm
         str(root / name) for name in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST)
     ]
 
+
+def test_the_index_job_records_its_images_and_a_replaced_one_is_named_with_the_repair(tmp_path, capsys):
+    """The images of a public dataset are not inputs Snakemake stats at every DAG build: the index job
+    records them (index/<dataset>.files.tsv) and ``python -m smalldl.data.manifest`` says which index is
+    older than its images, with the command that reruns it."""
+    import io
+    import os
+
+    from smalldl.data import manifest
+    from smalldl.jobs import data as data_jobs
+
+    raw = tmp_path / "raw"
+    data_jobs.generate_synthetic(
+        dataset={"kind": "synthetic_chest", "params": {"n_patients": 6, "image_size": 32}}, out_dir=raw, seed=3
+    )
+    index = tmp_path / "index" / "chest.parquet"
+    index.parent.mkdir()
+    table = data_jobs.index(dataset_name="chest", dataset={"kind": "synthetic_chest"}, raw=raw, out_parquet=index)
+    rows = manifest.read_manifest(tmp_path / "index" / "chest.files.tsv")
+    assert [r[0] for r in rows] == table["path"].astype(str).tolist()
+    assert manifest.check([index], out=io.StringIO()) == 0 and manifest.main([str(index.parent)]) == 0
+    image = Path(table["path"].iloc[2])
+    Image.new("L", (32, 32), color=0).save(image)  # overwritten with a black image
+    os.utime(image, ns=(rows[2][2] + 10**9, rows[2][2] + 10**9))  # even within the file system's mtime step
+    out = io.StringIO()
+    assert manifest.check([index], out=out) == 1
+    line = out.getvalue().strip()
+    assert "\n" not in line and line.startswith(f"{index}: 1 image(s) changed since it was built (first: {image})")
+    assert f"snakemake --forcerun {index}" in line
+    capsys.readouterr()
+    assert manifest.main([str(index.parent)]) == 1 and f"--forcerun {index}" in capsys.readouterr().out
+    image.unlink()  # a removed image is a change too
+    assert manifest.changed_files(tmp_path / "index" / "chest.files.tsv") == [str(image)]
