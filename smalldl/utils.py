@@ -155,10 +155,39 @@ def sample_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+#: The key, in a parquet table's ``attrs`` (pandas keeps them in the file's metadata), of the record its
+#: producer wrote (:func:`write_parquet`): its row count and a hash of each column.
+TABLE_RECORD = "smalldl_table"
+
+
+def column_hashes(table: Any) -> dict[str, str]:
+    """A short hash of each column of ``table`` (its values, not the dtype, which a parquet round trip may
+    change: object strings come back as ``str``; not the row index): cheap (pandas' vectorised hash), enough
+    to tell a flipped label or a rewritten row."""
+    import pandas as pd
+
+    out = {}
+    for column in table.columns:
+        values = pd.util.hash_pandas_object(table[column], index=False).to_numpy()
+        out[str(column)] = hashlib.sha256(values.tobytes()).hexdigest()[:16]
+    return out
+
+
+def write_parquet(table: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``table`` (a DataFrame) to ``path`` atomically, with the record :func:`read_table` checks: its
+    row count and :func:`column_hashes` (in ``attrs``, which pandas keeps in the parquet metadata)."""
+    out = table.reset_index(drop=True)
+    out.attrs = {TABLE_RECORD: {"rows": len(out), "columns": column_hashes(out)}}
+    with atomic_path(path) as tmp:
+        out.to_parquet(tmp, index=False)
+
+
 def read_table(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     """A parquet or CSV table an earlier job wrote (a split, a subset, a run's predictions); one that cannot
     be read (truncated, overwritten) is one :func:`~smalldl.errors.damaged` line naming it and the command
-    that rebuilds it."""
+    that rebuilds it. A parquet table that :func:`write_parquet` wrote is checked against its record (row
+    count, each column read): a rewritten table (a flipped label) is that line too. A table without a record
+    (written by an older smalldl or by hand) is read unchecked."""
     import pandas as pd
 
     from smalldl.errors import damaged
@@ -166,12 +195,27 @@ def read_table(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     path = Path(path)
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path, **kwargs)
-        return pd.read_csv(path, **kwargs)
+            table = pd.read_parquet(path, **kwargs)
+        else:
+            return pd.read_csv(path, **kwargs)
     except FileNotFoundError:
         raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:  # pyarrow's errors are OSError / ValueError
         raise damaged(path, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    record = table.attrs.pop(TABLE_RECORD, None)
+    if record is None:
+        return table
+    try:
+        rows, recorded = int(record["rows"]), dict(record["columns"])
+    except (KeyError, TypeError, ValueError):
+        raise damaged(path, f"its record of what its producer wrote is not one: {record!r:.80}") from None
+    if len(table) != rows:
+        raise damaged(path, f"{len(table)} rows, its producer wrote {rows}")
+    now = column_hashes(table)
+    changed = [c for c in now if c in recorded and now[c] != recorded[c]]
+    if changed:
+        raise damaged(path, f"column(s) {', '.join(changed)} differ from what its producer wrote")
+    return table
 
 
 #: The lock file of a folder a training job writes into (``one_writer``).

@@ -127,11 +127,11 @@ __all__ = ["Pool", "plan_index", "training_pool"]
 def source_files(name: str, spec: Mapping[str, Any]) -> list[str]:
     """The files on disk that dataset ``name``'s index is built from, at plan time (DAG build): the inputs
     of its index job, so that Snakemake reruns the index and all that depends on it when one changes
-    (its modification time). A folder dataset: the CSV and every image it lists; ChestX-ray14 read in place
-    (``params.path``): its entries and list files; CheXpert: the split CSVs; MURA: the image path lists.
-    Files that are not there (yet) are left out: the index job itself says what is missing, naming the CSV
-    line. Synthetic datasets and a downloaded ChestX-ray14 are the inputs of their own rules (raw/, the
-    fetch record)."""
+    (its modification time). A folder dataset: the CSV and every image it lists; ChestX-ray14: its entries
+    and list files, in the local copy (``params.path``) or where fetch_nih downloaded them (``raw/<name>/``);
+    CheXpert: the split CSVs; MURA: the image path lists. Files that are not there (yet) are left out: the
+    index job itself says what is missing, naming the CSV line. A synthetic dataset is the input raw/ of its
+    own rule."""
     kind = spec["kind"]
     params = dict(spec.get("params") or {})
     files: list[Path] = []
@@ -150,10 +150,13 @@ def source_files(name: str, spec: Mapping[str, Any]) -> list[str]:
                     for rel in raw[column].str.strip():
                         if rel:
                             files.append(Path(rel) if Path(rel).is_absolute() else root / rel)
-        elif kind == "nih" and params.get("path"):
+        elif kind == "nih":
             from smalldl.data.sources import nih
 
-            files += [Path(params["path"]) / f for f in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST)]
+            # read where fetch_nih verified them (its record's root): the local copy, or raw/<name>/ where it
+            # downloaded them (its output is only the record: a metadata file replaced later is this input)
+            root = Path(params.get("path") or f"raw/{name}")
+            files += [root / f for f in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST)]
         elif kind == "chexpert" and params.get("path"):
             from smalldl.data.sources import chexpert
 

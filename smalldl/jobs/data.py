@@ -14,7 +14,7 @@ import pandas as pd
 from smalldl.data import cache as cache_mod
 from smalldl.data.limits import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageLimits
 from smalldl.errors import InputError
-from smalldl.utils import atomic_path
+from smalldl.utils import read_table, write_parquet
 
 GENERATORS = {
     "synthetic_chest": "smalldl.data.sources.synthetic_chest",
@@ -79,12 +79,14 @@ def index(
     fetched: str | Path | None = None,
     check_files: bool = True,
 ) -> pd.DataFrame:
-    """The uniform index table of any dataset kind (local copies are indexed in place)."""
+    """The uniform index table of any dataset kind (local copies are indexed in place), and the manifest of
+    its images (``index/<dataset>.files.tsv``: path, size, mtime_ns; smalldl.data.manifest)."""
+    from smalldl.data import manifest
     from smalldl.data.index import build_index
 
     table = build_index(dataset_name, dataset, raw=raw, fetched=fetched, check_files=check_files)
-    with atomic_path(out_parquet) as tmp:
-        table.to_parquet(tmp, index=False)
+    manifest.write_manifest(table["path"].astype(str), manifest.manifest_path(out_parquet))
+    write_parquet(table, out_parquet)
     return table
 
 
@@ -104,7 +106,7 @@ def cache(
     (``datasets.<dataset_name>.max_pixels``) or with a side under ``min_side`` (``preprocess.min_side``)
     stops it, named."""
     meta = cache_mod.build_cache(
-        pd.read_parquet(index_parquet),
+        read_table(index_parquet),
         out_npy,
         out_meta,
         width=width,

@@ -20,7 +20,7 @@ from smalldl.data import splits as splits_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import selected_rows
 from smalldl.record import RadiomicsFields, RunRecord, read_metrics_json
-from smalldl.utils import atomic_path, derive_seed, read_table, write_json
+from smalldl.utils import atomic_path, derive_seed, read_table, write_json, write_parquet
 
 
 def radiomics_features(
@@ -157,8 +157,7 @@ def radiomics_model(
         ),
     )
     metrics = record.to_json()
-    with atomic_path(out_predictions) as tmp:
-        preds.to_parquet(tmp, index=False)
+    write_parquet(preds, out_predictions)
     write_json(out_metrics, metrics)
     print(f"test AUC {test['auc']:.4f} (val AUC {val['auc']:.4f}, cv AUC {metrics['cv_auc']})", file=sys.stderr)
     return metrics

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from smalldl.data import splits as splits_mod
-from smalldl.utils import atomic_path, read_table, write_json
+from smalldl.utils import atomic_path, read_table, write_json, write_parquet
 
 
 def excluded_inputs(named: Mapping[str, Any], count: int) -> list[tuple[str, list[str]]]:
@@ -36,7 +36,7 @@ def split(
     out_manifest: str | Path,
 ) -> dict[str, Any]:
     """Split one task; ``excluded_from`` = (split.parquet, [subset csvs]) of the tasks it must avoid."""
-    index = pd.read_parquet(index_parquet)
+    index = read_table(index_parquet)
     excluded: set[str] = set()
     for split_path, subset_paths in excluded_from:
         other = read_table(split_path)
@@ -53,8 +53,7 @@ def split(
         print(f"{task_name}: uncertain labels masked (left out of loss and AUC): {masked}", file=sys.stderr)
     for name, labels in manifest.get("labels_without_positives", {}).items():
         print(f"WARNING: {task_name}: no positive image in the {name} split for {', '.join(labels)}", file=sys.stderr)
-    with atomic_path(out_split) as tmp:
-        split_table.to_parquet(tmp, index=False)
+    write_parquet(split_table, out_split)
     write_json(out_manifest, manifest)
     print(json.dumps(manifest["counts"], indent=1), file=sys.stderr)
     return manifest

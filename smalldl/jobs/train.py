@@ -33,6 +33,7 @@ from smalldl.utils import (
     process_start_time,
     save_torch,
     write_json,
+    write_parquet,
 )
 
 
@@ -222,8 +223,7 @@ def finetune(
         t_write = time.time()
         write_history(result["history"], out_history)
         for data, plain, tta, out in ((test, test_sc, test_tta, out_predictions), (val, val_sc, val_tta, out_val)):
-            with atomic_path(out) as tmp:
-                predictions_table(data, labels, plain, tta).to_parquet(tmp, index=False)
+            write_parquet(predictions_table(data, labels, plain, tta), out)
         if settings["save_model"]:
             state = model.cpu().state_dict()
             save_torch({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, run_dir / "model.pt")

@@ -3,6 +3,7 @@ truncated or rewritten cache, split table or run's predictions is one line namin
 that rebuilds it, never numpy's or pyarrow's traceback naming no file."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -86,3 +87,133 @@ def test_a_run_s_damaged_predictions_name_the_file_and_the_repair(tmp_path):
     with pytest.raises(InputError) as info:
         run_scores({"path": str(run)})
     one_line_naming(info, run / "predictions.parquet")
+
+
+def split_of_a_small_chest_study(tmp_path):
+    """The split job's own split.parquet of a small synthetic dataset (index job, then split job)."""
+    from smalldl.jobs import data as data_jobs
+    from smalldl.jobs import splits as split_jobs
+
+    from .test_sources import split_task
+
+    raw = tmp_path / "raw"
+    data_jobs.generate_synthetic(
+        dataset={
+            "kind": "synthetic_chest",
+            "params": {"n_patients": 30, "image_size": 32, "prevalence": {"Emphysema": 0.4}},
+        },
+        out_dir=raw,
+        seed=3,
+    )
+    data_jobs.index(
+        dataset_name="chest", dataset={"kind": "synthetic_chest"}, raw=raw, out_parquet=tmp_path / "i.parquet"
+    )
+    task = split_task(dataset="chest", labels=["Emphysema"], balance=False)
+    out = tmp_path / "s" / "split.parquet"
+    split_jobs.split(
+        task_name="t",
+        task=task,
+        global_seed=3,
+        index_parquet=tmp_path / "i.parquet",
+        excluded_from=[],
+        out_split=out,
+        out_manifest=tmp_path / "s" / "manifest.json",
+    )
+    return out, task
+
+
+def test_a_split_rewritten_with_one_label_flipped_is_caught_by_the_record_its_producer_wrote(tmp_path):
+    from smalldl.jobs import splits as split_jobs
+
+    path, task = split_of_a_small_chest_study(tmp_path)
+    intact = read_table(path)
+    assert len(read_table(path, columns=["image_id"])) == len(intact)
+    flipped = pd.read_parquet(path)  # a valid parquet file, as pandas writes it, one label flipped
+    flipped.loc[0, "Emphysema"] = 1 - flipped.loc[0, "Emphysema"]
+    flipped.to_parquet(path, index=False)
+    with pytest.raises(InputError) as info:
+        read_table(path)
+    assert "column(s) Emphysema differ from what its producer wrote" in one_line_naming(info, path)
+    with pytest.raises(InputError) as info:  # the subset job, a reader of the split, stops with that line
+        split_jobs.subset(
+            task_name="t",
+            task=task,
+            global_seed=3,
+            split_parquet=path,
+            n=4,
+            seed=0,
+            out_csv=tmp_path / "sub.csv",
+            out_json=tmp_path / "sub.json",
+        )
+    one_line_naming(info, path)
+    flipped.iloc[:-1].to_parquet(path, index=False)  # a row dropped: the record's row count
+    with pytest.raises(InputError) as info:
+        read_table(path)
+    assert f"{len(intact) - 1} rows, its producer wrote {len(intact)}" in one_line_naming(info, path)
+
+
+def test_a_run_s_predictions_rewritten_with_one_score_changed_are_caught(tmp_path):
+    from smalldl.utils import write_parquet
+
+    path = tmp_path / "predictions.parquet"
+    write_parquet(pd.DataFrame({"image_id": ["a", "b"], "y_x": [0, 1], "p_x": [0.1, 0.9]}), path)
+    assert read_table(path)["p_x"].tolist() == [0.1, 0.9]
+    preds = pd.read_parquet(path)
+    preds.loc[1, "p_x"] = 0.2
+    preds.to_parquet(path, index=False)
+    with pytest.raises(InputError) as info:
+        read_table(path)
+    assert "column(s) p_x differ" in one_line_naming(info, path)
+
+
+@pytest.mark.parametrize("where", ["download", "path"])
+def test_the_chestxray14_metadata_are_inputs_of_the_index_downloaded_or_local(tmp_path, monkeypatch, where):
+    """The metadata files of ChestX-ray14 are what its index is read from: inputs of the index job, whether
+    fetch_nih downloaded them into raw/<name>/ (its only output is the fetch record) or they are a local copy,
+    so that a replaced Data_Entry CSV or split list reruns the index."""
+    from smalldl.data import pool as pool_mod
+    from smalldl.data.sources import nih
+
+    monkeypatch.chdir(tmp_path)
+    root = Path("raw/nih") if where == "download" else tmp_path / "copy"
+    root.mkdir(parents=True)
+    for name in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST):
+        (root / name).write_text("x\n")
+    params = {"download": True} if where == "download" else {"path": str(root)}
+    assert pool_mod.source_files("nih", {"kind": "nih", "params": params}) == [
+        str(root / name) for name in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST)
+    ]
+
+
+def test_the_index_job_records_its_images_and_a_replaced_one_is_named_with_the_repair(tmp_path, capsys):
+    """The images of a public dataset are not inputs Snakemake stats at every DAG build: the index job
+    records them (index/<dataset>.files.tsv) and ``python -m smalldl.data.manifest`` says which index is
+    older than its images, with the command that reruns it."""
+    import io
+    import os
+
+    from smalldl.data import manifest
+    from smalldl.jobs import data as data_jobs
+
+    raw = tmp_path / "raw"
+    data_jobs.generate_synthetic(
+        dataset={"kind": "synthetic_chest", "params": {"n_patients": 6, "image_size": 32}}, out_dir=raw, seed=3
+    )
+    index = tmp_path / "index" / "chest.parquet"
+    index.parent.mkdir()
+    table = data_jobs.index(dataset_name="chest", dataset={"kind": "synthetic_chest"}, raw=raw, out_parquet=index)
+    rows = manifest.read_manifest(tmp_path / "index" / "chest.files.tsv")
+    assert [r[0] for r in rows] == table["path"].astype(str).tolist()
+    assert manifest.check([index], out=io.StringIO()) == 0 and manifest.main([str(index.parent)]) == 0
+    image = Path(table["path"].iloc[2])
+    Image.new("L", (32, 32), color=0).save(image)  # overwritten with a black image
+    os.utime(image, ns=(rows[2][2] + 10**9, rows[2][2] + 10**9))  # even within the file system's mtime step
+    out = io.StringIO()
+    assert manifest.check([index], out=out) == 1
+    line = out.getvalue().strip()
+    assert "\n" not in line and line.startswith(f"{index}: 1 image(s) changed since it was built (first: {image})")
+    assert f"snakemake --forcerun {index}" in line
+    capsys.readouterr()
+    assert manifest.main([str(index.parent)]) == 1 and f"--forcerun {index}" in capsys.readouterr().out
+    image.unlink()  # a removed image is a change too
+    assert manifest.changed_files(tmp_path / "index" / "chest.files.tsv") == [str(image)]

@@ -1,0 +1,126 @@
+"""The images of a dataset's index as the index job found them: ``index/<dataset>.files.tsv`` (path, size,
+mtime_ns per image), written by the index job beside ``index/<dataset>.parquet``.
+
+The images of ChestX-ray14, CheXpert and MURA (10^5 files) are not inputs of the index job: Snakemake would
+stat every one at every DAG build (``snakemake -n`` included). Instead the index job records them here, and
+``python -m smalldl.data.manifest [index/]`` compares them with the disk, outside Snakemake, in parallel:
+for each dataset whose images changed (replaced, resized, removed) it prints one line naming the count, the
+first changed file and the command that reruns the index and what depends on it
+(``snakemake --forcerun index/<dataset>.parquet``), and exits 1; with nothing changed it exits 0 silently.
+The index job records the manifest for every kind (a folder dataset's images are also inputs of its job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from smalldl.errors import InputError
+from smalldl.utils import atomic_path
+
+SUFFIX = ".files.tsv"
+HEADER = "path\tsize\tmtime_ns"
+
+
+def manifest_path(index_parquet: str | Path) -> Path:
+    """``index/<dataset>.files.tsv`` beside ``index/<dataset>.parquet``."""
+    index_parquet = Path(index_parquet)
+    return index_parquet.with_name(index_parquet.stem + SUFFIX)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)  # not there: recorded as such, a file that appears later is a change
+    return (st.st_size, st.st_mtime_ns)
+
+
+def stat_all(paths: Sequence[str], workers: int = 16) -> list[tuple[int, int]]:
+    """(size, mtime_ns) of each path, (-1, -1) for a missing one; threads, since a network file system
+    answers a stat in milliseconds."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_stat, paths, chunksize=256))
+
+
+def write_manifest(paths: Iterable[str], out: str | Path, workers: int = 16) -> int:
+    """Record (path, size, mtime_ns) of every path in ``out``, atomically; the number of files."""
+    paths = [str(p) for p in paths if str(p)]
+    stats = stat_all(paths, workers)
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(HEADER + "\n")
+        for path, (size, mtime) in zip(paths, stats, strict=True):
+            if "\t" in path or "\n" in path:
+                raise InputError(f"{path!r}: an image path with a tab or newline cannot be recorded in {out}")
+            fh.write(f"{path}\t{size}\t{mtime}\n")
+    return len(paths)
+
+
+def read_manifest(path: str | Path) -> list[tuple[str, int, int]]:
+    """The records of a manifest; one that is not one is an InputError naming it."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != HEADER:
+        raise InputError(f"{path}: not an image manifest (first line is not {HEADER!r})")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        parts = line.split("\t")
+        try:
+            rows.append((parts[0], int(parts[1]), int(parts[2])))
+        except (IndexError, ValueError):
+            raise InputError(f"{path}, line {number}: not path<TAB>size<TAB>mtime_ns") from None
+    return rows
+
+
+def changed_files(manifest: str | Path, workers: int = 16) -> list[str]:
+    """The images of ``manifest`` whose size or mtime differ from what the index job recorded."""
+    rows = read_manifest(manifest)
+    now = stat_all([r[0] for r in rows], workers)
+    return [path for (path, size, mtime), st in zip(rows, now, strict=True) if st != (size, mtime)]
+
+
+def check(index_parquets: Sequence[str | Path], workers: int = 16, out=None) -> int:
+    """One line per dataset whose images changed since its index was built; the number of such datasets."""
+    out = out or sys.stdout
+    stale = 0
+    for index_parquet in index_parquets:
+        manifest = manifest_path(index_parquet)
+        if not manifest.is_file():
+            print(f"{index_parquet}: no image manifest ({manifest}; an index built by an older smalldl)", file=out)
+            continue
+        changed = changed_files(manifest, workers)
+        if changed:
+            stale += 1
+            print(
+                f"{index_parquet}: {len(changed)} image(s) changed since it was built (first: {changed[0]}): "
+                f"rerun it and what depends on it with `snakemake --forcerun {index_parquet}` and your usual "
+                "options",
+                file=out,
+            )
+    return stale
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m smalldl.data.manifest",
+        description="Say which datasets' images changed since their index was built (index/<dataset>.files.tsv).",
+    )
+    parser.add_argument("paths", nargs="*", default=["index"], help="index parquet files or folders (index/)")
+    parser.add_argument("--workers", type=int, default=16, help="parallel stats (default 16)")
+    args = parser.parse_args(argv)
+    parquets: list[Path] = []
+    for p in map(Path, args.paths):
+        parquets += sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    try:
+        return 1 if check(parquets, args.workers) else 0
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
