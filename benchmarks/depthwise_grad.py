@@ -125,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     from smalldl import kernels, models
-    from smalldl.train import make_optimizer
 
     torch.set_num_threads(args.threads)
     cl = torch.channels_last
@@ -206,25 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     x = torch.rand(args.batch, 1, args.crop, args.crop).contiguous(memory_format=cl)
     y = torch.randint(0, 2, (args.batch, 1)).float()
-    settings = {"optimizer": "adam", "max_lr": 1e-3, "weight_decay": 1e-4, "fused": "auto"}
-    nets = {"plain": plain, "depthwise": depthwise_only, "fast": fast}
-    opts = {name: make_optimizer([list(m.parameters())], settings, torch.device("cpu")) for name, m in nets.items()}
-
-    def step(model, opt):
-        opt.zero_grad(set_to_none=True)
-        F.binary_cross_entropy_with_logits(model(x), y).backward()
-        opt.step()
-
-    # one step of each model in turn (the order reversed every round), each step timed: a noisy machine moves
-    # neighbouring steps together, so the median of the per-round ratios is steadier than best-of timings
-    for name in nets:
-        step(nets[name], opts[name])  # warm-up
-    times = {name: [] for name in nets}
-    for r in range(args.rounds):
-        for name in list(nets) if r % 2 == 0 else list(nets)[::-1]:
-            t0 = time.perf_counter()
-            step(nets[name], opts[name])
-            times[name].append((time.perf_counter() - t0) * 1e3)
+    times = alternated_steps({"plain": plain, "depthwise": depthwise_only, "fast": fast}, x, y, args.rounds)
     med = {name: statistics.median(v) for name, v in times.items()}
 
     def ratio(a: str, b: str) -> float:
