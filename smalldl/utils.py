@@ -177,7 +177,8 @@ def write_parquet(table: Any, path: str | os.PathLike[str]) -> None:
     """Write ``table`` (a DataFrame) to ``path`` atomically, with the record :func:`read_table` checks: its
     row count and :func:`column_hashes` (in ``attrs``, which pandas keeps in the parquet metadata)."""
     out = table.reset_index(drop=True)
-    out.attrs = {TABLE_RECORD: {"rows": len(out), "columns": column_hashes(out)}}
+    # the table's own attrs stay (an index keeps the CSV its labels come from: check_labels names it)
+    out.attrs = {**table.attrs, TABLE_RECORD: {"rows": len(out), "columns": column_hashes(out)}}
     with atomic_path(path) as tmp:
         out.to_parquet(tmp, index=False)
 
