@@ -204,14 +204,6 @@ def unit(recipe: str) -> dict[str, str]:
 PAIRS = (("equal", REF, EQUAL, "transfer"), ("boundary", REF, BOUNDARY, "schedule"), ("power", BETTER, REF, "transfer"))
 
 
-def run_interval_of(row: Mapping[str, Any]) -> stats.RunInterval:
-    """The ``stats.RunInterval`` of a comparisons.csv row."""
-    return stats.RunInterval(
-        float(row["diff"]), float(row["se"]), float(row["df"]), float(row["diff_lo"]), float(row["diff_hi"]),
-        int(row["seeds"]), str(row["band"]),
-    )  # fmt: skip
-
-
 def old_interval(summary: pd.DataFrame, keys: Sequence[str], reps: np.ndarray, a: str, b: str, level: float):
     """The old way: the mean over the paired (n, seed) runs of the runs' paired test-bootstrap replicate
     differences, its percentile interval (the trained models fixed: only the test patients vary)."""
@@ -245,7 +237,7 @@ def one_study(rng: np.random.Generator, sd: float, args: argparse.Namespace, glo
         for (name, a, b, _), row in zip(PAIRS, cmp.to_dict("records"), strict=True):
             assert (row["recipe_a"], row["recipe_b"], str(row["n"])) == (a, b, "all"), row
             truth = deltas[a] - deltas[b]
-            ci = run_interval_of(row)
+            ci = findings.comparison_interval(row)
             out[f"{name}_cover"] = bool(ci.lo <= truth <= ci.hi)
             out[f"{name}_band"] = ci.band
             for rel in (">", ">="):

@@ -255,17 +255,6 @@ class RunInterval:
         z = distance / self.se
         return float(sps.t.sf(z, self.df) if math.isfinite(self.df) else sps.norm.sf(z))
 
-    def as_dict(self, prefix: str = "") -> dict[str, Any]:
-        return {
-            f"{prefix}estimate": self.estimate,
-            f"{prefix}lo": self.lo,
-            f"{prefix}hi": self.hi,
-            f"{prefix}se": self.se,
-            f"{prefix}df": self.df,
-            f"{prefix}runs": self.runs,
-            f"{prefix}band": self.band,
-        }
-
 
 NAN_INTERVAL = RunInterval(math.nan, math.nan, math.nan, math.nan, math.nan, 0, BAND_TEST)
 

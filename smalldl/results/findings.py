@@ -192,22 +192,6 @@ def decide(relation: str, estimate: float, p_holds: float, p_contradicted: float
     return "contradicted"
 
 
-def interval_of(row: Mapping[str, Any]) -> stats.RunInterval:
-    """The ``stats.RunInterval`` of a findings row (its difference, bounds, se, df, band, seeds)."""
-
-    def num(key: str) -> float:
-        try:
-            return float(row.get(key))
-        except (TypeError, ValueError):
-            return math.nan
-
-    seeds = num("seeds")
-    return stats.RunInterval(
-        num("difference"), num("se"), num("df"), num("ci_lo"), num("ci_hi"),
-        0 if math.isnan(seeds) else int(seeds), str(row.get("band") or stats.BAND_TEST),
-    )  # fmt: skip
-
-
 # ------------------------------------------------------------------------------------------- sides
 
 
@@ -379,8 +363,9 @@ def _not_run(claim: Claim, task: str, arch: str, why: str = "") -> dict[str, Any
     return row
 
 
-def _oriented(row: Mapping[str, Any], sign: int) -> stats.RunInterval:
-    """The interval of a comparisons.csv row, as side A minus side B."""
+def comparison_interval(row: Mapping[str, Any], sign: int = 1) -> stats.RunInterval:
+    """The ``stats.RunInterval`` of a comparisons.csv row (diff, diff_lo, diff_hi, se, df, seeds, band), as
+    side A minus side B (``sign`` 1) or turned round (-1)."""
 
     def num(key: str) -> float:
         try:
@@ -410,9 +395,8 @@ def _oriented_row(
     """The findings row of a comparisons.csv row ``rec`` of ``units`` (its sides A, B), oriented as the claim:
     ``sign`` 1 keeps A minus B, -1 turns it round."""
     a, b = units if sign > 0 else units[::-1]
-    return _row(
-        claim, task, arch, rec["n"], (a.label, b.label), _oriented(rec, sign), margin, runs=rec["runs"], **extra
-    )
+    ci = comparison_interval(rec, sign)
+    return _row(claim, task, arch, rec["n"], (a.label, b.label), ci, margin, runs=rec["runs"], **extra)
 
 
 def _units(row: Mapping[str, Any]) -> tuple[Unit, Unit]:
