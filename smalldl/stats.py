@@ -390,6 +390,13 @@ def by_seed_means(units: Mapping[tuple[Any, Any], tuple[float, np.ndarray]]) -> 
     }
 
 
+def seed_mean(units: Mapping[tuple[Any, Any], tuple[float, np.ndarray]]) -> float:
+    """The point estimate ``paired_interval`` and ``seed_mean_interval(by_seed_means(units))`` give: the
+    mean over seeds of each seed's mean over its sizes (NaN without a finite value)."""
+    values = [v for v, _ in by_seed_means(units).values() if math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
 def paired_interval(
     units: Mapping[tuple[Any, Any], tuple[float, np.ndarray]],
     level: float,

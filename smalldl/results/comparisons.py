@@ -171,8 +171,8 @@ def compare(
                 )
                 shared = None if math.isnan(shared) else shared
             ci = stats.paired_interval(diffs, level, test_variance=shared)
-            mean_a = stats.seed_mean_interval(stats.by_seed_means(side_a), level).estimate
-            mean_b = stats.seed_mean_interval(stats.by_seed_means(side_b), level).estimate
+            mean_a = stats.seed_mean(side_a)
+            mean_b = stats.seed_mean(side_b)
             p = ci.p_two_sided(0.0) if ci.decidable else math.nan
             rows.append(
                 {
@@ -310,8 +310,8 @@ def stage_table(
             if len(common):
                 side_a, side_b, diffs = paired_units(ga, gb, common, reps, index)
                 test = stats.paired_interval(diffs, level)
-                row["test_winner"] = stats.seed_mean_interval(stats.by_seed_means(side_a), level).estimate
-                row["test_runner_up"] = stats.seed_mean_interval(stats.by_seed_means(side_b), level).estimate
+                row["test_winner"] = stats.seed_mean(side_a)
+                row["test_runner_up"] = stats.seed_mean(side_b)
                 row["test_margin"], row["test_margin_lo"], row["test_margin_hi"] = test.estimate, test.lo, test.hi
                 row["test_p"] = test.p_two_sided(0.0) if test.decidable else math.nan
                 row["band"] = test.band
