@@ -89,8 +89,8 @@ def read_patients(split_parquets: Sequence[str | Path]) -> dict[str, str]:
     out: dict[str, str] = {}
     for path in split_parquets:
         try:
-            table = pd.read_parquet(path, columns=["image_id", "patient_id"])
-        except (OSError, ValueError, KeyError) as exc:
+            table = read_table(path, columns=["image_id", "patient_id"])
+        except (OSError, KeyError) as exc:  # a damaged table is read_table's one line already
             raise InputError(f"split table {path} cannot be read for its patient ids ({exc})") from None
         out.update(zip(table["image_id"].astype(str), table["patient_id"].astype(str), strict=True))
     return out

@@ -642,3 +642,15 @@ def test_a_recipe_below_chance_is_warned_about_in_the_answer_the_readme_and_the_
     assert "below_chance_warnings" in (ROOT / "Snakefile").read_text()  # said where the run ends
     text = "\n".join(answer.answer_section(pd.DataFrame(), means, None, pd.DataFrame(), SETTINGS))
     assert "No CNN recipe was run" in text and "**Warning: below chance.**" in text  # warned without an answer too
+
+
+def test_patient_ids_come_from_the_split_tables_and_a_bad_one_is_named(tmp_path):
+    good = tmp_path / "split.parquet"
+    pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["P1", "P1"], "split": ["test", "test"]}).to_parquet(good)
+    assert intervals.read_patients([good]) == {"a": "P1", "b": "P1"}
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    for path in (bad, tmp_path / "missing.parquet"):
+        with pytest.raises(InputError) as info:
+            intervals.read_patients([good, path])
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
