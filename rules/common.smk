@@ -9,11 +9,13 @@
 import json
 import os
 import re
+import sys
 
 from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.io import checkpoint_target
 
 from smalldl import figures as figplan
+from smalldl.data import manifest as manifest_mod
 from smalldl.data import pool as pool_mod
 from smalldl.utils import derive_seed
 from snakemake_executor_plugin_slurm_groups import mend_group_jobs
@@ -123,12 +125,26 @@ def dataset_spec(wildcards):
     return {k: v for k, v in spec.items() if k not in DATASET_SCHEDULING_KEYS}
 
 
+#: Kinds whose images (10^5 files, read in place or downloaded) are not inputs of the index job: the stamp
+#: of smalldl.data.manifest stands for them, set by the main process at each DAG build (below).
+STAMPED_KINDS = ("nih", "chexpert", "mura")
+
+if workflow.is_main_process:
+    for _name in datasets_of_kind(*STAMPED_KINDS):
+        _line = manifest_mod.mark(INDEX.format(dataset=_name))
+        if _line:
+            print(_line, file=sys.stderr)
+
+
 def index_inputs(wildcards):
     """Inputs of the index job: the synthetic folder or the NIH fetch record, and every file on disk the
-    index is built from (a folder dataset's CSV and images, the metadata of a local copy: ``sources``), so
-    that an edited CSV, an added row or a replaced image reruns the index and what depends on it."""
+    index is built from (a folder dataset's CSV and images, the metadata of a local copy: ``sources``; the
+    images of a public dataset through their stamp: ``images``), so that an edited CSV, an added row or a
+    replaced image reruns the index and what depends on it."""
     spec = config["datasets"][wildcards.dataset]
     inputs = {"sources": pool_mod.source_files(wildcards.dataset, spec)}
+    if spec["kind"] in STAMPED_KINDS:
+        inputs["images"] = str(manifest_mod.stamp_path(INDEX.format(dataset=wildcards.dataset)))
     if spec["kind"] in SYNTHETIC_KINDS:
         inputs["raw"] = RAW.format(dataset=wildcards.dataset)
     if spec["kind"] == "nih":

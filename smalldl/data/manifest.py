@@ -2,17 +2,20 @@
 mtime_ns per image), written by the index job beside ``index/<dataset>.parquet``.
 
 The images of ChestX-ray14, CheXpert and MURA (10^5 files) are not inputs of the index job: Snakemake would
-stat every one at every DAG build (``snakemake -n`` included). Instead the index job records them here, and
-``python -m smalldl.data.manifest [index/]`` compares them with the disk, outside Snakemake, in parallel:
-for each dataset whose images changed (replaced, resized, removed) it prints one line naming the count, the
-first changed file and the command that reruns the index and what depends on it
-(``snakemake --forcerun index/<dataset>.parquet``), and exits 1; with nothing changed it exits 0 silently.
-The index job records the manifest for every kind (a folder dataset's images are also inputs of its job).
+keep a record per file and stat each one several times at every DAG build. Instead, at each DAG build the
+main Snakemake process compares them with this manifest once, in parallel threads (:func:`mark`), and sets
+the modification time of one stamp file, ``index/<dataset>.images``, an input of the index job: the epoch
+when every image is as the index job found it, now when one changed (replaced, resized, removed). A changed
+image thus reruns the index and what depends on it (``snakemake -n`` shows it, and says which image), and
+restoring it undoes that, with no state kept between runs. ``python -m smalldl.data.manifest [index/]`` asks
+the same question outside Snakemake: one line per dataset whose images changed, exit 1.
+A folder dataset's images are inputs of its index job as well (10^2-10^3 files).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -23,6 +26,7 @@ from smalldl.errors import InputError
 from smalldl.utils import atomic_path
 
 SUFFIX = ".files.tsv"
+STAMP_SUFFIX = ".images"
 HEADER = "path\tsize\tmtime_ns"
 
 
@@ -30,6 +34,45 @@ def manifest_path(index_parquet: str | Path) -> Path:
     """``index/<dataset>.files.tsv`` beside ``index/<dataset>.parquet``."""
     index_parquet = Path(index_parquet)
     return index_parquet.with_name(index_parquet.stem + SUFFIX)
+
+
+def stamp_path(index_parquet: str | Path) -> Path:
+    """``index/<dataset>.images``: the index job's input whose modification time says whether the images
+    changed since the index was built (:func:`mark`)."""
+    index_parquet = Path(index_parquet)
+    return index_parquet.with_name(index_parquet.stem + STAMP_SUFFIX)
+
+
+def mark(index_parquet: str | Path, workers: int = 16) -> str | None:
+    """Compare the images of ``index_parquet`` with its manifest and set its stamp's modification time:
+    the epoch (older than any index) when nothing changed or no index was built yet, now when an image
+    changed, so that Snakemake reruns the index job and what depends on it. The line that says so, or None.
+    Called by the main Snakemake process at each DAG build (rules/common.smk), never by a job."""
+    index_parquet, manifest = Path(index_parquet), manifest_path(index_parquet)
+    changed = changed_files(manifest, workers) if index_parquet.is_file() and manifest.is_file() else []
+    stamp = stamp_path(index_parquet)
+    # what it says changes with the images too: Snakemake does not count an input newer than its job's
+    # outputs as updated when its content is the one recorded when the job ran
+    text = (
+        "Its modification time is what matters: the epoch while the images are as the index job found them\n"
+        f"({manifest.name}), the time of the last DAG build that found one changed (smalldl.data.manifest).\n"
+    )
+    if changed:
+        now = stat_all(changed, workers)
+        state = hashlib.sha256(repr(list(zip(changed, now, strict=True))).encode()).hexdigest()
+        text += f"changed: {len(changed)} image(s), first {changed[0]}, state {state}\n"
+    if not stamp.is_file() or stamp.read_text(encoding="utf-8") != text:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(stamp) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    if not changed:
+        os.utime(stamp, ns=(0, 0))
+        return None
+    os.utime(stamp)
+    return (
+        f"{index_parquet}: {len(changed)} image(s) changed since it was built (first: {changed[0]}): "
+        "the index and what depends on it rerun"
+    )
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -41,10 +84,16 @@ def _stat(path: str) -> tuple[int, int]:
 
 
 def stat_all(paths: Sequence[str], workers: int = 16) -> list[tuple[int, int]]:
-    """(size, mtime_ns) of each path, (-1, -1) for a missing one; threads, since a network file system
-    answers a stat in milliseconds."""
+    """(size, mtime_ns) of each path, (-1, -1) for a missing one; in ``workers`` threads, each a contiguous
+    share of the paths (a network file system answers a stat in milliseconds; one future per path would
+    cost more than a local disk's stat)."""
+    paths = list(paths)
+    if len(paths) < 2048 or workers <= 1:
+        return [_stat(p) for p in paths]
+    step = -(-len(paths) // workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_stat, paths, chunksize=256))
+        parts = pool.map(lambda i: [_stat(p) for p in paths[i : i + step]], range(0, len(paths), step))
+        return [st for part in parts for st in part]
 
 
 def write_manifest(paths: Iterable[str], out: str | Path, workers: int = 16) -> int:

@@ -66,7 +66,7 @@ def make_folder(base):
 def snakemake(study, *args, configs=()):
     work, config = study
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2",
-           "--directory", str(work), "--configfile", str(config), *map(str, configs), *args]  # fmt: skip
+           "--directory", str(work), *args, "--configfile", str(config), *map(str, configs)]  # fmt: skip
     # the jobs import this checkout's library, whatever an installed smalldl is
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=900, env=env)
@@ -191,3 +191,50 @@ def test_the_index_job_s_image_manifest_names_the_stale_index_and_its_repair(stu
 
 def test_the_untouched_study_reruns_nothing_after_the_edits_are_undone(study):
     assert planned(_study(study)) == {}
+
+
+# ---------------------------------------------------------------- a public dataset's images (a stamp)
+
+
+@pytest.fixture(scope="module")
+def chexpert_copy(tmp_path_factory):
+    """A CheXpert look-alike indexed in place and cached (its index and cache jobs only)."""
+    from tests.unit.test_sources import make_chexpert
+
+    base = tmp_path_factory.mktemp("public")
+    root = make_chexpert(base / "data", n_patients=30)
+    config = base / "cx.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {"cx": {"kind": "chexpert", "params": {"path": str(root)}}},
+                **STUDY,
+                "tasks": {"effusion": {"dataset": "cx", "type": "binary", "labels": ["Pleural Effusion"]}},
+                "study": {**STUDY["study"], "sizes": [10]},
+            }
+        )
+    )
+    work = base / "work"
+    work.mkdir()
+    snakemake((work, config), "index/cx.parquet", "cache/cx/w32.npy")
+    return work, config, root
+
+
+def test_a_public_dataset_s_replaced_image_reruns_its_index_and_restoring_it_undoes_that(chexpert_copy):
+    """CheXpert's, MURA's and ChestX-ray14's images (10^5 files) are not inputs Snakemake keeps: at each DAG
+    build the main process compares them with the index job's manifest and sets the index's stamp
+    (smalldl.data.manifest.mark). A replaced image reruns the index and the cache, and says which image; the
+    restored image reruns nothing again; nothing is kept between the two plans."""
+    work, config, root = chexpert_copy
+    targets = ("index/cx.parquet", "cache/cx/w32.npy")
+    assert "Nothing to be done" in snakemake((work, config), "-n", *targets)
+    image = sorted(root.glob("train/*/study1/view1_frontal.jpg"))[3]
+    with Restored(image):
+        Image.new("L", (40, 48), color=0).save(image, format="JPEG")
+        os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+        out = snakemake((work, config), "-n", *targets)
+        assert "index/cx.parquet: 1 image(s) changed since it was built (first: " in out
+        assert str(image.relative_to(root.parent)) in out or str(image) in out
+        jobs = {m.group(1) for m in re.finditer(r"^rule (\w+):", out, re.M)}
+        assert {"index", "cache"} <= jobs, out[-3000:]
+    assert "Nothing to be done" in snakemake((work, config), "-n", *targets)
