@@ -183,12 +183,41 @@ def write_parquet(table: Any, path: str | os.PathLike[str]) -> None:
         out.to_parquet(tmp, index=False)
 
 
+#: The checksum file :func:`write_csv` writes beside a CSV table (``<name>.csv.sha256``, ``sha256sum -c``'s
+#: format), which :func:`read_table` checks.
+CSV_RECORD_SUFFIX = ".sha256"
+
+
+def write_csv(table: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``table`` to the CSV ``path`` atomically, and its SHA-256 beside it (``<path>.sha256``, the
+    record :func:`read_table` checks: a CSV a later job reads, e.g. a training subset, that was edited or
+    truncated is then one :func:`~smalldl.errors.damaged` line, not a study of other images)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+    with atomic_path(path.with_name(path.name + CSV_RECORD_SUFFIX)) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(f"{digest}  {path.name}\n")
+
+
+def _check_csv_record(path: Path) -> None:
+    from smalldl.errors import damaged
+
+    record = path.with_name(path.name + CSV_RECORD_SUFFIX)
+    if not record.is_file():
+        return  # written by an older smalldl or by hand: read unchecked
+    recorded = record.read_text(encoding="utf-8").split()[:1]
+    if hashlib.sha256(path.read_bytes()).hexdigest() not in recorded:
+        raise damaged(path, f"its SHA-256 differs from what its producer recorded in {record.name}")
+
+
 def read_table(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     """A parquet or CSV table an earlier job wrote (a split, a subset, a run's predictions); one that cannot
     be read (truncated, overwritten) is one :func:`~smalldl.errors.damaged` line naming it and the command
     that rebuilds it. A parquet table that :func:`write_parquet` wrote is checked against its record (row
-    count, each column read): a rewritten table (a flipped label) is that line too. A table without a record
-    (written by an older smalldl or by hand) is read unchecked."""
+    count, each column read), a CSV that :func:`write_csv` wrote against its SHA-256: a rewritten table (a
+    flipped label) is that line too. A table without a record (written by an older smalldl or by hand) is
+    read unchecked."""
     import pandas as pd
 
     from smalldl.errors import damaged
@@ -198,6 +227,7 @@ def read_table(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         if path.suffix == ".parquet":
             table = pd.read_parquet(path, **kwargs)
         else:
+            _check_csv_record(path)
             return pd.read_csv(path, **kwargs)
     except FileNotFoundError:
         raise

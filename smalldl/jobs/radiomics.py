@@ -46,7 +46,7 @@ def radiomics_features(
     ids = [str(i) for i in info["image_ids"]]
     if images == "used" and (split_parquets or subset_csvs):
         splits = [read_table(p) for p in split_parquets]
-        subsets = [pd.read_csv(p, dtype={"image_id": str, "patient_id": str}) for p in subset_csvs]
+        subsets = [read_table(p, dtype={"image_id": str, "patient_id": str}) for p in subset_csvs]
         rows = cache_mod.rows_for(info, radiomics.used_image_ids(ids, splits, subsets))
     else:
         rows = np.arange(len(ids))
@@ -88,7 +88,7 @@ def radiomics_model(
 
     labels = list(task["labels"])
     split = read_table(split_parquet)
-    subset = pd.read_csv(subset_csv, dtype={"image_id": str, "patient_id": str})
+    subset = read_table(subset_csv, dtype={"image_id": str, "patient_id": str})
     if len(subset) != n:
         raise InputError(f"training subset {subset_csv} has {len(subset)} rows, expected n={n}")
     val_table, test_table = selected_rows(split, "val"), selected_rows(split, "test")

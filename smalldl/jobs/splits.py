@@ -9,10 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from smalldl.data import splits as splits_mod
-from smalldl.utils import atomic_path, read_table, write_json, write_parquet
+from smalldl.utils import read_table, write_csv, write_json, write_parquet
 
 
 def excluded_inputs(named: Mapping[str, Any], count: int) -> list[tuple[str, list[str]]]:
@@ -40,7 +38,7 @@ def split(
     excluded: set[str] = set()
     for split_path, subset_paths in excluded_from:
         other = read_table(split_path)
-        subsets = [pd.read_csv(p, dtype={"image_id": str, "patient_id": str}) for p in subset_paths]
+        subsets = [read_table(p, dtype={"image_id": str, "patient_id": str}) for p in subset_paths]
         excluded |= splits_mod.used_patients(other, subsets, task.get("exclude_patients_scope", "used"))
     selection: dict[str, Any] = {}
     table = splits_mod.task_table(index, task_name, task, excluded, seed=global_seed, info=selection)
@@ -73,8 +71,7 @@ def subset(
     """The training subset of size ``n`` for ``seed`` (nested in larger n)."""
     table = read_table(split_parquet)
     drawn, info = splits_mod.draw_subset(table, task_name, task, n, seed, global_seed)
-    with atomic_path(out_csv) as tmp:
-        drawn.to_csv(tmp, index=False)
+    write_csv(drawn, out_csv)
     write_json(out_json, info)
     if info.get("positives_short"):
         print(

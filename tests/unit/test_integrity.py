@@ -217,3 +217,52 @@ def test_the_index_job_records_its_images_and_a_replaced_one_is_named_with_the_r
     assert manifest.main([str(index.parent)]) == 1 and f"--forcerun {index}" in capsys.readouterr().out
     image.unlink()  # a removed image is a change too
     assert manifest.changed_files(tmp_path / "index" / "chest.files.tsv") == [str(image)]
+
+
+def test_a_training_subset_edited_after_its_job_is_caught_by_its_recorded_sha256(tmp_path):
+    """The subset job writes its CSV with a SHA-256 beside it (``<csv>.sha256``); its readers (fine-tuning,
+    radiomics, a split that avoids its patients) stop with one line naming it and the repair when the CSV
+    is not what was written. A CSV without the record (by hand, an older smalldl) is read as it is."""
+    from smalldl.utils import write_csv
+
+    path = tmp_path / "train_n4_s0.csv"
+    table = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "patient_id": ["1", "1", "2", "3"], "y": [0, 1, 0, 1]})
+    write_csv(table, path)
+    assert (tmp_path / "train_n4_s0.csv.sha256").read_text().endswith("  train_n4_s0.csv\n")
+    pd.testing.assert_frame_equal(read_table(path, dtype={"image_id": str, "patient_id": str}), table)
+    path.write_text(path.read_text().replace("d,3,1", "d,3,0"))  # one label flipped by hand
+    with pytest.raises(InputError) as info:
+        read_table(path)
+    assert "its SHA-256 differs from what its producer recorded" in one_line_naming(info, path)
+    (tmp_path / "train_n4_s0.csv.sha256").unlink()
+    assert read_table(path)["y"].tolist() == [0, 1, 0, 0]
+
+
+def test_the_stamp_of_a_public_dataset_s_images_is_old_until_one_changes(tmp_path):
+    """smalldl.data.manifest.mark, what the main Snakemake process calls at each DAG build: the stamp (an
+    input of the index job) is the epoch while the images match the manifest, now (with other content)
+    when one changed, and the epoch again once it is restored."""
+    import os
+
+    from smalldl.data import manifest
+
+    images = [tmp_path / f"{i}.png" for i in range(3)]
+    for i, image in enumerate(images):
+        Image.new("L", (8, 8), color=i).save(image)
+    index = tmp_path / "index" / "d.parquet"
+    stamp = manifest.stamp_path(index)
+    assert manifest.mark(index) is None and stamp.stat().st_mtime_ns == 0  # no index yet
+    index.parent.mkdir(exist_ok=True)
+    index.write_bytes(b"x")
+    manifest.write_manifest(map(str, images), manifest.manifest_path(index))
+    assert manifest.mark(index) is None and stamp.stat().st_mtime_ns == 0
+    quiet = stamp.read_text()
+    saved = images[1].read_bytes(), images[1].stat()
+    Image.new("L", (8, 8), color=99).save(images[1])
+    os.utime(images[1], ns=(saved[1].st_atime_ns, saved[1].st_mtime_ns + 10**9))
+    line = manifest.mark(index)
+    assert line.startswith(f"{index}: 1 image(s) changed since it was built (first: {images[1]})")
+    assert stamp.stat().st_mtime_ns > index.stat().st_mtime_ns and stamp.read_text() != quiet
+    images[1].write_bytes(saved[0])
+    os.utime(images[1], ns=(saved[1].st_atime_ns, saved[1].st_mtime_ns))
+    assert manifest.mark(index) is None and stamp.stat().st_mtime_ns == 0 and stamp.read_text() == quiet
