@@ -41,8 +41,8 @@ def selected_rows(split: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def cached_data(cache_arr: np.ndarray, info: Mapping[str, Any], table: pd.DataFrame, task: Mapping[str, Any]):
-    """The cached images of ``table``'s rows with their targets, as a training.Data."""
-    from smalldl.train import Data
+    """The cached images of ``table``'s rows with their targets, as a ``smalldl.data.arrays.Data``."""
+    from smalldl.data.arrays import Data
 
     rows = cache_mod.rows_for(dict(info), list(table["image_id"]))
     labels = list(task["labels"])
@@ -161,7 +161,7 @@ def target_data(
     n: int | None = None,
 ):
     """(subset table, train, val, test) of a target task: the training subset and the split's selected
-    validation and test rows, as training.Data from the cache."""
+    validation and test rows, as ``smalldl.data.arrays.Data`` from the cache."""
     arr, info = cache_mod.open_cache(cache_npy, cache_meta)
     split = read_table(split_parquet)
     subset = read_table(subset_csv, dtype={"image_id": str, "patient_id": str})
