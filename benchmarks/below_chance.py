@@ -30,8 +30,9 @@ import numpy as np  # noqa: E402
 from smalldl import config as config_mod  # noqa: E402
 from smalldl.config import Recipe  # noqa: E402
 from smalldl.data.transforms import center_crop, to_tensor  # noqa: E402
-from smalldl.evaluate import auc_per_label, mean_auc, predict_views  # noqa: E402
+from smalldl.evaluate import predict_views  # noqa: E402
 from smalldl.jobs._shared import build_recipe_model, choose_formats, target_data  # noqa: E402
+from smalldl.metrics import auc_per_label, mean_auc  # noqa: E402
 from smalldl.utils import derive_seed  # noqa: E402
 
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from smalldl.train import Data, Hooks, Run, fit
+    from smalldl.data.arrays import Data
+    from smalldl.train import Hooks, Run, fit
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=True)

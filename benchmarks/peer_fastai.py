@@ -285,7 +285,7 @@ def run_fastai(model, dls, test_dl, settings, *, formats, run_seed, max_lr, fold
     )
     from sklearn.metrics import roc_auc_score
 
-    from smalldl.evaluate import roc_auc_score as our_auc
+    from smalldl.metrics import roc_auc_score as our_auc
 
     class CpuBf16(Callback):  # fastai's MixedPrecision autocasts CUDA only; the job's bf16 on a CPU
         order = MixedPrecision.order

@@ -31,11 +31,12 @@ from smalldl.jobs import train as train_jobs  # what a finetune job imports
 from smalldl.jobs._shared import training_torch
 from smalldl import models, train
 from smalldl.config import train_settings
+from smalldl.data.arrays import Data
 s = train_settings({{"epochs": 1, "batch_size": {batch}, "crop": {crop}, "threads": {threads}, "device": {device!r},
                     "checkpoint": False}})
 with training_torch(s, {threads}, "benchmark") as (torch, device, _):  # as a training job: a GPU slot held
     rng = np.random.default_rng(0)
-    data = train.Data(rng.integers(0, 255, ({n}, {width}, {width}), dtype=np.uint8),
+    data = Data(rng.integers(0, 255, ({n}, {width}, {width}), dtype=np.uint8),
                       (rng.random(({n}, 1)) < 0.5).astype(np.float32))
     model = models.build({arch!r}, 1).to(device)
     def first(i, m, o):
@@ -61,14 +62,14 @@ def bare_loop(model, data, val, settings, device, epochs):
     import numpy as np
     import torch
 
-    from smalldl import evaluate, train
+    from smalldl import evaluate, precision, train
     from smalldl.data.transforms import augment, to_tensor
 
     opt = torch.optim.AdamW(model.parameters(), lr=settings["max_lr"], weight_decay=settings["weight_decay"])
     crit = torch.nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
-    fmt = torch.channels_last if evaluate.use_channels_last(settings, device) else torch.contiguous_format
+    fmt = torch.channels_last if precision.use_channels_last(settings, device) else torch.contiguous_format
     model.to(memory_format=fmt)
     for _ in range(epochs):
         model.train()
@@ -76,7 +77,7 @@ def bare_loop(model, data, val, settings, device, epochs):
             x = augment(to_tensor(data.images[idx], device), settings["crop"], True, 10.0, gen)
             y = torch.from_numpy(data.targets[idx]).to(device)
             opt.zero_grad(set_to_none=True)
-            with evaluate.autocast(settings, device):
+            with precision.autocast(settings, device):
                 logits = model(x.contiguous(memory_format=fmt))
             crit(logits.float(), y).backward()
             opt.step()
@@ -105,8 +106,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from smalldl import evaluate, models, train
+    from smalldl import models, precision, train
     from smalldl.config import train_settings
+    from smalldl.data.arrays import Data
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -115,15 +117,15 @@ def main() -> None:
          "checkpoint": True, "max_lr": 1e-3, "channels_last": args.channels_last, "cpu_kernels": args.cpu_kernels}
     )  # fmt: skip
     rng = np.random.default_rng(0)
-    data = train.Data(
+    data = Data(
         rng.integers(0, 255, (args.n, args.width, args.width), dtype=np.uint8),
         (rng.random((args.n, 1)) < 0.5).astype(np.float32),
     )
-    val = train.Data(data.images[:64], data.targets[:64])
+    val = Data(data.images[:64], data.targets[:64])
     print(
         f"{args.arch} @ {args.crop}px, batch {args.batch}, {args.n} images x {args.epochs} epochs, {args.device}, "
-        f"{args.threads} threads, bf16 {evaluate.use_bf16(settings, device)}, "
-        f"channels_last {evaluate.use_channels_last(settings, device)}, cpu_kernels {args.cpu_kernels}"
+        f"{args.threads} threads, bf16 {precision.use_bf16(settings, device)}, "
+        f"channels_last {precision.use_channels_last(settings, device)}, cpu_kernels {args.cpu_kernels}"
     )
 
     def run_bare() -> float:

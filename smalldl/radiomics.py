@@ -415,7 +415,7 @@ def fit_predict(
 
 def scores(y: np.ndarray, prob: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     """Loss (mean binary cross-entropy) and AUC as the CNN runs report them."""
-    from smalldl.evaluate import auc_per_label, masked_bce, mean_auc
+    from smalldl.metrics import auc_per_label, masked_bce, mean_auc
 
     y = np.asarray(y, dtype=np.float64).reshape(len(prob), -1)
     loss = masked_bce(y, prob) if len(y) else math.nan  # uncertain (-1) labels left out, as for the CNNs

@@ -6,11 +6,12 @@ Plain functions per phase (as torchvision's references/classification/train.py):
 ``train_one_epoch``, ``fit``, ``lr_sweep``; what every step of a run uses (model, optimizer, schedule,
 transfer plan, layer groups, loss, device, settings, task type) travels in one ``Loop``; what a run is
 (task, seed, schedule, transfer method, max_lr, checkpoint) in one ``Run``, and its log and observers in
-``Hooks``, so that ``fit(model, train, val, settings, run, hooks)`` takes a handful. The phases
-shared with evaluation live elsewhere: the transforms (``to_tensor``, ``augment``, ``tta_views``) in
-``smalldl.data.transforms``; ``predict``, ``evaluate``, ``scores`` and the precision settings (bf16
-autocast, channels_last) in ``smalldl.evaluate``; the schedules and ``make_schedule`` in
-``smalldl.schedules``.
+``Hooks``, so that ``fit(model, train, val, settings, run, hooks)`` takes a handful. What training
+shares with evaluation lives elsewhere: the images and targets (``Data``) in ``smalldl.data.arrays``; the
+transforms (``to_tensor``, ``augment``, ``tta_views``) in ``smalldl.data.transforms``; ``predict``,
+``evaluate`` and ``scores`` in ``smalldl.evaluate``; the precision settings (bf16 autocast, channels_last) in
+``smalldl.precision``; the ``torch.compile`` wrapper in ``smalldl.compilation``; the schedules and
+``make_schedule`` in ``smalldl.schedules``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -31,21 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from smalldl import kernels, models, schedules
+from smalldl.compilation import compile_errors, compiled
+from smalldl.data.arrays import Data
 from smalldl.data.transforms import augment, to_tensor
-from smalldl.evaluate import autocast, compile_errors, compiled, evaluate, use_channels_last
+from smalldl.evaluate import evaluate
+from smalldl.precision import autocast, use_channels_last
 from smalldl.utils import derive_seed, save_torch
-
-
-@dataclass
-class Data:
-    """Images (uint8, N x H x W) and targets: float N x L (binary/multilabel) or int N (multiclass)."""
-
-    images: np.ndarray
-    targets: np.ndarray
-    image_ids: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

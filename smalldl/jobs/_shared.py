@@ -1,23 +1,26 @@
-"""What the training jobs (pretrain, lr_find, finetune) share: the cached images of a split's rows,
-torch's threads and device (a GPU slot held for the job), the model a recipe starts from, the formats it
-trains in (smalldl.formats), the history and environment records."""
+"""What the training jobs (pretrain, lr_find, finetune) share: the cached images of a split's rows, the
+job's lock and torch's threads and device (a GPU slot held for the job), the model a recipe starts from,
+the formats it trains in (smalldl.formats), the resumable fit, the history and environment records."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from smalldl.config import NO_SOURCE, Recipe
+from smalldl.config import NO_SOURCE, Recipe, result_settings
 from smalldl.data import cache as cache_mod
 from smalldl.errors import InputError
-from smalldl.utils import atomic_path, derive_seed, read_table
+from smalldl.utils import atomic_path, derive_seed, one_writer, read_table
 
 HISTORY_COLUMNS = [
     "kind",
@@ -41,8 +44,8 @@ def selected_rows(split: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def cached_data(cache_arr: np.ndarray, info: Mapping[str, Any], table: pd.DataFrame, task: Mapping[str, Any]):
-    """The cached images of ``table``'s rows with their targets, as a training.Data."""
-    from smalldl.train import Data
+    """The cached images of ``table``'s rows with their targets, as a ``smalldl.data.arrays.Data``."""
+    from smalldl.data.arrays import Data
 
     rows = cache_mod.rows_for(dict(info), list(table["image_id"]))
     labels = list(task["labels"])
@@ -76,6 +79,70 @@ def training_torch(settings: Mapping[str, Any], threads: int, job: str = "") -> 
         if device.type == "cuda":
             torch.cuda.set_device(device)  # what lands on "the" CUDA device lands on this one, not cuda:0
         yield torch, device, slot
+
+
+@contextmanager
+def training_job(
+    lock: str | Path, job: str, settings: Mapping[str, Any], threads: int
+) -> Iterator[tuple[Any, Any, Any]]:
+    """The ``with`` block of a training job, (torch, device, GPU slot): first the one-writer lock of its run
+    folder (``utils.one_writer``: held from before a resume checkpoint is read until the outputs are
+    written; a rerun beside a running orphan stops before it claims a GPU), then ``training_torch``."""
+    with one_writer(lock, job), training_torch(settings, threads, job=job) as env:
+        yield env
+
+
+@dataclass
+class Fitted:
+    """What ``resumable_fit`` gives: ``fit``'s result, the settings with the formats chosen for the device
+    (what the job then evaluates and records with), the record of that choice, the resume checkpoint
+    (None: ``checkpoint: false``), which the job removes once its outputs are written, and the time the
+    fit began."""
+
+    result: dict[str, Any]
+    settings: dict[str, Any]
+    formats: dict[str, Any]
+    checkpoint: Path | None
+    started: float
+
+
+def resumable_fit(
+    model: Any,
+    train: Any,
+    val: Any,
+    settings: Mapping[str, Any],
+    *,
+    device: Any,
+    task: Mapping[str, Any],
+    recipe: Recipe,
+    seed: int,
+    checkpoint: str | Path,
+    identity: Mapping[str, Any],
+    max_lr: float | None = None,
+) -> Fitted:
+    """Fit ``model`` (``smalldl.train.fit``) with ``recipe``'s schedule and transfer method, in the formats
+    chosen for ``device`` (``choose_formats``), checkpointed to ``checkpoint`` after every epoch unless
+    ``settings["checkpoint"]`` is off. A checkpoint already there is resumed if it was written by the same
+    run: its signature is ``identity`` (what the run's result depends on besides its settings: recipe, seed,
+    data, start weights) with the result settings in the chosen formats (``result_settings``: a changed
+    device or thread count still resumes, a changed format does not)."""
+    from smalldl.train import Run, fit
+
+    checkpoint = Path(checkpoint) if settings.get("checkpoint", True) else None
+    settings, formats = choose_formats(settings, device)
+    signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
+    started = time.time()
+    run = Run(
+        task_type=task["type"],
+        labels=list(task["labels"]),
+        seed=seed,
+        schedule=recipe.schedule,
+        transfer=recipe.transfer,
+        max_lr=max_lr,
+        checkpoint=checkpoint,
+        signature=signature,
+    )
+    return Fitted(fit(model, train, val, settings, run), settings, formats, checkpoint, started)
 
 
 def environment(device: Any, formats: Mapping[str, Any] | None = None, *, slot: Any = None) -> dict[str, Any]:
@@ -161,7 +228,7 @@ def target_data(
     n: int | None = None,
 ):
     """(subset table, train, val, test) of a target task: the training subset and the split's selected
-    validation and test rows, as training.Data from the cache."""
+    validation and test rows, as ``smalldl.data.arrays.Data`` from the cache."""
     arr, info = cache_mod.open_cache(cache_npy, cache_meta)
     split = read_table(split_parquet)
     subset = read_table(subset_csv, dtype={"image_id": str, "patient_id": str})

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,21 +10,21 @@ from typing import Any
 
 import numpy as np
 
-from smalldl.config import UNVERIFIED, result_settings
+from smalldl.config import UNVERIFIED
 from smalldl.data import cache as cache_mod
 from smalldl.errors import InputError
 from smalldl.jobs._shared import (
     build_recipe_model,
     cached_data,
-    choose_formats,
     environment,
     file_sha256,
     num_outputs,
+    resumable_fit,
     selected_rows,
-    training_torch,
+    training_job,
     write_history,
 )
-from smalldl.utils import LOCK_NAME, derive_seed, one_writer, read_table, write_json
+from smalldl.utils import LOCK_NAME, derive_seed, read_table, write_json
 
 #: Bootstrap resamples of the validation images behind a source model's ``val_auc_se``.
 VAL_AUC_BOOTSTRAP = 1000
@@ -56,16 +55,13 @@ def pretrain(
     from smalldl import models, stats
     from smalldl.config import NO_SOURCE, Recipe
     from smalldl.evaluate import evaluate
-    from smalldl.train import Run, fit, state_sha256
+    from smalldl.train import state_sha256
 
     recipe = Recipe.parse(recipe_name)
     if (recipe.source == NO_SOURCE) != (start_ckpt is None):
         raise ValueError(f"source {source}: recipe {recipe_name} and start checkpoint {start_ckpt} disagree")
     lock = Path(out_ckpt).with_name(f".{Path(out_ckpt).stem}{LOCK_NAME}")  # beside its resume checkpoint
-    with (
-        one_writer(lock, f"pretrain {source} {arch}"),
-        training_torch(settings, threads, job=f"pretrain {source} {arch}") as (torch, device, slot),
-    ):
+    with training_job(lock, f"pretrain {source} {arch}", settings, threads) as (torch, device, slot):
         arr, info = cache_mod.open_cache(cache_npy, cache_meta)
         split = read_table(split_parquet)
         train_table = selected_rows(split, "train")
@@ -88,31 +84,25 @@ def pretrain(
             f"recipe {recipe_name} ({' -> '.join(chain)})",
             file=sys.stderr,
         )
-        checkpoint = f"{out_ckpt}.resume" if settings.get("checkpoint", True) else None
         identity = {
-            "settings": result_settings(settings),  # a changed device or thread count still resumes
             "recipe": recipe_name,
             "seed": seed,
             "n": len(train),
             "start": file_sha256(start_ckpt) if start_ckpt else None,
         }
-        settings, formats = choose_formats(settings, device)
-        signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
-        result = fit(
+        fitted = resumable_fit(
             model,
             train,
             val,
             settings,
-            Run(
-                task_type=task["type"],
-                labels=list(task["labels"]),
-                seed=seed,
-                schedule=recipe.schedule,
-                transfer=recipe.transfer,
-                checkpoint=checkpoint,
-                signature=signature,
-            ),
+            device=device,
+            task=task,
+            recipe=recipe,
+            seed=seed,
+            checkpoint=f"{out_ckpt}.resume",
+            identity=identity,
         )
+        result, settings, formats = fitted.result, fitted.settings, fitted.formats
         # the selected model's validation AUC with a bootstrap standard error over the validation images: the
         # results flag a source whose AUC is within its CI of 0.5 (smalldl.results.sources)
         val_scores = evaluate(model, val, settings, device=device, task_type=task["type"], labels=list(task["labels"]))
@@ -153,8 +143,8 @@ def pretrain(
         write_history(result["history"], out_history)
         models.save_source(out_ckpt, arch=arch, body=model.body.state_dict(), meta=meta)
         write_json(out_metrics, meta)
-        if checkpoint:
-            Path(checkpoint).unlink(missing_ok=True)
+        if fitted.checkpoint is not None:
+            fitted.checkpoint.unlink(missing_ok=True)
         return meta
 
 

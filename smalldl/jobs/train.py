@@ -13,15 +13,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smalldl.config import Recipe, result_settings
+from smalldl.config import Recipe
 from smalldl.data import splits as splits_mod
 from smalldl.jobs._shared import (
     build_recipe_model,
     choose_formats,
     environment,
     file_sha256,
+    resumable_fit,
     target_data,
-    training_torch,
+    training_job,
     write_history,
 )
 from smalldl.record import CnnFields, RunRecord, read_metrics_json
@@ -29,7 +30,6 @@ from smalldl.utils import (
     LOCK_NAME,
     atomic_path,
     derive_seed,
-    one_writer,
     process_start_time,
     save_torch,
     write_json,
@@ -60,10 +60,7 @@ def lr_find(
 
     recipe = Recipe.parse(recipe_name)
     lock = Path(out_json).with_name(f".{Path(out_json).stem}{LOCK_NAME}")
-    with (
-        one_writer(lock, f"lr_find {task_name} {arch} {recipe_name}"),
-        training_torch(settings, threads, job=f"lr_find {task_name} {arch} {recipe_name}") as (torch, device, slot),
-    ):
+    with training_job(lock, f"lr_find {task_name} {arch} {recipe_name}", settings, threads) as (torch, device, slot):
         subset, train, _, _ = target_data(
             task=task, split_parquet=split_parquet, subset_csv=subset_csv, cache_npy=cache_npy, cache_meta=cache_meta
         )
@@ -146,17 +143,13 @@ def finetune(
     t_entry = time.time()
     startup = t_entry - process_start_time()
     from smalldl.evaluate import evaluate_views
-    from smalldl.train import Run, fit
 
     out_val = out_val_predictions
 
     recipe = Recipe.parse(recipe_name)
     job = f"finetune {task_name} {arch} {recipe_name} n={n} seed={seed}"
     # one process at a time trains into the run folder (resume.pt, model.pt)
-    with (
-        one_writer(Path(out_metrics).parent / LOCK_NAME, job),
-        training_torch(settings, threads, job=job) as (torch, device, slot),
-    ):
+    with training_job(Path(out_metrics).parent / LOCK_NAME, job, settings, threads) as (torch, device, slot):
         subset, train, val, test = target_data(
             task=task,
             split_parquet=split_parquet,
@@ -180,34 +173,27 @@ def finetune(
             file=sys.stderr,
         )
         run_dir = Path(out_metrics).parent
-        checkpoint = run_dir / "resume.pt" if settings["checkpoint"] else None
         identity = {
-            "settings": result_settings(settings),  # a changed device or thread count still resumes
             "recipe": recipe_name,
             "run_seed": run_seed,
             "max_lr": max_lr,
             "train": list(train.image_ids),
             "source": file_sha256(source_ckpt) if source_ckpt else None,
         }
-        settings, formats = choose_formats(settings, device)
-        signature = json.dumps({**identity, "settings": result_settings(settings)}, sort_keys=True, default=str)
-        t_fit = time.time()
-        result = fit(
+        fitted = resumable_fit(
             model,
             train,
             val,
             settings,
-            Run(
-                task_type=task["type"],
-                labels=labels,
-                seed=run_seed,
-                schedule=recipe.schedule,
-                transfer=recipe.transfer,
-                max_lr=max_lr,
-                checkpoint=checkpoint,
-                signature=signature,
-            ),
+            device=device,
+            task=task,
+            recipe=recipe,
+            seed=run_seed,
+            checkpoint=run_dir / "resume.pt",
+            identity=identity,
+            max_lr=max_lr,
         )
+        result, settings, formats = fitted.result, fitted.settings, fitted.formats
         t0 = time.time()
         kind, views, tta_seed = task["type"], settings["tta"], derive_seed(run_seed, "tta")
         # one pass over the test set: the centre crop is the TTA's first view (the plain validation score is
@@ -229,7 +215,7 @@ def finetune(
             save_torch({"arch": arch, "state": state, "sha256": result["selected_state_sha256"]}, run_dir / "model.pt")
         phase_s = {
             "startup": startup,
-            "setup": t_fit - t_entry,
+            "setup": fitted.started - t_entry,
             "train": result["wall_time_s"] - result["validate_s"],
             "validate": result["validate_s"],
             "test": t_write - t0,
@@ -283,8 +269,8 @@ def finetune(
         )
         metrics = record.to_json()
         write_json(out_metrics, metrics)
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)
+        if fitted.checkpoint is not None:
+            fitted.checkpoint.unlink(missing_ok=True)
         tta_text = f", with TTA {test_tta['auc']:.4f}" if test_tta else ""
         print(
             f"test AUC {test_sc['auc']:.4f}{tta_text} (val AUC {result['val_auc']:.4f}, epoch {result['best_epoch']})",

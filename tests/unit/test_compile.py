@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from smalldl import compilation, models, train
 from smalldl import evaluate as evaluate_mod
-from smalldl import models, train
 from smalldl.config import train_settings
 from smalldl.errors import InputError
 
@@ -80,7 +80,7 @@ def test_compiled_fit_matches_uncompiled_and_keeps_the_state_format(tmp_path, mo
 def test_compile_off_calls_the_model_itself(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("torch.compile called with compile: off"))
     model = models.build("smallcnn", 1)
-    assert evaluate_mod.compiled(model, train_settings({"compile": "off"})) is model
+    assert compilation.compiled(model, train_settings({"compile": "off"})) is model
     assert train_settings({})["compile"] == "off"
 
 

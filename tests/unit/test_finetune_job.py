@@ -209,7 +209,7 @@ def test_uncertain_labels_are_masked_from_split_to_metrics_and_bootstrap(prepare
     the masked labels in its manifest, trains without them, and scores each label's AUC on the images
     where it is known, in metrics.json and again in the results' bootstrap from predictions.parquet."""
     from smalldl import stats
-    from smalldl.evaluate import roc_auc_score
+    from smalldl.metrics import roc_auc_score
     from smalldl.results.intervals import run_scores
 
     tmp, config = prepared

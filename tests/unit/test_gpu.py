@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from smalldl import evaluate, models, train
+from smalldl import evaluate, models, precision, train
 from smalldl.config import train_settings
 
 from .test_train import blobs
@@ -21,7 +21,7 @@ def test_bf16_channels_last_training_learns_and_selects(transfer):
         {"epochs": 4, "batch_size": 8, "max_lr": 0.01, "crop": 20, "device": DEVICE.type, "amp": "bf16",
          "channels_last": "on"}
     )  # fmt: skip
-    assert evaluate.use_bf16(settings, DEVICE) and evaluate.use_channels_last(settings, DEVICE)
+    assert precision.use_bf16(settings, DEVICE) and precision.use_channels_last(settings, DEVICE)
     torch.manual_seed(0)
     model = models.build("smallcnn", 1).to(DEVICE)
     data, val = blobs(64, 0), blobs(32, 1)
@@ -39,11 +39,11 @@ def test_bf16_channels_last_training_learns_and_selects(transfer):
 
 def test_auto_settings_pick_bf16_and_channels_last_only_on_cuda_and_fused_kernels_where_torch_has_them():
     s = train_settings({})
-    assert evaluate.use_bf16(s, torch.device("cuda")) and evaluate.use_channels_last(s, torch.device("cuda"))
-    assert not evaluate.use_bf16(s, torch.device("cpu")) and not evaluate.use_channels_last(s, torch.device("cpu"))
+    assert precision.use_bf16(s, torch.device("cuda")) and precision.use_channels_last(s, torch.device("cuda"))
+    assert not precision.use_bf16(s, torch.device("cpu")) and not precision.use_channels_last(s, torch.device("cpu"))
     assert train.use_fused(s, torch.device("cuda")) and train.use_fused(s, torch.device("cpu"))
     assert not train.use_fused(s, torch.device("mps")) and not train.use_fused(train_settings({"fused": "off"}), None)
-    assert evaluate.use_bf16(train_settings({"amp": "bf16"}), torch.device("cpu"))
+    assert precision.use_bf16(train_settings({"amp": "bf16"}), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

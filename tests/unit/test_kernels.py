@@ -112,7 +112,7 @@ def test_train_cpu_kernels_swaps_the_layers_only_when_on(setting):
     kernels only when it is on; with off every convolution stays PyTorch's."""
     from smalldl import train
     from smalldl.config import train_settings
-    from smalldl.train import Data
+    from smalldl.data.arrays import Data
 
     assert train_settings({})["cpu_kernels"] == "off"
     settings = train_settings(

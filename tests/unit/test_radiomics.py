@@ -304,7 +304,7 @@ def test_uncertain_labels_are_left_out_of_the_classifier_and_its_scores():
     known_probs, _ = rad.fit_predict(x[30:], y[30:, None], {"test": x}, ["b"], "l2", SETTINGS, seed=0)
     np.testing.assert_array_equal(probs["test"][:, 1], known_probs["test"][:, 0])  # fitted on the 30 known only
     sc = rad.scores(y2, probs["test"], ["a", "b"])
-    from smalldl.evaluate import roc_auc_score
+    from smalldl.metrics import roc_auc_score
 
     assert sc["per_label"]["b"] == roc_auc_score(y[30:], probs["test"][30:, 1])
     assert np.isfinite(sc["loss"])

@@ -7,10 +7,12 @@ import torch
 from smalldl import evaluate as evaluate_mod
 from smalldl import models, train
 from smalldl.config import train_settings
+from smalldl.data.arrays import Data
 from smalldl.data.transforms import augment, center_crop, to_tensor, tta_views
 from smalldl.errors import InputError
-from smalldl.evaluate import autocast, evaluate, evaluate_views, predict, predict_views, scores, use_channels_last
+from smalldl.evaluate import evaluate, evaluate_views, predict, predict_views, scores
 from smalldl.init import initialise
+from smalldl.precision import autocast, use_channels_last
 
 SETTINGS = train_settings(
     {
@@ -37,7 +39,7 @@ def blobs(n, seed):
         r, c = rng.integers(4, 14, size=2)
         images[i, r : r + 6, c : c + 6] = 220
     perm = rng.permutation(n)
-    return train.Data(images[perm], y[perm], [f"i{k}" for k in perm])
+    return Data(images[perm], y[perm], [f"i{k}" for k in perm])
 
 
 def test_batches_partition_and_never_leave_a_single_image():
@@ -281,7 +283,7 @@ def test_checkpoint_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
 def test_auc_equals_scikit_learns_including_ties():
     from sklearn.metrics import roc_auc_score
 
-    from smalldl.evaluate import roc_auc_score as ours
+    from smalldl.metrics import roc_auc_score as ours
 
     rng = np.random.default_rng(0)
     for i in range(100):
@@ -319,13 +321,13 @@ def test_masked_bce_leaves_uncertain_labels_out_of_loss_and_gradient():
     loss.backward()
     assert (logits.grad[~known] == 0).all() and (logits.grad[known] != 0).all()
     # the loss of probabilities (validation) and the AUC skip the same entries
-    from smalldl.evaluate import auc_per_label, masked_bce
+    from smalldl.metrics import auc_per_label, masked_bce
 
     prob = logits.detach().sigmoid().numpy()
     y = target.numpy()
     assert masked_bce(y, prob) == pytest.approx(float(want.detach()), rel=1e-5)
     per = auc_per_label(y, prob, ["a", "b", "c"])
-    from smalldl.evaluate import roc_auc_score
+    from smalldl.metrics import roc_auc_score
 
     for j, name in enumerate("abc"):
         k = y[:, j] >= 0
@@ -413,7 +415,7 @@ def test_one_pass_predicts_what_the_two_passes_did(task_type):
     atol 1e-7.)"""
     data, dev = blobs(300, 3), torch.device("cpu")
     if task_type == "multiclass":
-        data = train.Data(data.images, data.targets[:, 0].astype(np.int64), data.image_ids)
+        data = Data(data.images, data.targets[:, 0].astype(np.int64), data.image_ids)
     labels = ["y"] if task_type == "binary" else ["c"]
     torch.manual_seed(0)
     model = models.build("smallcnn", 1 if task_type == "binary" else 3)

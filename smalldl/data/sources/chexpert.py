@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smalldl.data.index import check_listed_images, read_text_csv
+from smalldl.data.sources._listing import check_listed_images, read_text_csv
 from smalldl.errors import InputError
 
 #: The 14 observations, in the CSV's order.

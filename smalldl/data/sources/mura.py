@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from smalldl.data.index import check_listed_images
+from smalldl.data.sources._listing import check_listed_images
 from smalldl.errors import InputError
 
 STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from smalldl.data.download import download, safe_extract, verify_file
-from smalldl.data.index import read_text_csv
+from smalldl.data.sources._listing import read_text_csv
 from smalldl.errors import InputError
 
 PAGE = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
