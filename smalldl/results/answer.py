@@ -32,6 +32,7 @@ from smalldl.errors import InputError
 from smalldl.results.comparisons import compare
 from smalldl.results.intervals import run_scores
 from smalldl.stages import best_candidate
+from smalldl.utils import format_number as _num
 
 #: Cost of a recipe's source: no source (scratch), downloadable ImageNet weights, any other source (a
 #: source model pretrained on another task: its data and a pretraining run).
@@ -243,12 +244,6 @@ def _inf(x: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------------ markdown
-
-
-def _num(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{float(x):.{digits}f}"
 
 
 def _p(x: Any) -> str:

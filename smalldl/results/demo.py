@@ -26,7 +26,7 @@ import pandas as pd
 
 from smalldl.config import Recipe
 from smalldl.results.findings import pooled_claims
-from smalldl.results.readme import _float, _fmt
+from smalldl.utils import format_number as _num
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = ROOT / "docs" / "demo"
@@ -45,11 +45,6 @@ _AXIS_WORDS = {
     "init": "init (ImageNet)",
 }
 _SOURCE_WORDS = {"none": "scratch", "imagenet": "ImageNet"}
-
-
-def _num(x: Any) -> str:
-    """A CSV cell as results/README.md prints numbers (3 decimals, – for none)."""
-    return _fmt(_float(x))
 
 
 def _duration(seconds: float) -> str:
