@@ -29,11 +29,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from smalldl.data.sources import nih  # noqa: E402
 from smalldl.jobs import results  # noqa: E402
 
 TASKS = {
-    "cxr14": ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-              "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"],
+    "cxr14": list(nih.LABELS),
     "emphysema": ["Emphysema"],
     "pneumonia": ["Pneumonia"],
     "hernia": ["Hernia"],

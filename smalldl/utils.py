@@ -103,6 +103,25 @@ def format_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def as_number(x: Any) -> float:
+    """A table or JSON cell as a float; NaN where it is absent (None), null or not a number."""
+    try:
+        return math.nan if x is None else float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def format_number(x: Any, digits: int = 3) -> str:
+    """A number as the results tables print it: ``digits`` decimals, '–' where there is none (None, NaN or
+    not a number), '∞' for infinity."""
+    x = as_number(x)
+    if math.isnan(x):
+        return "–"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.{digits}f}"
+
+
 def _os_error_behind(exc: BaseException) -> OSError | None:
     """The OSError that ``exc`` was raised while handling (or from), if any."""
     seen: set[int] = set()

@@ -19,7 +19,6 @@ time. For such a group this executor
 Other jobs and groups (CPU-only, or ``jobs_per_gpu`` 1) are submitted exactly as by the slurm plugin.
 """
 
-import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -85,13 +84,16 @@ def shared_plan(group, k: int) -> dict:
     return plan
 
 
-class Executor(SlurmExecutor):
-    def __post_init__(self, test_mode: bool = False):
-        super().__post_init__(test_mode=test_mode)
-        self._formatting = threading.local()  # the group whose job script is being written (per thread)
+def planned_width(job) -> int:
+    """How many members of a group job its inner Snakemake runs at once: the widest layer of its shared
+    plan (``shared_plan``); 1 for a single job or a group whose members do not share GPUs."""
+    if not job.is_group() or (k := side_by_side(job)) <= 1:
+        return 1
+    return int(shared_plan(job, k).get(TURN, 1))
 
+
+class Executor(SlurmExecutor):
     def run_job(self, job):
-        width = 1
         if job.is_group() and (k := side_by_side(job)) > 1:
             plan = shared_plan(job, k)
             width = int(plan.get(TURN, 1))
@@ -103,17 +105,25 @@ class Executor(SlurmExecutor):
                     f"Group {job.groupid}: {len(job.jobs)} members, up to {width} at once sharing "
                     f"{plan.get('gpu', 0)} GPU(s) (jobs_per_gpu {k}); runtime {plan.get('runtime')} min"
                 )
-        self._formatting.width = width
-        try:
-            super().run_job(job)
-        finally:
-            self._formatting.width = 1
+        super().run_job(job)
 
-    def additional_general_args(self):
-        width = getattr(self._formatting, "width", 1)
+    def format_job_exec(self, job) -> str:
+        """The slurm plugin's command for ``job``, its inner Snakemake's arguments those of the job's own
+        width (``planned_width``): the slurm plugin's ``--executor slurm-jobstep --jobs 1`` (what
+        ``additional_general_args``, which is not told the job, gives every job) stays for a width of 1
+        and becomes ``group_args(width)`` otherwise. The width comes from the job this call formats, so
+        it holds whichever thread or order the jobs are submitted in."""
+        command = super().format_job_exec(job)
+        width = planned_width(job)
         if width <= 1:
-            return super().additional_general_args()
-        return group_args(width, self.workflow.executor_settings.pass_command_as_script)
+            return command
+        slurm_args = self.additional_general_args()
+        if command.count(slurm_args) != 1:
+            raise WorkflowError(
+                f"slurm-groups: the job command does not carry the slurm plugin's {slurm_args!r} once, so the "
+                f"group's inner Snakemake cannot be given --jobs {width}: {command}"
+            )
+        return command.replace(slurm_args, group_args(width, self.workflow.executor_settings.pass_command_as_script))
 
 
 #: The Snakemake release ``mend_group_jobs`` was written for and checked against.

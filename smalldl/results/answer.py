@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import markdown
 import numpy as np
 import pandas as pd
 
@@ -32,6 +32,7 @@ from smalldl.errors import InputError
 from smalldl.results.comparisons import compare
 from smalldl.results.intervals import run_scores
 from smalldl.stages import best_candidate
+from smalldl.utils import format_number as _num
 
 #: Cost of a recipe's source: no source (scratch), downloadable ImageNet weights, any other source (a
 #: source model pretrained on another task: its data and a pretraining run).
@@ -243,12 +244,6 @@ def _inf(x: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------------ markdown
-
-
-def _num(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{float(x):.{digits}f}"
 
 
 def _p(x: Any) -> str:
@@ -613,47 +608,11 @@ def best_per_size(task: str, part: pd.DataFrame, rows: pd.DataFrame | None, leve
 # ---------------------------------------------------------------------------------------------- html
 
 
-def _inline(text: str) -> str:
-    text = html.escape(text, quote=False)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-
-
 def html_page(lines: Sequence[str], title: str) -> str:
     """A standalone HTML page of markdown lines as ``answer_section`` writes them (headings, paragraphs,
-    '- ' lists, '|' tables, `code` and **bold**), for the HTML report."""
-    body: list[str] = []
-    i = 0
-    lines = list(lines)
-    while i < len(lines):
-        line = lines[i]
-        if not line.strip():
-            i += 1
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-            i += 1
-        elif line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{_inline(lines[i][2:])}</li>")
-                i += 1
-            body.append("<ul>" + "".join(items) + "</ul>")
-        elif line.startswith("|"):
-            cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in _take(lines, i, "|")]
-            i += len(cells)
-            head, rest = cells[0], [r for r in cells[1:] if not all(set(c) <= set("-:") for c in r)]
-            body.append(
-                "<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rest)
-                + "</table>"
-            )  # fmt: skip
-        else:
-            para = []
-            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "- ", "|")):
-                para.append(_inline(lines[i]))
-                i += 1
-            body.append("<p>" + " ".join(para) + "</p>")
+    '- ' lists, '|' tables, `code` and **bold**), for the HTML report: converted by Python-Markdown with
+    its tables extension."""
+    body = markdown.markdown(_blocks(lines), extensions=["tables"], output_format="html")
     style = (
         "body{font-family:sans-serif;max-width:60em;margin:1em auto;line-height:1.4}"
         "code{background:#f3f3f3;padding:0 .2em}table{border-collapse:collapse}"
@@ -661,14 +620,21 @@ def html_page(lines: Sequence[str], title: str) -> str:
     )
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<style>{style}</style></head><body>\n" + body + "\n</body></html>\n"
     )
 
 
-def _take(lines: Sequence[str], start: int, prefix: str) -> list[str]:
-    out = []
-    for line in lines[start:]:
-        if not line.startswith(prefix):
-            break
+def _blocks(lines: Sequence[str]) -> str:
+    """The lines as one markdown text, a blank line where a heading, list or table meets other text:
+    ``answer_section`` starts a list or table right under a paragraph, which Markdown would read as part
+    of the paragraph."""
+    out: list[str] = []
+    for line in lines:
+        if out and out[-1].strip() and line.strip() and _kind(out[-1]) != _kind(line):
+            out.append("")
         out.append(line)
-    return out
+    return "\n".join(out)
+
+
+def _kind(line: str) -> str:
+    return "#" if line.startswith("#") else "-" if line.startswith("- ") else "|" if line.startswith("|") else ""

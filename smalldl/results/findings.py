@@ -41,6 +41,7 @@ from smalldl import figures as figplan
 from smalldl import stats
 from smalldl.config import NO_SOURCE, Recipe
 from smalldl.errors import InputError
+from smalldl.utils import as_number
 
 VERDICTS = ("holds", "negligible", "contradicted", "inconclusive", "too few runs", "not run")
 MOMENTS = ("moments", "momentsconv")
@@ -368,10 +369,7 @@ def comparison_interval(row: Mapping[str, Any], sign: int = 1) -> stats.RunInter
     side A minus side B (``sign`` 1) or turned round (-1)."""
 
     def num(key: str) -> float:
-        try:
-            return float(row.get(key))
-        except (TypeError, ValueError):
-            return math.nan
+        return as_number(row.get(key))
 
     d, lo, hi = num("diff"), num("diff_lo"), num("diff_hi")
     if sign < 0:

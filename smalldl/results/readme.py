@@ -13,14 +13,9 @@ import pandas as pd
 from smalldl import stats
 from smalldl.data.splits import SPLITS
 from smalldl.results import answer
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float) and math.isinf(x):
-        return "∞"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+from smalldl.results.findings import VERDICTS
+from smalldl.utils import as_number
+from smalldl.utils import format_number as _num
 
 
 def _count(x: Any) -> str:
@@ -89,9 +84,9 @@ def render(
             out.append(
                 f"| {r['task']} | {r['arch']} | {stage} | {r['axis']} | `{r['winner']}` | "
                 f"{'`' + str(r['runner_up']) + '`' if isinstance(r['runner_up'], str) else '–'} | "
-                f"{_fmt(r['val_margin'])} [{_fmt(r['val_margin_lo'])}, {_fmt(r['val_margin_hi'])}] | "
-                f"{_fmt(r['test_margin'])} [{_fmt(r['test_margin_lo'])}, {_fmt(r['test_margin_hi'])}] | "
-                f"{_fmt(r['test_p'])} |"
+                f"{_num(r['val_margin'])} [{_num(r['val_margin_lo'])}, {_num(r['val_margin_hi'])}] | "
+                f"{_num(r['test_margin'])} [{_num(r['test_margin_lo'])}, {_num(r['test_margin_hi'])}] | "
+                f"{_num(r['test_p'])} |"
             )
     out += [
         "",
@@ -116,7 +111,7 @@ def render(
                     cells.append("–")
                 else:
                     h = hit.iloc[0]
-                    cells.append(f"{_fmt(h['mean'])} [{_fmt(h['ci_lo'])}, {_fmt(h['ci_hi'])}]")
+                    cells.append(f"{_num(h['mean'])} [{_num(h['ci_lo'])}, {_num(h['ci_hi'])}]")
             out.append(f"| {arch} | `{recipe}` | " + " | ".join(cells) + " |")
         out += ["", answer.best_per_size(str(task), part, answer_rows, settings["ci"]), ""]
     target = settings.get("target_auc")  # None: no size needed is read off the fits, no section
@@ -141,7 +136,7 @@ def render(
             cell, what = answer.needed(r)
             out.append(
                 f"| {r['task']} | {r['arch']} | `{r['recipe']}` | {r['model']} | {cell} | "
-                f"{_fmt(r['best_mean_auc'])} | {'measured' if what.startswith('measured') else 'fit'} | "
+                f"{_num(r['best_mean_auc'])} | {'measured' if what.startswith('measured') else 'fit'} | "
                 f"{'yes' if r['extrapolated'] else 'no'} |"
             )
     sig = (
@@ -188,7 +183,6 @@ def render(
 # ------------------------------------------------------------------------------------------ sections
 
 #: The order of the verdicts in the README's tally.
-_VERDICTS = ("holds", "negligible", "contradicted", "inconclusive", "too few runs", "not run")
 
 
 def validation_sizes(curves: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
@@ -198,7 +192,7 @@ def validation_sizes(curves: pd.DataFrame) -> dict[tuple[str, str], dict[str, fl
     if curves is None or curves.empty or "n_target_val" not in curves:
         return out
     for r in curves.to_dict("records"):
-        out.setdefault((r["task"], r["arch"]), {})[str(r["recipe"])] = _float(r["n_target_val"])
+        out.setdefault((r["task"], r["arch"]), {})[str(r["recipe"])] = as_number(r["n_target_val"])
     return out
 
 
@@ -231,11 +225,11 @@ def findings_section(
         return [*out, "No claim could be tested.", ""]
     table = findings.copy()
     table["n"] = table["n"].astype(str)
-    out += ["| claim | " + " | ".join(_VERDICTS) + " |", "|---|" + "---|" * len(_VERDICTS)]
+    out += ["| claim | " + " | ".join(VERDICTS) + " |", "|---|" + "---|" * len(VERDICTS)]
     shown = pooled_claims(table)
     for _, g in shown.groupby("claim", sort=False):
         counts = g["verdict"].value_counts()
-        out.append(f"| {g['statement'].iloc[0]} | " + " | ".join(str(int(counts.get(v, 0))) for v in _VERDICTS) + " |")
+        out.append(f"| {g['statement'].iloc[0]} | " + " | ".join(str(int(counts.get(v, 0))) for v in VERDICTS) + " |")
     out += [
         "",
         "Pooled over sizes (the smallest size for radiomics vs scratch):",
@@ -249,8 +243,8 @@ def findings_section(
             continue
         out.append(
             f"| {r['statement']} | {r['task']} | {r['arch']} | {r['comparison']} | {r['n']} | "
-            f"{_fmt(_float(r['difference']))} [{_fmt(_float(r['ci_lo']))}, {_fmt(_float(r['ci_hi']))}] | "
-            f"{_fmt(_float(r['p_holm']))} | {r['verdict']} |"
+            f"{_num(r['difference'])} [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}] | "
+            f"{_num(r['p_holm'])} | {r['verdict']} |"
         )
     needed = table[(table["claim"] == "n_needed") & (table["verdict"] != "not run")]
     if not needed.empty:
@@ -291,14 +285,7 @@ def sources_section(sources: pd.DataFrame, settings: Mapping[str, Any]) -> list[
         task = r["task"] if isinstance(r["task"], str) else "–"
         out.append(
             f"| {r['source']} | {r['arch']} | {r['chain']} | `{recipe}` | {task} | "
-            f"{_fmt(_float(r['val_auc']))} [{_fmt(_float(r['ci_lo']))}, {_fmt(_float(r['ci_hi']))}] | "
+            f"{_num(r['val_auc'])} [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}] | "
             f"{_count(None if pd.isna(r['n_val']) else r['n_val'])} | {flag} |"
         )
     return [*out, ""]
-
-
-def _float(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan

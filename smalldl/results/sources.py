@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from smalldl.config import UNVERIFIED
 from smalldl.errors import InputError
+from smalldl.utils import as_number
 
 COLUMNS = [
     "source", "arch", "kind", "task", "chain", "recipe", "n_train", "n_val", "best_epoch", "val_auc",
@@ -36,13 +37,6 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _number(x: Any) -> float:
-    try:
-        return math.nan if x is None else float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def source_row(meta: Mapping[str, Any], level: float) -> dict[str, Any]:
     """One source model: chain as 'imagenet -> cxr13', its validation AUC with a normal CI from the
     bootstrap standard error over the validation images (``val_auc_se``, written by the pretrain job), and
@@ -50,7 +44,7 @@ def source_row(meta: Mapping[str, Any], level: float) -> dict[str, Any]:
     'no CI' (metadata written before the standard error was recorded: rerun rule pretrain), 'no validation
     AUC' (undefined: one class only)."""
     published = meta.get("weights") is not None
-    auc, se = _number(meta.get("val_auc")), _number(meta.get("val_auc_se"))
+    auc, se = as_number(meta.get("val_auc")), as_number(meta.get("val_auc_se"))
     lo = hi = math.nan
     if not math.isnan(auc) and not math.isnan(se):
         z = float(sps.norm.ppf(0.5 + level / 2))

@@ -21,6 +21,7 @@ from smalldl.data.splits import SPLITS
 from smalldl.errors import InputError
 from smalldl.record import DERIVED, REQUIRED, RUN_KEYS, SUMMARY_LEAD, read_metrics_json
 from smalldl.tta import tta_else_plain
+from smalldl.utils import as_number
 
 # ------------------------------------------------------------------------------------------ summary
 
@@ -68,19 +69,12 @@ def _arrow_safe(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _number(value: Any) -> float:
-    """A metric's value as a number; NaN where it is absent, null or not a number."""
-    if value is None:
-        return math.nan
-    return float(pd.to_numeric(value, errors="coerce"))
-
-
 def _headline(row: dict[str, Any], metric: str, select_on: str) -> None:
     """``headline_auc`` (``metric``, falling back to the plain AUC when null or absent), ``headline_metric``
     (which key supplied it) and ``select_auc`` (``select_on``, same fallback) of one run."""
     for out, key, name in (("headline_auc", metric, "headline_metric"), ("select_auc", select_on, None)):
-        used = tta_else_plain(key, lambda k: not math.isnan(_number(row.get(k))))
-        row[out] = _number(row.get(used))
+        used = tta_else_plain(key, lambda k: not math.isnan(as_number(row.get(k))))
+        row[out] = as_number(row.get(used))
         if name:
             row[name] = used
 

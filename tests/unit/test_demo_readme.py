@@ -1,4 +1,4 @@
-"""The README's demo results are generated from a measured demo run (docs/demo, smalldl.results.demo),
+"""The README's demo results are generated from a measured demo run (docs/demo, tools/demo_record.py),
 never written by hand: the README block must be render(docs/demo), and docs/demo must come from the
 demo config of this commit."""
 
@@ -10,21 +10,22 @@ import pytest
 import yaml
 
 from smalldl import config as cfg
-from smalldl.results import demo
 
-from ..conftest import ROOT
+from ..conftest import ROOT, load_script
+
+demo = load_script("tools/demo_record.py")
 
 
 def test_the_readme_demo_block_is_the_measured_demo_run():
     block = demo.readme_block((ROOT / "README.md").read_text())
-    assert block == demo.render(demo.load()), "run `python -m smalldl.results.demo update RUN_DIR ...`"
+    assert block == demo.render(demo.load()), "run `python tools/demo_record.py update RUN_DIR ...`"
 
 
 def test_the_measured_run_is_of_this_demo_config():
     """Changing a value of config.yaml without measuring the demo again fails here (its comments may change)."""
     measured = yaml.safe_load((ROOT / "docs/demo/config.yaml").read_text())
     assert measured == yaml.safe_load((ROOT / "config.yaml").read_text()), (
-        "config.yaml changed since the demo was measured: run it again and `python -m smalldl.results.demo update`"
+        "config.yaml changed since the demo was measured: run it again and `python tools/demo_record.py update`"
     )
 
 

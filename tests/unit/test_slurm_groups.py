@@ -65,24 +65,85 @@ def test_cpu_groups_and_groups_that_do_not_share_run_in_turn():
     assert groups.side_by_side(group([gres, gres])) == 2
 
 
-def executor(width=None, script=False):
+def executor(script=False):
     ex = object.__new__(groups.Executor)
     ex.workflow = SimpleNamespace(executor_settings=SimpleNamespace(pass_command_as_script=script))
-    ex._formatting = threading.local()
-    if width is not None:
-        ex._formatting.width = width
     return ex
 
 
-def test_inner_snakemake_arguments():
-    assert executor().additional_general_args() == "--executor slurm-jobstep --jobs 1"  # the slurm plugin's
-    assert executor(1).additional_general_args() == "--executor slurm-jobstep --jobs 1"
-    assert executor(2).additional_general_args() == "--executor slurm-groups-jobstep --jobs 2"
-    assert executor(3, script=True).additional_general_args() == (
-        "--executor slurm-groups-jobstep --jobs 3 --slurm-groups-jobstep-pass-command-as-script"
+def a_group(members):
+    g = group(members)
+    g.is_group = lambda: True
+    return g
+
+
+def a_job():
+    return SimpleNamespace(is_group=lambda: False, resources={})
+
+
+@pytest.fixture
+def slurm_command(monkeypatch):
+    """The slurm plugin's format_job_exec reduced to what matters here: the command carries
+    ``self.additional_general_args()``, asked without the job (as RealExecutor.format_job_exec does)."""
+
+    def format_job_exec(self, job):
+        return f"python -m snakemake --target-jobs x {self.additional_general_args()} --mode remote"
+
+    monkeypatch.setattr(groups.SlurmExecutor, "format_job_exec", format_job_exec)
+
+
+def test_inner_snakemake_arguments(slurm_command):
+    ex = executor()
+    assert ex.additional_general_args() == "--executor slurm-jobstep --jobs 1"  # the slurm plugin's, for any job
+    assert "--executor slurm-jobstep --jobs 1 --mode" in ex.format_job_exec(a_job())
+    five = a_group([member() for _ in range(5)])
+    assert groups.planned_width(five) == 2
+    assert "--executor slurm-groups-jobstep --jobs 2 --mode" in ex.format_job_exec(five)
+    unshared = a_group([member(share=1) for _ in range(3)])
+    assert "--executor slurm-jobstep --jobs 1 --mode" in ex.format_job_exec(unshared)
+    assert (
+        executor(script=True)
+        .format_job_exec(a_group([member(share=3) for _ in range(3)]))
+        .count("--executor slurm-groups-jobstep --jobs 3 --slurm-groups-jobstep-pass-command-as-script --mode")
+        == 1
     )
     with pytest.raises(ValueError):
         groups.group_args(0)
+
+
+def test_the_real_job_command_carries_additional_general_args():
+    """What the slurm_command fixture stands for: the installed slurm plugin builds the command with
+    RealExecutor.format_job_exec, which puts additional_general_args() in it."""
+    import inspect
+
+    from snakemake_interface_executor_plugins.executors.real import RealExecutor
+
+    assert groups.SlurmExecutor.format_job_exec is RealExecutor.format_job_exec
+    assert "self.additional_general_args()" in inspect.getsource(RealExecutor.format_job_exec)
+
+
+def test_each_job_is_formatted_with_its_own_width_in_any_order_and_thread(slurm_command):
+    """The width comes from the job being formatted, not from state left by another submission: jobs
+    formatted interleaved, or from several threads at once, each get their own inner arguments."""
+    ex = executor()
+    jobs = [a_group([member() for _ in range(4)]), a_job(), a_group([member(share=3) for _ in range(3)]), a_job()]
+    want = ["--jobs 2", "slurm-jobstep --jobs 1", "--jobs 3", "slurm-jobstep --jobs 1"]
+    for job, args in zip(jobs * 3, want * 3, strict=True):
+        assert args in ex.format_job_exec(job)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(ex.format_job_exec, jobs * 8))
+    assert all(args in cmd for cmd, args in zip(got, want * 8, strict=True))
+
+
+def test_a_command_without_the_slurm_plugins_arguments_fails_loudly(monkeypatch):
+    """Should the slurm plugin stop putting additional_general_args() in the command, a shared group's
+    --jobs cannot be set: its submission fails instead of running the members one at a time."""
+    monkeypatch.setattr(groups.SlurmExecutor, "format_job_exec", lambda self, job: "python -m snakemake --mode remote")
+    with pytest.raises(groups.WorkflowError, match="--jobs 2"):
+        executor().format_job_exec(a_group([member() for _ in range(5)]))
+    assert executor().format_job_exec(a_job()) == "python -m snakemake --mode remote"
 
 
 def test_settings_are_the_slurm_plugins():

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smalldl.utils import Progress, atomic_path, derive_seed, progress, write_json
+from smalldl.utils import Progress, as_number, atomic_path, derive_seed, format_number, progress, write_json
 
 
 def test_derive_seed_is_stable_and_key_sensitive():
@@ -219,3 +219,11 @@ def test_one_process_at_a_time_trains_into_a_run_folder(tmp_path):
         holder.wait()
     with one_writer(run / LOCK_NAME, "finetune"):  # freed when its holder died, killed or not
         pass
+
+
+def test_a_cell_as_a_number_and_as_the_results_tables_print_it():
+    assert as_number("0.25") == 0.25 and as_number(3) == 3.0
+    assert all(math.isnan(as_number(x)) for x in (None, "", "abc", float("nan"), [1, 2]))
+    assert format_number(0.12345) == "0.123" and format_number(2, digits=1) == "2.0"
+    assert format_number(None) == format_number("nan") == format_number("x") == "–"
+    assert format_number(float("inf")) == "∞" and format_number(float("-inf")) == "−∞"

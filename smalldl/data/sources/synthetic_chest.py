@@ -42,6 +42,7 @@ import pandas as pd
 
 from smalldl.data.sources import _draw
 from smalldl.data.sources._draw import F32, ramp, smooth_noise, smoothstep
+from smalldl.data.sources.nih import LABELS as NIH_LABELS
 from smalldl.utils import derive_seed
 
 __all__ = [
@@ -61,22 +62,7 @@ __all__ = [
     "sample_labels",
 ]
 
-FINDINGS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
+FINDINGS: tuple[str, ...] = NIH_LABELS
 """The 14 ChestX-ray14 labels in the NIH standard order (also the order of the label columns)."""
 
 CHRONIC_FINDINGS: frozenset[str] = frozenset(
