@@ -14,6 +14,7 @@ from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.io import checkpoint_target
 
 from smalldl import figures as figplan
+from smalldl.data import kinds as kinds_mod
 from smalldl.data import pool as pool_mod
 from smalldl.utils import derive_seed
 from snakemake_executor_plugin_slurm_groups import mend_group_jobs
@@ -97,18 +98,21 @@ PRETRAINED_SOURCES = regex_of([s for s, v in config.get("sources", {}).items() i
 IMAGENET_SOURCES = regex_of([s for s, v in config.get("sources", {}).items() if "weights" in v])
 
 
-SYNTHETIC_KINDS = ("synthetic_chest", "synthetic_limb", "fractal")
+def kind_of(dataset):
+    """The kind of a dataset (smalldl/data/kinds.py: the registry)."""
+    return kinds_mod.KINDS[config["datasets"][dataset]["kind"]]
 
 
-def datasets_of_kind(*kinds):
-    return sorted(n for n, d in config["datasets"].items() if d["kind"] in kinds)
+def datasets_made_by(raw):
+    """The datasets whose kinds make their raw data by ``raw`` (kinds_mod.RAW_MODES)."""
+    return sorted(n for n in config["datasets"] if kind_of(n).raw == raw)
 
 
-# Raw data of each dataset comes from exactly one rule, by kind (constraints below). generate_synthetic
-# writes raw/{dataset}/, fetch_nih raw/{dataset}/fetched.json; local copies (chexpert, mura, folder)
-# are indexed where they are
-SYNTHETIC_DATASETS = regex_of(datasets_of_kind(*SYNTHETIC_KINDS))
-NIH_DATASETS = regex_of(datasets_of_kind("nih"))
+# Raw data of each dataset comes from exactly one rule, by its kind's raw mode (constraints below).
+# generate_synthetic writes raw/{dataset}/, fetch_nih raw/{dataset}/fetched.json; local copies (in_place:
+# chexpert, mura, folder) are indexed where they are
+SYNTHETIC_DATASETS = regex_of(datasets_made_by("generate"))
+FETCHED_DATASETS = regex_of(datasets_made_by("fetch"))
 ALL_DATASETS = regex_of(sorted(config["datasets"]))
 
 
@@ -129,9 +133,10 @@ def index_inputs(wildcards):
     that an edited CSV, an added row or a replaced image reruns the index and what depends on it."""
     spec = config["datasets"][wildcards.dataset]
     inputs = {"sources": pool_mod.source_files(wildcards.dataset, spec)}
-    if spec["kind"] in SYNTHETIC_KINDS:
+    raw = kind_of(wildcards.dataset).raw
+    if raw == "generate":
         inputs["raw"] = RAW.format(dataset=wildcards.dataset)
-    if spec["kind"] == "nih":
+    if raw == "fetch":
         inputs["fetched"] = FETCHED.format(dataset=wildcards.dataset)
     return inputs
 
@@ -145,9 +150,8 @@ def cache_mem_mb(wildcards):
 
 
 def cache_runtime(wildcards):
-    """Minutes for a cache job (real datasets hold 10^5 full-size radiographs)."""
-    kind = config["datasets"][wildcards.dataset]["kind"]
-    return 120 if kind in SYNTHETIC_KINDS else 720
+    """Minutes for a cache job, by kind (real datasets hold 10^5 full-size radiographs)."""
+    return kind_of(wildcards.dataset).cache_runtime
 
 
 def split_inputs(wildcards):

@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from smalldl.data import kinds
 from smalldl.errors import InputError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -422,18 +423,20 @@ def _csv_header(csv: Path) -> list[str] | None:
 
 
 def patient_id_warnings(config: Mapping[str, Any]) -> list[str]:
-    """A ``WARNING:`` line for each folder dataset the study reads whose CSV has no patient column: every
-    image is then its own patient, so one person's follow-up images can sit on both sides of a split."""
+    """A ``WARNING:`` line for each dataset the study reads whose CSV has no patient column (a kind whose
+    patient ids are optional: ``Kind.patient_column``, the folder kind): every image is then its own patient,
+    so one person's follow-up images can sit on both sides of a split."""
     tasks = config["tasks"]
     lines = []
     for name in dict.fromkeys(tasks[t]["dataset"] for t in used_tasks(config)):
         spec = config["datasets"][name]
         params = spec.get("params") or {}
-        if spec["kind"] != "folder" or not params.get("path"):
+        param = kinds.KINDS[spec["kind"]].patient_column
+        if param is None or not params.get("path"):
             continue
         csv = Path(params.get("csv") or "labels.csv")
         csv = csv if csv.is_absolute() else Path(params["path"]) / csv
-        column = params.get("patient_column") or "patient_id"
+        column = params.get(param) or "patient_id"
         header = _csv_header(csv)
         if header is not None and column not in header:
             lines.append(
@@ -500,12 +503,10 @@ def _check_references(config: dict[str, Any]) -> None:
                 )
         if task.get("test_split") == "official":
             ds = datasets[task["dataset"]]
-            if ds["kind"] not in ("nih", "chexpert", "mura", "folder") or (
-                ds["kind"] == "folder" and not ds["params"].get("split_column")
-            ):
+            if not kinds.KINDS[ds["kind"]].has_official_split(ds["params"]):
                 raise InputError(
                     f"config key tasks.{name}.test_split: dataset {task['dataset']!r} (kind {ds['kind']}) has no "
-                    "official test set (nih, chexpert, mura have one; folder needs params.split_column)"
+                    f"official test set ({kinds.official_split_needs()})"
                 )
     for name, source in sources.items():
         if name == NO_SOURCE:
@@ -658,46 +659,37 @@ def source_allowed(config: Mapping[str, Any], source: str, target: str) -> bool:
     return all(target in (sources.get(s, {}).get("targets") or [target]) for s in source_chain(config, source))
 
 
-#: Dataset kinds that are one public dataset, whatever an entry calls it or sets in its params (a local
-#: copy or a download, a timeout, CheXpert's small or full images): two entries of such a kind hold the same
-#: patients.
-PUBLIC_KINDS = {"nih": "ChestX-ray14", "chexpert": "CheXpert", "mura": "MURA"}
-#: Kinds whose images are written by the workflow into raw/<dataset>/ (without params.path).
-RAW_KINDS = ("nih", "synthetic_chest", "synthetic_limb", "fractal")
-
-
 def data_root(config: Mapping[str, Any], dataset: str) -> Path | None:
     """Where a dataset's images are, as far as the config says (resolved against the working directory,
-    links followed): ``params.path``, else raw/<dataset>/ for the kinds the workflow writes there, else
-    None."""
+    links followed): ``params.path``, else raw/<dataset>/ for the kinds the workflow writes there
+    (``Kind.writes_raw``), else None."""
     spec = config["datasets"][dataset]
     path = (spec.get("params") or {}).get("path")
     if path:
         return Path(os.path.realpath(Path(str(path)).expanduser()))
-    if spec["kind"] in RAW_KINDS:
+    if kinds.KINDS[spec["kind"]].writes_raw:
         return Path(os.path.realpath(Path("raw") / dataset))
     return None
 
 
 def same_dataset(config: Mapping[str, Any], a: str, b: str) -> bool:
     """Whether two dataset entries hold the same images, as far as the config can tell without reading
-    them: the same entry; two entries of one public kind (``PUBLIC_KINDS``: every ChestX-ray14 entry is
-    ChestX-ray14, whatever its params); the same folder; or a ``folder`` dataset inside the other's folder
-    (e.g. the NIH images folder). Only the data tells the rest (a copy elsewhere, paths outside the folder):
-    the study gate compares the images themselves (smalldl.leakage)."""
+    them: the same entry; two entries of one public kind (``Kind.public``: every ChestX-ray14 entry is
+    ChestX-ray14, whatever its params, a local copy or a download, small or full images); the same folder;
+    or a dataset of a kind that ``nests`` (``folder``) inside the other's folder (e.g. the NIH images
+    folder). Only the data tells the rest (a copy elsewhere, paths outside the folder): the study gate
+    compares the images themselves (smalldl.leakage)."""
     if a == b:
         return True
     datasets = config["datasets"]
-    kind_a, kind_b = datasets[a]["kind"], datasets[b]["kind"]
-    if kind_a == kind_b and kind_a in PUBLIC_KINDS:
+    kind_a, kind_b = (kinds.KINDS[datasets[d]["kind"]] for d in (a, b))
+    if kind_a == kind_b and kind_a.public:
         return True
     root_a, root_b = data_root(config, a), data_root(config, b)
     if root_a is None or root_b is None:
         return False
     return (
-        root_a == root_b
-        or (kind_a == "folder" and root_b in root_a.parents)
-        or (kind_b == "folder" and root_a in root_b.parents)
+        root_a == root_b or (kind_a.nests and root_b in root_a.parents) or (kind_b.nests and root_a in root_b.parents)
     )
 
 
@@ -826,23 +818,13 @@ def source_settings(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     return settings
 
 
-#: The anatomy of each dataset kind's images (a folder dataset's is unknown: sources.<name>.anatomy).
-KIND_ANATOMY = {
-    "nih": "chest",
-    "chexpert": "chest",
-    "synthetic_chest": "chest",
-    "mura": "musculoskeletal",
-    "synthetic_limb": "musculoskeletal",
-    "fractal": "natural",
-}
-
-
 def source_anatomy(config: Mapping[str, Any], source: str, target: str) -> str | None:
     """How a source's images relate to a target's, for the findings (smalldl.results.findings): 'same'
     (same anatomy, e.g. ChestX-ray13 or CheXpert for a ChestX-ray14 target), 'other' (e.g. MURA), 'natural'
     (ImageNet and other natural images), or None (unknown). ``sources.<name>.anatomy`` decides when given;
     else published weights are natural, and a source task's dataset kind is compared with the target's
-    (``KIND_ANATOMY``; two tasks on the same data are the same anatomy whatever their kind)."""
+    (``Kind.anatomy``, None for a folder dataset; two tasks on the same data are the same anatomy whatever their
+    kind)."""
     spec = config["sources"][source]
     if spec.get("anatomy"):
         return spec["anatomy"]
@@ -851,8 +833,8 @@ def source_anatomy(config: Mapping[str, Any], source: str, target: str) -> str |
     task = spec["task"]
     if same_data(config, task, target):
         return "same"
-    kinds = (config["datasets"][config["tasks"][t]["dataset"]]["kind"] for t in (task, target))
-    src, tgt = (KIND_ANATOMY.get(k) for k in kinds)
+    kind_names = (config["datasets"][config["tasks"][t]["dataset"]]["kind"] for t in (task, target))
+    src, tgt = (kinds.KINDS[k].anatomy for k in kind_names)
     if src == "natural":
         return "natural"
     if src is None or tgt is None:
