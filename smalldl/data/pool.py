@@ -1,7 +1,7 @@
 """A target task's training pool, known at plan time (Snakemake's DAG build), before any job has run.
 
 ``study.sizes: auto`` derives the study's training sizes from it, and every study size is checked
-against it before any data is prepared (smalldl/config.py). The pool is counted the way the split job
+against it before any data is prepared (smalldl/config/study.py). The pool is counted the way the split job
 draws it (smalldl/data/splits.py: ``task_table`` then ``make_split``, with the same seeds) on an index
 built without reading a single image, by the ``plan_index`` of the dataset kind's adapter
 (smalldl/data/kinds.py):
@@ -16,7 +16,7 @@ built without reading a single image, by the ``plan_index`` of the dataset kind'
 The count is exact except where it cannot be known yet, and then it is ``None`` with the reason: a
 ChestX-ray14 copy not downloaded yet, a task that drops the patients of other tasks
 (``exclude_patients_of``: those depend on the other tasks' splits and subsets), a fractal dataset
-(multiclass labels only). Imported lazily by smalldl/config.py (pandas, no torch).
+(multiclass labels only). Imported lazily by smalldl/config/study.py (pandas, no torch).
 """
 
 from __future__ import annotations
