@@ -37,6 +37,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from smalldl.data import kinds  # noqa: E402
 
 TARGETS = {
     "cxr14": None,  # defined in config.yaml
@@ -60,8 +64,15 @@ RECIPES = [
 SIZES = [50, 100, 200, 500, 1000, 1500, 2000]
 SEEDS = [0, 1, 2, 3, 4]
 
-#: what stands in for a real dataset kind in --paper (the synthetic datasets of config.yaml)
-STAND_INS = {"nih": "synth_chest", "chexpert": "synth_chest", "mura": "synth_limb", "folder": "synth_chest"}
+#: what stands in for a real dataset in --paper, by its kind's anatomy (the synthetic datasets of config.yaml);
+#: synth_chest for any other (a folder dataset's anatomy is unknown; a synthetic dataset, as before)
+STAND_INS = {"chest": "synth_chest", "musculoskeletal": "synth_limb"}
+
+
+def stand_in(kind_name: str) -> str:
+    """The dataset of config.yaml that stands in for a dataset of kind ``kind_name``."""
+    kind = kinds.KINDS[kind_name]
+    return "synth_chest" if kind.synthetic else STAND_INS.get(kind.anatomy or "", "synth_chest")
 
 
 def grid_config() -> dict:
@@ -89,8 +100,7 @@ def paper_config(path: Path) -> dict:
     out = copy.deepcopy(paper)
     out["datasets"] = {}
     for name, spec in paper.get("datasets", {}).items():
-        stand_in = demo["datasets"][STAND_INS.get(spec["kind"], "synth_chest")]
-        out["datasets"][name] = copy.deepcopy(stand_in)
+        out["datasets"][name] = copy.deepcopy(demo["datasets"][stand_in(spec["kind"])])
     for task in out.get("tasks", {}).values():
         task.pop("test_split", None)  # synthetic datasets have no official test set
     return out

@@ -78,10 +78,10 @@ if str(HERE.parent) not in sys.path:
 import dag_build  # noqa: E402  (benchmarks/dag_build.py: stand-ins, dry runs)
 
 from smalldl import config as cfg  # noqa: E402
+from smalldl.data import kinds  # noqa: E402
 
 ROOT = dag_build.ROOT
 GPU_RULES = ("pretrain", "lr_find", "finetune")
-SYNTHETIC_KINDS = ("synthetic_chest", "synthetic_limb", "fractal")
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ PAPER_SIZES: dict[str, dict[str, int]] = {
 
 def is_synthetic(raw: Mapping[str, Any]) -> bool:
     """Whether every dataset of a config is synthetic (its splits can be made here, in seconds)."""
-    return all(d.get("kind") in SYNTHETIC_KINDS for d in raw.get("datasets", {}).values())
+    return all(kinds.is_synthetic(d.get("kind")) for d in raw.get("datasets", {}).values())
 
 
 def study_config(path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.io import checkpoint_target
 
 from smalldl import figures as figplan
+from smalldl.data import kinds as kinds_mod
 from smalldl.data import manifest as manifest_mod
 from smalldl.data import pool as pool_mod
 from smalldl.utils import derive_seed
@@ -99,18 +100,21 @@ PRETRAINED_SOURCES = regex_of([s for s, v in config.get("sources", {}).items() i
 IMAGENET_SOURCES = regex_of([s for s, v in config.get("sources", {}).items() if "weights" in v])
 
 
-SYNTHETIC_KINDS = ("synthetic_chest", "synthetic_limb", "fractal")
+def kind_of(dataset):
+    """The kind of a dataset (smalldl/data/kinds.py: the registry)."""
+    return kinds_mod.KINDS[config["datasets"][dataset]["kind"]]
 
 
-def datasets_of_kind(*kinds):
-    return sorted(n for n, d in config["datasets"].items() if d["kind"] in kinds)
+def datasets_made_by(raw):
+    """The datasets whose kinds make their raw data by ``raw`` (kinds_mod.RAW_MODES)."""
+    return sorted(n for n in config["datasets"] if kind_of(n).raw == raw)
 
 
-# Raw data of each dataset comes from exactly one rule, by kind (constraints below). generate_synthetic
-# writes raw/{dataset}/, fetch_nih raw/{dataset}/fetched.json; local copies (chexpert, mura, folder)
-# are indexed where they are
-SYNTHETIC_DATASETS = regex_of(datasets_of_kind(*SYNTHETIC_KINDS))
-NIH_DATASETS = regex_of(datasets_of_kind("nih"))
+# Raw data of each dataset comes from exactly one rule, by its kind's raw mode (constraints below).
+# generate_synthetic writes raw/{dataset}/, fetch_nih raw/{dataset}/fetched.json; local copies (in_place:
+# chexpert, mura, folder) are indexed where they are
+SYNTHETIC_DATASETS = regex_of(datasets_made_by("generate"))
+FETCHED_DATASETS = regex_of(datasets_made_by("fetch"))
 ALL_DATASETS = regex_of(sorted(config["datasets"]))
 
 
@@ -125,12 +129,11 @@ def dataset_spec(wildcards):
     return {k: v for k, v in spec.items() if k not in DATASET_SCHEDULING_KEYS}
 
 
-#: Kinds whose images (10^5 files, read in place or downloaded) are not inputs of the index job: the stamp
-#: of smalldl.data.manifest stands for them, set by the main process at each DAG build (below).
-STAMPED_KINDS = ("nih", "chexpert", "mura")
-
+# The images of a public dataset (ChestX-ray14, CheXpert, MURA: 10^5 files, read in place or downloaded)
+# are not inputs of the index job: the stamp of smalldl.data.manifest stands for them, set by the main
+# process at each DAG build
 if workflow.is_main_process:
-    for _name in datasets_of_kind(*STAMPED_KINDS):
+    for _name in sorted(n for n in config["datasets"] if kind_of(n).public):
         _line = manifest_mod.mark(INDEX.format(dataset=_name))
         if _line:
             print(_line, file=sys.stderr)
@@ -143,11 +146,12 @@ def index_inputs(wildcards):
     replaced image reruns the index and what depends on it."""
     spec = config["datasets"][wildcards.dataset]
     inputs = {"sources": pool_mod.source_files(wildcards.dataset, spec)}
-    if spec["kind"] in STAMPED_KINDS:
+    if kind_of(wildcards.dataset).public:
         inputs["images"] = str(manifest_mod.stamp_path(INDEX.format(dataset=wildcards.dataset)))
-    if spec["kind"] in SYNTHETIC_KINDS:
+    raw = kind_of(wildcards.dataset).raw
+    if raw == "generate":
         inputs["raw"] = RAW.format(dataset=wildcards.dataset)
-    if spec["kind"] == "nih":
+    if raw == "fetch":
         inputs["fetched"] = FETCHED.format(dataset=wildcards.dataset)
     return inputs
 
@@ -161,9 +165,8 @@ def cache_mem_mb(wildcards):
 
 
 def cache_runtime(wildcards):
-    """Minutes for a cache job (real datasets hold 10^5 full-size radiographs)."""
-    kind = config["datasets"][wildcards.dataset]["kind"]
-    return 120 if kind in SYNTHETIC_KINDS else 720
+    """Minutes for a cache job, by kind (real datasets hold 10^5 full-size radiographs)."""
+    return kind_of(wildcards.dataset).cache_runtime
 
 
 def split_inputs(wildcards):

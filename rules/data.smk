@@ -36,7 +36,7 @@ rule fetch_nih:
     benchmark:
         "logs/benchmarks/fetch_nih/{dataset}.tsv"
     wildcard_constraints:
-        dataset=NIH_DATASETS,
+        dataset=FETCHED_DATASETS,
     conda:
         "../envs/data.yaml"
     threads: 1

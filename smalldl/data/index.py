@@ -16,16 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from smalldl.data import kinds
 from smalldl.errors import InputError
 
 REQUIRED = ("image_id", "patient_id", "path", "view")
-SYNTHETIC = ("synthetic_chest", "synthetic_limb", "fractal")
-#: Dataset kinds read from a local folder by an adapter module with ``build_index(params, dataset)``.
-LOCAL_ADAPTERS = {
-    "chexpert": "smalldl.data.sources.chexpert",
-    "mura": "smalldl.data.sources.mura",
-    "folder": "smalldl.data.sources.folder",
-}
 
 
 def read_raw_index(csv_path: str | Path, root: str | Path | None = None, check_files: bool = True) -> pd.DataFrame:
@@ -115,24 +109,21 @@ def build_index(
     fetched: str | Path | None = None,
     check_files: bool = True,
 ) -> pd.DataFrame:
-    """The index of any dataset kind: synthetic (``raw``/index.csv), nih (``fetched`` json), local kinds."""
-    kind = spec["kind"]
+    """The index of any dataset kind, by how its raw data is made (smalldl.data.kinds): a generated one
+    from ``raw``/index.csv, a fetched one by its adapter from the ``fetched`` record, one read in place by
+    its adapter from its params."""
+    kind = kinds.kind(spec["kind"], f"datasets.{dataset}.kind")
     params = dict(spec.get("params") or {})
-    if kind in SYNTHETIC:
+    if kind.raw == "generate":
         if raw is None:
             raise InputError(f"dataset {dataset}: a synthetic dataset needs its raw folder")
         table = read_raw_index(Path(raw) / "index.csv", check_files=check_files)
-    elif kind == "nih":
-        from smalldl.data.sources import nih
-
+    elif kind.raw == "fetch":
         if fetched is None:
-            raise InputError(f"dataset {dataset}: ChestX-ray14 needs the fetch step's record")
-        table = nih.build_index(fetched, check_files=check_files)
-    elif kind in LOCAL_ADAPTERS:
-        module = importlib.import_module(LOCAL_ADAPTERS[kind])
-        table = module.build_index(params, dataset=dataset, check_files=check_files)
+            raise InputError(f"dataset {dataset}: {kind.public or kind.name} needs the fetch step's record")
+        table = importlib.import_module(kind.adapter).build_index(fetched, check_files=check_files)
     else:
-        raise InputError(f"datasets.{dataset}.kind: unknown kind {kind!r}")
+        table = importlib.import_module(kind.adapter).build_index(params, dataset=dataset, check_files=check_files)
     table = check_index(table, f"dataset {dataset}")
     print(f"index {dataset}: {len(table)} images of {table['patient_id'].nunique()} patients", file=sys.stderr)
     return table

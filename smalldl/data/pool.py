@@ -1,9 +1,10 @@
 """A target task's training pool, known at plan time (Snakemake's DAG build), before any job has run.
 
 ``study.sizes: auto`` derives the study's training sizes from it, and every study size is checked
-against it before any data is prepared (smalldl/config.py). The pool is counted the way the split job
+against it before any data is prepared (smalldl/config/study.py). The pool is counted the way the split job
 draws it (smalldl/data/splits.py: ``task_table`` then ``make_split``, with the same seeds) on an index
-built without reading a single image:
+built without reading a single image, by the ``plan_index`` of the dataset kind's adapter
+(smalldl/data/kinds.py):
 
 - ``folder``: the CSV, through the folder adapter (files not checked);
 - ``synthetic_chest``, ``synthetic_limb``: the generator's plan of patients, images and labels, from its
@@ -15,23 +16,23 @@ built without reading a single image:
 The count is exact except where it cannot be known yet, and then it is ``None`` with the reason: a
 ChestX-ray14 copy not downloaded yet, a task that drops the patients of other tasks
 (``exclude_patients_of``: those depend on the other tasks' splits and subsets), a fractal dataset
-(multiclass labels only). Imported lazily by smalldl/config.py (pandas, no torch).
+(multiclass labels only). Imported lazily by smalldl/config/study.py (pandas, no torch).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from smalldl.data import index as index_mod
-from smalldl.data import splits
+from smalldl.data import kinds, splits
 from smalldl.errors import InputError
 from smalldl.utils import derive_seed
 
@@ -44,64 +45,27 @@ class Pool:
     why: str
 
 
-_MEMOISED = ("synthetic_chest", "synthetic_limb")
-_SYNTHETIC: dict[str, pd.DataFrame | str] = {}
+_PLANS: dict[str, pd.DataFrame | str] = {}
 
 
 def plan_index(name: str, spec: Mapping[str, Any], global_seed: int) -> pd.DataFrame | str:
-    """The index the index job will build for dataset ``name`` (images not read), or why it cannot be
-    built yet (a string). A synthetic plan, deterministic in its params, is memoised (the DAG build and
-    the tests ask again); files on disk are read each time."""
+    """The index the index job will build for dataset ``name`` (images not read: its kind's adapter's
+    ``plan_index``, smalldl.data.kinds), or why it cannot be built yet (a string). A synthetic plan,
+    deterministic in its params, is memoised (the DAG build and the tests ask again); files on disk are
+    read each time."""
     key = json.dumps([name, spec, global_seed], sort_keys=True, default=str)
-    if key in _SYNTHETIC:
-        return _SYNTHETIC[key]
+    if key in _PLANS:
+        return _PLANS[key]
+    kind = kinds.kind(spec["kind"], f"datasets.{name}.kind")
+    adapter = importlib.import_module(kind.adapter)
     # the adapters print what they indexed: the index job says it again, with the images checked
     with contextlib.redirect_stderr(io.StringIO()):
-        table = _plan_index(name, spec, global_seed)
-    if spec["kind"] in _MEMOISED:
-        _SYNTHETIC[key] = table
+        table = adapter.plan_index(name, dict(spec.get("params") or {}), derive_seed(global_seed, "dataset", name))
+    if not isinstance(table, str):
+        table = index_mod.check_index(table, f"dataset {name}")
+    if kind.synthetic:
+        _PLANS[key] = table
     return table
-
-
-def _plan_index(name: str, spec: Mapping[str, Any], global_seed: int) -> pd.DataFrame | str:
-    kind = spec["kind"]
-    params = dict(spec.get("params") or {})
-    where = f"dataset {name}"
-    if kind in ("synthetic_chest", "synthetic_limb"):
-        table = _synthetic_table(name, kind, params, derive_seed(global_seed, "dataset", name))
-    elif kind == "fractal":
-        return "a fractal dataset has multiclass labels only"
-    elif kind == "nih":
-        from smalldl.data.sources import nih
-
-        root = Path(params.get("path") or f"raw/{name}")
-        missing = [f for f in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST) if not (root / f).is_file()]
-        if missing:
-            return f"the ChestX-ray14 metadata ({', '.join(missing)}) is not in {root} yet"
-        table = nih.read_entries(root / nih.ENTRY)
-        table["official_split"] = nih.official_split(
-            table, nih.read_list(root / nih.TRAIN_VAL), nih.read_list(root / nih.TEST), f"{where} ({root})"
-        )
-        table["path"] = table["image_id"]
-    else:
-        table = index_mod.build_index(name, spec, check_files=False)
-    return index_mod.check_index(table, where)
-
-
-def _synthetic_table(name: str, kind: str, params: dict[str, Any], seed: int) -> pd.DataFrame:
-    if kind == "synthetic_chest":
-        from smalldl.data.sources import synthetic_chest as module
-
-        keys = ("n_patients", "images_per_patient", "prevalence")
-    else:
-        from smalldl.data.sources import synthetic_limb as module
-
-        keys = ("n_patients", "images_per_study", "abnormal_rate")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in keys}
-    try:
-        return module._table(module.plan(seed=seed, **kwargs))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"datasets.{name}.params for kind {kind}: {exc}") from None
 
 
 def training_pool(config: Mapping[str, Any], task_name: str) -> Pool:
@@ -132,41 +96,9 @@ def source_files(name: str, spec: Mapping[str, Any]) -> list[str]:
     CheXpert: the split CSVs; MURA: the image path lists. Files that are not there (yet) are left out: the
     index job itself says what is missing, naming the CSV line. A synthetic dataset is the input raw/ of its
     own rule."""
-    kind = spec["kind"]
-    params = dict(spec.get("params") or {})
-    files: list[Path] = []
+    kind = kinds.kind(spec["kind"], f"datasets.{name}.kind")
     try:
-        if kind == "folder" and params.get("path"):
-            from smalldl.data.sources import folder
-
-            root = Path(params["path"])
-            csv = Path(params.get("csv") or "labels.csv")
-            csv = csv if csv.is_absolute() else root / csv
-            files.append(csv)
-            column = params.get("path_column") or "path"
-            with contextlib.suppress(InputError):
-                raw, _, _ = folder.read_labels_csv(csv, column, params.get("delimiter"))
-                if column in raw.columns:
-                    for rel in raw[column].str.strip():
-                        if rel:
-                            files.append(Path(rel) if Path(rel).is_absolute() else root / rel)
-        elif kind == "nih":
-            from smalldl.data.sources import nih
-
-            # read where fetch_nih verified them (its record's root): the local copy, or raw/<name>/ where it
-            # downloaded them (its output is only the record: a metadata file replaced later is this input)
-            root = Path(params.get("path") or f"raw/{name}")
-            files += [root / f for f in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST)]
-        elif kind == "chexpert" and params.get("path"):
-            from smalldl.data.sources import chexpert
-
-            root = chexpert.find_root(params["path"], params.get("version", "auto"), name)
-            files += [root / chexpert.CSVS[s][0] for s in params.get("splits", ["train", "valid"])]
-        elif kind == "mura" and params.get("path"):
-            from smalldl.data.sources import mura
-
-            root = mura.find_root(params["path"], name)
-            files += [root / f"{s}_image_paths.csv" for s in params.get("splits", ["train", "valid"])]
+        files = importlib.import_module(kind.adapter).index_files(name, dict(spec.get("params") or {}))
     except InputError:
-        pass  # the index job says it, naming the file
+        files = []  # the index job says it, naming the file
     return list(dict.fromkeys(str(f) for f in files if f.is_file()))

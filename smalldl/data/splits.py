@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smalldl.data import kinds
 from smalldl.data.index import check_labels
 from smalldl.errors import InputError
 from smalldl.utils import derive_seed
@@ -132,7 +133,7 @@ def official_assignment(table: pd.DataFrame, task_name: str, val_fraction: float
     if "official_split" not in table.columns:
         raise InputError(
             f"{where}: test_split 'official' needs a dataset with a fixed test set (an index column "
-            "official_split: kinds nih, chexpert, mura, or folder with params.split_column)"
+            f"official_split: kinds {kinds.official_split_kinds()})"
         )
     is_test = table["official_split"].to_numpy() == "test"
     test_patients = set(table.loc[is_test, "patient_id"])

@@ -12,22 +12,19 @@ from typing import Any
 import pandas as pd
 
 from smalldl.data import cache as cache_mod
+from smalldl.data import kinds
 from smalldl.data.limits import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageLimits
 from smalldl.errors import InputError
 from smalldl.utils import read_table, write_parquet
-
-GENERATORS = {
-    "synthetic_chest": "smalldl.data.sources.synthetic_chest",
-    "synthetic_limb": "smalldl.data.sources.synthetic_limb",
-    "fractal": "smalldl.data.sources.fractal",
-}
 
 
 def generate_synthetic(*, dataset: Mapping[str, Any], out_dir: str | Path, seed: int, workers: int = 1) -> None:
     """Write a synthetic dataset (PNG files + index.csv) of spec ``dataset`` into ``out_dir``, all or
     nothing."""
-    kind = dataset["kind"]
-    module = importlib.import_module(GENERATORS[kind])
+    kind = kinds.kind(dataset["kind"], "datasets.*.kind")
+    if not kind.synthetic:
+        raise InputError(f"datasets.*: only synthetic kinds are generated (kind {kind.name})")
+    module = importlib.import_module(kind.adapter)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -38,7 +35,7 @@ def generate_synthetic(*, dataset: Mapping[str, Any], out_dir: str | Path, seed:
     try:
         module.generate(tmp, seed=seed, workers=workers, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"datasets.*.params for kind {kind}: {exc}") from None
+        raise InputError(f"datasets.*.params for kind {kind.name}: {exc}") from None
     finally:
         if not (tmp / "index.csv").is_file():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -54,13 +51,13 @@ def fetch_nih(
     retries: int | None = None,
     backoff: float = 2.0,
 ) -> dict[str, Any]:
-    """Download ChestX-ray14 into raw/{dataset}/ or verify a local copy; record where."""
-    from smalldl.data.sources import nih
-
-    if dataset["kind"] != "nih":
-        raise InputError(f"datasets.{dataset_name}: only kind nih is fetched (kind {dataset['kind']})")
+    """Download a fetched kind's data (ChestX-ray14) into raw/{dataset}/ or verify a local copy; record where."""
+    kind = kinds.kind(dataset["kind"], f"datasets.{dataset_name}.kind")
+    if kind.raw != "fetch":
+        fetched = ", ".join(kinds.names(raw="fetch"))
+        raise InputError(f"datasets.{dataset_name}: only kind {fetched} is fetched (kind {kind.name})")
     params = dict(dataset.get("params") or {})
-    return nih.fetch(
+    return importlib.import_module(kind.adapter).fetch(
         dataset_name,
         params,
         Path(out_json).parent,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from smalldl.errors import InputError
 from smalldl.utils import Progress, atomic_path
 
 F32 = np.float32
@@ -272,3 +273,20 @@ def write_index(out_dir: str | os.PathLike[str], table: pd.DataFrame) -> None:
 def id_width(n: int, minimum: int = 5) -> int:
     """Number of digits for zero-padded ids ``0 .. n-1``."""
     return max(minimum, len(str(max(n - 1, 0))))
+
+
+def planned(
+    dataset: str, kind: str, params: Mapping[str, Any], keys: Sequence[str], make: Callable[..., pd.DataFrame]
+) -> pd.DataFrame:
+    """A generator's ``plan_index``: ``make(**kwargs)`` with the ``keys`` of ``params`` that decide the plan
+    (lists as tuples, as YAML gives them); a bad value is one InputError naming the dataset's params."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in keys}
+    try:
+        return make(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"datasets.{dataset}.params for kind {kind}: {exc}") from None
+
+
+def no_index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:
+    """A generator's ``index_files``: none, its raw/<dataset>/ is the output of its own rule."""
+    return []

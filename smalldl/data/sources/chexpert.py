@@ -161,4 +161,27 @@ def build_index(params: Mapping[str, Any], dataset: str = "chexpert", check_file
     return table
 
 
-__all__ = ["CLASSES5", "DEFAULT_UNCERTAIN", "OBSERVATIONS", "build_index", "encode_labels", "table_from_csv"]
+def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame:
+    """The index :func:`build_index` will make, images not checked (the registry's interface:
+    smalldl.data.kinds)."""
+    return build_index(params, dataset=dataset, check_files=False)
+
+
+def index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:
+    """The split CSVs the index is read from (none without ``params.path``)."""
+    if not params.get("path"):
+        return []
+    root = find_root(params["path"], params.get("version", "auto"), dataset)
+    return [root / CSVS[s][0] for s in params.get("splits", ["train", "valid"])]
+
+
+__all__ = [
+    "CLASSES5",
+    "DEFAULT_UNCERTAIN",
+    "OBSERVATIONS",
+    "build_index",
+    "encode_labels",
+    "index_files",
+    "plan_index",
+    "table_from_csv",
+]

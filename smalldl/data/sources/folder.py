@@ -22,6 +22,7 @@ decoded; errors name the CSV, the line as an editor counts it (header = line 1) 
 
 from __future__ import annotations
 
+import contextlib
 import csv as csvlib
 import io
 import os
@@ -281,4 +282,36 @@ def _check_unique(ids: pd.Series, real: list[str], rel: pd.Series, lines: list[i
         first_file[r] = i
 
 
-__all__ = ["DELIMITERS", "IMAGE_SUFFIXES", "build_index", "derived_ids", "detect_delimiter", "read_labels_csv"]
+def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame:
+    """The index :func:`build_index` will make, images not checked (the registry's interface:
+    smalldl.data.kinds)."""
+    return build_index(params, dataset=dataset, check_files=False)
+
+
+def index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:
+    """The CSV and every image it lists (none without ``params.path``; only the CSV when it cannot be read:
+    the index job says why, naming the line)."""
+    if not params.get("path"):
+        return []
+    root = Path(params["path"])
+    csv = Path(params.get("csv") or "labels.csv")
+    csv = csv if csv.is_absolute() else root / csv
+    files = [csv]
+    column = params.get("path_column") or "path"
+    with contextlib.suppress(InputError):
+        raw, _, _ = read_labels_csv(csv, column, params.get("delimiter"))
+        if column in raw.columns:
+            files += [Path(rel) if Path(rel).is_absolute() else root / rel for rel in raw[column].str.strip() if rel]
+    return files
+
+
+__all__ = [
+    "DELIMITERS",
+    "IMAGE_SUFFIXES",
+    "build_index",
+    "derived_ids",
+    "detect_delimiter",
+    "index_files",
+    "plan_index",
+    "read_labels_csv",
+]

@@ -25,9 +25,11 @@ Public entry points: :func:`generate`, :func:`category_ifs`, :func:`render_fract
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,8 @@ __all__ = [
     "chaos_points",
     "filling_rate",
     "generate",
+    "index_files",
+    "plan_index",
     "render_fractal",
     "sample_ifs",
 ]
@@ -275,3 +279,12 @@ def generate(
     )
     _draw.write_index(root, table)
     return table
+
+
+def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> str:
+    """Why a fractal dataset's training pool is not counted at plan time: its labels are multiclass (no
+    target trains on it; the registry's interface: smalldl.data.kinds)."""
+    return "a fractal dataset has multiclass labels only"
+
+
+index_files = _draw.no_index_files

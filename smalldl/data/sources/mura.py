@@ -107,4 +107,18 @@ def build_index(params: Mapping[str, Any], dataset: str = "mura", check_files: b
     return table.reset_index(drop=True)
 
 
-__all__ = ["STUDY_TYPES", "build_index", "parse_path"]
+def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame:
+    """The index :func:`build_index` will make, images not checked (the registry's interface:
+    smalldl.data.kinds)."""
+    return build_index(params, dataset=dataset, check_files=False)
+
+
+def index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:
+    """The image path lists the index is read from (none without ``params.path``)."""
+    if not params.get("path"):
+        return []
+    root = find_root(params["path"], dataset)
+    return [root / f"{s}_image_paths.csv" for s in params.get("splits", ["train", "valid"])]
+
+
+__all__ = ["STUDY_TYPES", "build_index", "index_files", "parse_path", "plan_index"]

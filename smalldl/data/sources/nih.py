@@ -376,4 +376,43 @@ def build_index(fetched_json: str | Path, check_files: bool = True) -> pd.DataFr
     return table
 
 
-__all__ = ["FILES", "LABELS", "build_index", "fetch", "official_split", "read_entries", "remote_files"]
+def _metadata_root(dataset: str, params: Mapping[str, Any]) -> Path:
+    """Where fetch verifies (and reads) the metadata: the local copy (``params.path``), or raw/<dataset>/
+    where it downloads them."""
+    return Path(params.get("path") or f"raw/{dataset}")
+
+
+def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame | str:
+    """The index :func:`build_index` will make, from the metadata alone (paths are the image ids), or why it
+    cannot be made yet: the metadata not there (the registry's interface: smalldl.data.kinds)."""
+    root = _metadata_root(dataset, params)
+    missing = [f for f in (ENTRY, TRAIN_VAL, TEST) if not (root / f).is_file()]
+    if missing:
+        return f"the ChestX-ray14 metadata ({', '.join(missing)}) is not in {root} yet"
+    table = read_entries(root / ENTRY)
+    table["official_split"] = official_split(
+        table, read_list(root / TRAIN_VAL), read_list(root / TEST), f"dataset {dataset} ({root})"
+    )
+    table["path"] = table["image_id"]
+    return table
+
+
+def index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:
+    """The entries and list files, where fetch verified them (its record's root): the local copy, or
+    raw/<dataset>/ where it downloaded them (its output is only the record: a metadata file replaced later
+    is this input)."""
+    root = _metadata_root(dataset, params)
+    return [root / f for f in (ENTRY, TRAIN_VAL, TEST)]
+
+
+__all__ = [
+    "FILES",
+    "LABELS",
+    "build_index",
+    "fetch",
+    "index_files",
+    "official_split",
+    "plan_index",
+    "read_entries",
+    "remote_files",
+]

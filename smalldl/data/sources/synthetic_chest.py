@@ -36,6 +36,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,9 @@ __all__ = [
     "chest_regions",
     "draw_anatomy",
     "generate",
+    "index_files",
     "plan",
+    "plan_index",
     "render_chest",
     "sample_labels",
 ]
@@ -378,6 +381,19 @@ def sample_labels(
 ) -> pd.DataFrame:
     """The index table that :func:`generate` would write, without rendering any image."""
     return _table(plan(n_patients, images_per_patient, prevalence, seed))
+
+
+#: The params that decide the plan (patients, images, labels); the others change only how images look.
+PLAN_PARAMS = ("n_patients", "images_per_patient", "prevalence")
+
+
+def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame:
+    """The index :func:`generate` writes for ``params`` and the dataset's ``seed``, without rendering
+    (the registry's interface: smalldl.data.kinds)."""
+    return _draw.planned(dataset, _NAME, params, PLAN_PARAMS, lambda **kw: _table(plan(seed=seed, **kw)))
+
+
+index_files = _draw.no_index_files
 
 
 # ====================================================================================================

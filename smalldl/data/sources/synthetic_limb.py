@@ -26,9 +26,10 @@ Public entry points: :func:`generate`, :func:`plan`, :func:`render_limb`, :func:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,8 +45,10 @@ __all__ = [
     "LimbImageSpec",
     "LimbStudy",
     "generate",
+    "index_files",
     "limb_regions",
     "plan",
+    "plan_index",
     "render_limb",
 ]
 
@@ -350,6 +353,19 @@ def _table(specs: Sequence[LimbImageSpec]) -> pd.DataFrame:
             "abnormal": np.array([s.abnormal for s in specs], dtype=np.int64),
         }
     )
+
+
+#: The params that decide the plan (patients, studies, images, labels); the others change only how images look.
+PLAN_PARAMS = ("n_patients", "images_per_study", "abnormal_rate")
+
+
+def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame:
+    """The index :func:`generate` writes for ``params`` and the dataset's ``seed``, without rendering
+    (the registry's interface: smalldl.data.kinds)."""
+    return _draw.planned(dataset, _NAME, params, PLAN_PARAMS, lambda **kw: _table(plan(seed=seed, **kw)))
+
+
+index_files = _draw.no_index_files
 
 
 # ====================================================================================================
