@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from smalldl import layout
 from smalldl.errors import InputError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -662,20 +663,20 @@ def source_allowed(config: Mapping[str, Any], source: str, target: str) -> bool:
 #: copy or a download, a timeout, CheXpert's small or full images): two entries of such a kind hold the same
 #: patients.
 PUBLIC_KINDS = {"nih": "ChestX-ray14", "chexpert": "CheXpert", "mura": "MURA"}
-#: Kinds whose images are written by the workflow into raw/<dataset>/ (without params.path).
+#: Kinds whose images are written by the workflow into resources/raw/<dataset>/ (without params.path).
 RAW_KINDS = ("nih", "synthetic_chest", "synthetic_limb", "fractal")
 
 
 def data_root(config: Mapping[str, Any], dataset: str) -> Path | None:
     """Where a dataset's images are, as far as the config says (resolved against the working directory,
-    links followed): ``params.path``, else raw/<dataset>/ for the kinds the workflow writes there, else
-    None."""
+    links followed): ``params.path``, else resources/raw/<dataset>/ for the kinds the workflow writes
+    there, else None."""
     spec = config["datasets"][dataset]
     path = (spec.get("params") or {}).get("path")
     if path:
         return Path(os.path.realpath(Path(str(path)).expanduser()))
     if spec["kind"] in RAW_KINDS:
-        return Path(os.path.realpath(Path("raw") / dataset))
+        return Path(os.path.realpath(Path(layout.RAW) / dataset))
     return None
 
 

@@ -1,12 +1,13 @@
-"""The images of a dataset's index as the index job found them: ``index/<dataset>.files.tsv`` (path, size,
-mtime_ns per image), written by the index job beside ``index/<dataset>.parquet``.
+"""The images of a dataset's index as the index job found them: ``resources/index/<dataset>.files.tsv``
+(path, size, mtime_ns per image), written by the index job beside ``resources/index/<dataset>.parquet``.
 
 The images of ChestX-ray14, CheXpert and MURA (10^5 files) are not inputs of the index job: Snakemake would
 stat every one at every DAG build (``snakemake -n`` included). Instead the index job records them here, and
-``python -m smalldl.data.manifest [index/]`` compares them with the disk, outside Snakemake, in parallel:
-for each dataset whose images changed (replaced, resized, removed) it prints one line naming the count, the
-first changed file and the command that reruns the index and what depends on it
-(``snakemake --forcerun index/<dataset>.parquet``), and exits 1; with nothing changed it exits 0 silently.
+``python -m smalldl.data.manifest [resources/index/]`` compares them with the disk, outside Snakemake, in
+parallel: for each dataset whose images changed (replaced, resized, removed) it prints one line naming the
+count, the first changed file and the command that reruns the index and what depends on it
+(``snakemake --forcerun resources/index/<dataset>.parquet``), and exits 1; with nothing changed it exits 0
+silently.
 The index job records the manifest for every kind (a folder dataset's images are also inputs of its job).
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from smalldl import layout
 from smalldl.errors import InputError
 from smalldl.utils import atomic_path
 
@@ -27,7 +29,7 @@ HEADER = "path\tsize\tmtime_ns"
 
 
 def manifest_path(index_parquet: str | Path) -> Path:
-    """``index/<dataset>.files.tsv`` beside ``index/<dataset>.parquet``."""
+    """``<dataset>.files.tsv`` beside ``<dataset>.parquet`` (in resources/index/)."""
     index_parquet = Path(index_parquet)
     return index_parquet.with_name(index_parquet.stem + SUFFIX)
 
@@ -107,9 +109,12 @@ def check(index_parquets: Sequence[str | Path], workers: int = 16, out=None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m smalldl.data.manifest",
-        description="Say which datasets' images changed since their index was built (index/<dataset>.files.tsv).",
+        description="Say which datasets' images changed since their index was built "
+        f"({layout.INDEX}/<dataset>.files.tsv).",
     )
-    parser.add_argument("paths", nargs="*", default=["index"], help="index parquet files or folders (index/)")
+    parser.add_argument(
+        "paths", nargs="*", default=[layout.INDEX], help=f"index parquet files or folders ({layout.INDEX}/)"
+    )
     parser.add_argument("--workers", type=int, default=16, help="parallel stats (default 16)")
     args = parser.parse_args(argv)
     parquets: list[Path] = []

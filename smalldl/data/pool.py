@@ -9,7 +9,7 @@ built without reading a single image:
 - ``synthetic_chest``, ``synthetic_limb``: the generator's plan of patients, images and labels, from its
   params and the dataset's seed (no rendering);
 - ``nih``: ``Data_Entry_2017_v2020.csv`` and the two split lists, where they already are
-  (``params.path`` or ``raw/<dataset>/``); ``chexpert``, ``mura``: their CSVs or folders at
+  (``params.path`` or ``resources/raw/<dataset>/``); ``chexpert``, ``mura``: their CSVs or folders at
   ``params.path``.
 
 The count is exact except where it cannot be known yet, and then it is ``None`` with the reason: a
@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from smalldl import layout
 from smalldl.data import index as index_mod
 from smalldl.data import splits
 from smalldl.errors import InputError
@@ -74,7 +75,7 @@ def _plan_index(name: str, spec: Mapping[str, Any], global_seed: int) -> pd.Data
     elif kind == "nih":
         from smalldl.data.sources import nih
 
-        root = Path(params.get("path") or f"raw/{name}")
+        root = Path(params.get("path") or f"{layout.RAW}/{name}")
         missing = [f for f in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST) if not (root / f).is_file()]
         if missing:
             return f"the ChestX-ray14 metadata ({', '.join(missing)}) is not in {root} yet"
@@ -128,10 +129,10 @@ def source_files(name: str, spec: Mapping[str, Any]) -> list[str]:
     """The files on disk that dataset ``name``'s index is built from, at plan time (DAG build): the inputs
     of its index job, so that Snakemake reruns the index and all that depends on it when one changes
     (its modification time). A folder dataset: the CSV and every image it lists; ChestX-ray14: its entries
-    and list files, in the local copy (``params.path``) or where fetch_nih downloaded them (``raw/<name>/``);
-    CheXpert: the split CSVs; MURA: the image path lists. Files that are not there (yet) are left out: the
-    index job itself says what is missing, naming the CSV line. A synthetic dataset is the input raw/ of its
-    own rule."""
+    and list files, in the local copy (``params.path``) or where fetch_nih downloaded them
+    (``resources/raw/<name>/``); CheXpert: the split CSVs; MURA: the image path lists. Files that are not
+    there (yet) are left out: the index job itself says what is missing, naming the CSV line. A synthetic
+    dataset is the input resources/raw/<name>/ of its own rule."""
     kind = spec["kind"]
     params = dict(spec.get("params") or {})
     files: list[Path] = []
@@ -153,9 +154,10 @@ def source_files(name: str, spec: Mapping[str, Any]) -> list[str]:
         elif kind == "nih":
             from smalldl.data.sources import nih
 
-            # read where fetch_nih verified them (its record's root): the local copy, or raw/<name>/ where it
-            # downloaded them (its output is only the record: a metadata file replaced later is this input)
-            root = Path(params.get("path") or f"raw/{name}")
+            # read where fetch_nih verified them (its record's root): the local copy, or resources/raw/<name>/
+            # where it downloaded them (its output is only the record: a metadata file replaced later is this
+            # input)
+            root = Path(params.get("path") or f"{layout.RAW}/{name}")
             files += [root / f for f in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST)]
         elif kind == "chexpert" and params.get("path"):
             from smalldl.data.sources import chexpert

@@ -1,4 +1,4 @@
-"""rules/data.smk: raw data -> index/{dataset}.parquet -> cache/{dataset}/w{W}.npy."""
+"""rules/data.smk: raw data -> resources/index/{dataset}.parquet -> resources/cache/{dataset}/w{W}.npy."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def fetch_nih(
     retries: int | None = None,
     backoff: float = 2.0,
 ) -> dict[str, Any]:
-    """Download ChestX-ray14 into raw/{dataset}/ or verify a local copy; record where."""
+    """Download ChestX-ray14 into resources/raw/{dataset}/ or verify a local copy; record where."""
     from smalldl.data.sources import nih
 
     if dataset["kind"] != "nih":
@@ -80,7 +80,7 @@ def index(
     check_files: bool = True,
 ) -> pd.DataFrame:
     """The uniform index table of any dataset kind (local copies are indexed in place), and the manifest of
-    its images (``index/<dataset>.files.tsv``: path, size, mtime_ns; smalldl.data.manifest)."""
+    its images (``resources/index/<dataset>.files.tsv``: path, size, mtime_ns; smalldl.data.manifest)."""
     from smalldl.data import manifest
     from smalldl.data.index import build_index
 

@@ -257,7 +257,7 @@ def fetch(
             files[name]["extracted"] = True
             write_json(marker, files[name])
             if not local and not params.get("keep_archives", False):
-                path.unlink()  # only in raw/<dataset>/: a user's own folder is never pruned
+                path.unlink()  # only in resources/raw/<dataset>/: a user's own folder is never pruned
     if missing and expected is not None and present and not set(missing) & set(METADATA):
         absent = sorted(expected - present.keys())
         raise InputError(
