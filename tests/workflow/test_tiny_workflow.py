@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ..conftest import ROOT, TINY_RULES
+from ..conftest import ROOT, TINY_RULES, TINY_STUDY_WROTE
 
 pytestmark = pytest.mark.workflow
 
@@ -75,6 +75,19 @@ STATS_JOBS = {"bootstrap": 1, "compare": 1, "learning_curves": 1, "findings": 1,
 def study(tiny_study):
     """The session's finished tiny study (tests/conftest.py), shared with the SLURM test's local run."""
     return tiny_study
+
+
+def test_the_study_writes_only_under_results_resources_and_logs(study, request):
+    """Snakemake's documented layout (smalldl/layout.py): what the run added to its working directory, listed
+    as it ended, is resources/, results/, logs/ and Snakemake's .snakemake/, nothing else."""
+    from smalldl import layout
+
+    wrote = request.config.stash[TINY_STUDY_WROTE]
+    assert {"resources", "results", "logs"} <= set(wrote), wrote
+    assert set(wrote) <= set(layout.TOP_LEVEL), f"the study wrote outside {layout.TOP_LEVEL}: {wrote}"
+    for folder in (layout.RAW, layout.INDEX, layout.CACHE, layout.SPLITS, layout.MODELS, layout.RUNS):
+        assert (study / folder).is_dir(), folder
+    assert (study / layout.RADIOMICS).is_dir()  # configs/tiny.yaml runs the radiomics baselines
 
 
 def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
