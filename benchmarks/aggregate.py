@@ -30,6 +30,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from smalldl.data.sources import nih  # noqa: E402
+from smalldl import layout  # noqa: E402
 from smalldl.jobs import results  # noqa: E402
 
 TASKS = {
@@ -74,7 +75,7 @@ def metrics(task: str, arch: str, recipe: str, n: int, seed: int, rng: np.random
         "test_loss": 0.6, "test_auc_per_label": per, "test_auc_per_label_tta": per_tta,
         "selected_epoch": 7, "epochs": 20, "epochs_run": 20, "max_lr": 0.001, "lr_source": "finder",
         "steps": 20 * n // 16, "wall_time_s": float(rng.uniform(30, 900)), "images_per_s": 350.0,
-        "device": "cuda", "torch": "2.14.1", "source_checkpoint": f"models/source/{source}/{arch}.pt",
+        "device": "cuda", "torch": "2.14.1", "source_checkpoint": f"{layout.MODELS}/source/{source}/{arch}.pt",
         "source_val_auc": 0.8,
     }  # fmt: skip
 
@@ -84,7 +85,7 @@ def generate(root: Path, count: int) -> list[Path]:
     grid = itertools.product(TASKS, ARCHS, RECIPES, SIZES, SEEDS)
     paths = []
     for task, arch, recipe, n, seed in itertools.islice(itertools.cycle(grid), count):
-        run = root / "runs" / task / arch / recipe / f"n{n}" / f"s{seed + 10 * (len(paths) // 3072)}"
+        run = root / layout.RUNS / task / arch / recipe / f"n{n}" / f"s{seed + 10 * (len(paths) // 3072)}"
         run.mkdir(parents=True, exist_ok=True)
         (run / "metrics.json").write_text(json.dumps(metrics(task, arch, recipe, n, seed, rng), indent=2))
         paths.append(run / "metrics.json")

@@ -8,7 +8,7 @@ If the permuted runs score as low as the real one, the below-chance AUC carries 
 labels: it is the test AUC of the score the training procedure gives whatever the labels (docs/usage.md,
 "Below-chance results"). Needs a finished (or partly run) workflow folder: its config, the task's split and
 training subset, the dataset's cache; an ImageNet source is made from the installed weights, another source
-is read from ``models/source``.
+is read from ``results/models/source``.
 
     python benchmarks/below_chance.py WORKDIR [--task cxr14 --recipe regular-extractor-imagenet-transfer
                                                --n 50 --seed 0 --permutations 4 --views 24]
@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from smalldl import config as config_mod  # noqa: E402
+from smalldl import layout  # noqa: E402
 from smalldl.config import Recipe  # noqa: E402
 from smalldl.data.transforms import center_crop, to_tensor  # noqa: E402
 from smalldl.evaluate import predict_views  # noqa: E402
@@ -48,7 +49,7 @@ def source_checkpoint(cfg: dict, workdir: Path, recipe: Recipe, arch: str, tmp: 
         metrics = out.with_suffix(".json")
         imagenet_weights(source=recipe.source, arch=arch, files=files, out_ckpt=out, out_metrics=metrics)
         return out
-    path = workdir / "models" / "source" / recipe.source / f"{arch}.pt"
+    path = workdir / layout.MODELS / "source" / recipe.source / f"{arch}.pt"
     if not path.exists():
         raise SystemExit(f"error: {path} is missing: run the workflow (or its pretrain rule) first")
     return path
@@ -78,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     task, settings = cfg["tasks"][args.task], dict(cfg["train"])
     settings["device"] = "cpu"
     labels, kind, width = list(task["labels"]), task["type"], cfg["preprocess"]["width"]
-    cache = args.workdir / "cache" / task["dataset"]
+    cache = args.workdir / layout.CACHE / task["dataset"]
     _, train, val, test = target_data(
         task=task,
-        split_parquet=args.workdir / "splits" / args.task / "split.parquet",
-        subset_csv=args.workdir / "splits" / args.task / f"train_n{args.n}_s{args.seed}.csv",
+        split_parquet=args.workdir / layout.SPLITS / args.task / "split.parquet",
+        subset_csv=args.workdir / layout.SPLITS / args.task / f"train_n{args.n}_s{args.seed}.csv",
         cache_npy=cache / f"w{width}.npy",
         cache_meta=cache / f"w{width}.json",
         n=args.n,

@@ -24,8 +24,8 @@ Design
 3. The split sizes. Validation and test images per target task, and training and validation images per
    source task, exist only once the data are split. Per task and count, the first of: --train-images /
    --val-images / --test-images TASK=N; the manifests of a study folder whose splits were made on the real
-   data (--manifests DIR: DIR/splits/{task}/manifest.json, counts.{train,val,test}.images; `snakemake
-   splits/{task}/manifest.json` needs only the datasets' indexes); --paper-sizes, estimates of
+   data (--manifests DIR: DIR/results/splits/{task}/manifest.json, counts.{train,val,test}.images;
+   `snakemake results/splits/{task}/manifest.json` needs only the datasets' indexes); --paper-sizes, estimates of
    configs/paper.yaml's tasks on the real datasets (PAPER_SIZES below, each with where it comes from).
    A config whose datasets are all synthetic (config.yaml, configs/tiny.yaml) has its splits made for real
    in the temporary folder (its split rules, seconds to minutes) for what is still missing. A config on real
@@ -79,6 +79,7 @@ import dag_build  # noqa: E402  (benchmarks/dag_build.py: stand-ins, dry runs)
 
 from smalldl import config as cfg  # noqa: E402
 from smalldl.data import kinds  # noqa: E402
+from smalldl import layout  # noqa: E402
 
 ROOT = dag_build.ROOT
 GPU_RULES = ("pretrain", "lr_find", "finetune")
@@ -232,7 +233,7 @@ def needed_sizes(config: Mapping[str, Any], jobs: Iterable[Mapping[str, Any]]) -
 
 
 def manifest_counts(path: Path) -> dict[str, int]:
-    """Images per split of a split manifest (splits/{task}/manifest.json: counts.{split}.images)."""
+    """Images per split of a split manifest (results/splits/{task}/manifest.json: counts.{split}.images)."""
     counts = json.loads(Path(path).read_text())["counts"]
     return {name: int(entry["images"]) for name, entry in counts.items()}
 
@@ -246,7 +247,7 @@ def resolve_sizes(
     split_counts: Callable[[list[str]], Mapping[str, Mapping[str, int]]] | None = None,
 ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, str]]]:
     """Images per (task, split) that ``need`` asks for, and where each comes from: ``given`` (flags), the
-    manifests under ``manifests``/splits/, PAPER_SIZES (``paper``), else ``split_counts(tasks)`` (a synthetic
+    manifests under ``manifests``/results/splits/, PAPER_SIZES (``paper``), else ``split_counts(tasks)`` (a synthetic
     config's splits, made here for real)."""
     sizes: dict[str, dict[str, int]] = {}
     origin: dict[str, dict[str, str]] = {}
@@ -260,7 +261,7 @@ def resolve_sizes(
     for task in need:
         put(task, (given or {}).get(task, {}), "given")
         if manifests is not None:
-            path = Path(manifests) / "splits" / task / "manifest.json"
+            path = Path(manifests) / layout.SPLITS / task / "manifest.json"
             if path.exists():
                 put(task, manifest_counts(path), f"manifest {path}")
         if paper:
@@ -282,7 +283,7 @@ def resolve_sizes(
 
 def synthetic_split_counts(workdir: Path, configfile: Path, tasks: list[str]) -> dict[str, dict[str, int]]:
     """Make a synthetic config's splits of ``tasks`` for real (snakemake, in ``workdir``), read their manifests."""
-    targets = [f"splits/{t}/manifest.json" for t in tasks]
+    targets = [f"{layout.SPLITS}/{t}/manifest.json" for t in tasks]
     dag_build.snakemake(workdir, *targets, "--cores", "all", "--configfile", str(configfile))
     return {t: manifest_counts(workdir / target) for t, target in zip(tasks, targets, strict=True)}
 
@@ -533,7 +534,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "paper.yaml", help="the study's config file")
     p.add_argument("--stages", choices=("grid", "path"), default="grid", help="stage recipes counted (see above)")
     p.add_argument("--paper-sizes", action="store_true", help="PAPER_SIZES: configs/paper.yaml on the real data")
-    p.add_argument("--manifests", type=Path, help="a study folder whose splits/{task}/manifest.json exist")
+    p.add_argument("--manifests", type=Path, help="a study folder whose results/splits/{task}/manifest.json exist")
     for key in ("train", "val", "test"):
         p.add_argument(f"--{key}-images", action="append", default=[], metavar="TASK=N", help=f"{key} images")
     p.add_argument("--train-ips", action="append", default=[], metavar="ARCH=IMG_S", help="training img/s")

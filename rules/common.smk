@@ -29,22 +29,25 @@ WIDTH = config["preprocess"]["width"]
 STUDY = config["study"]
 
 # ------------------------------------------------------------------------------- path templates
-RAW = "raw/{dataset}"
-FETCHED = "raw/{dataset}/fetched.json"
-INDEX = "index/{dataset}.parquet"
-CACHE = "cache/{dataset}/w{width}.npy"
-CACHE_META = "cache/{dataset}/w{width}.json"
-SPLIT = "splits/{task}/split.parquet"
-MANIFEST = "splits/{task}/manifest.json"
-SUBSET = "splits/{task}/train_n{n}_s{seed}.csv"
-SOURCE_MODEL = "models/source/{source}/{arch}.pt"
-GATE = "splits/study_gate.json"
-LR_FIND = "runs/{task}/{arch}/{recipe}/lr_find.json"
-RUN_DIR = "runs/{task}/{arch}/{recipe}/n{n}/s{seed}"
+# Snakemake's documented layout: what is retrieved or derived from the data (the images, their index and
+# cache) under resources/, what the study makes under results/, logs and benchmarks under logs/
+# (smalldl/layout.py names the same folders for the code that reads a study outside a rule's inputs).
+RAW = "resources/raw/{dataset}"
+FETCHED = "resources/raw/{dataset}/fetched.json"
+INDEX = "resources/index/{dataset}.parquet"
+CACHE = "resources/cache/{dataset}/w{width}.npy"
+CACHE_META = "resources/cache/{dataset}/w{width}.json"
+SPLIT = "results/splits/{task}/split.parquet"
+MANIFEST = "results/splits/{task}/manifest.json"
+SUBSET = "results/splits/{task}/train_n{n}_s{seed}.csv"
+SOURCE_MODEL = "results/models/source/{source}/{arch}.pt"
+GATE = "results/splits/study_gate.json"
+LR_FIND = "results/runs/{task}/{arch}/{recipe}/lr_find.json"
+RUN_DIR = "results/runs/{task}/{arch}/{recipe}/n{n}/s{seed}"
 RUN = f"{RUN_DIR}/metrics.json"
 STAGE = figplan.STAGE_PATH  # results/stages/{task}/{arch}/stage{k}.json
-RADIOMICS_FEATURES = "radiomics/{dataset}-{featureset}.parquet"
-RADIOMICS_RUN = "runs/{task}/radiomics_{featureset}/{model}/n{n}/s{seed}"
+RADIOMICS_FEATURES = "results/radiomics/{dataset}-{featureset}.parquet"
+RADIOMICS_RUN = "results/runs/{task}/radiomics_{featureset}/{model}/n{n}/s{seed}"
 
 
 wildcard_constraints:
@@ -111,7 +114,7 @@ def datasets_made_by(raw):
 
 
 # Raw data of each dataset comes from exactly one rule, by its kind's raw mode (constraints below).
-# generate_synthetic writes raw/{dataset}/, fetch_nih raw/{dataset}/fetched.json; local copies (in_place:
+# generate_synthetic writes resources/raw/{dataset}/, fetch_nih resources/raw/{dataset}/fetched.json; local copies (in_place:
 # chexpert, mura, folder) are indexed where they are
 SYNTHETIC_DATASETS = regex_of(datasets_made_by("generate"))
 FETCHED_DATASETS = regex_of(datasets_made_by("fetch"))

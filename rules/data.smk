@@ -1,9 +1,10 @@
-# raw data -> index/{dataset}.parquet -> cache/{dataset}/w{W}.npy
+# raw data -> resources/index/{dataset}.parquet -> resources/cache/{dataset}/w{W}.npy
 #
 # Exactly one rule makes each dataset's raw data, by kind (wildcard constraints from the config):
-# generate_synthetic writes raw/{dataset}/ (PNGs + index.csv); fetch_nih downloads ChestX-ray14 into
-# raw/{dataset}/ or verifies a local copy (params.path) and writes raw/{dataset}/fetched.json. CheXpert,
-# MURA and folder datasets are read in place by the index rule (no copy).
+# generate_synthetic writes resources/raw/{dataset}/ (PNGs + index.csv); fetch_nih downloads ChestX-ray14
+# into resources/raw/{dataset}/ or verifies a local copy (params.path) and writes
+# resources/raw/{dataset}/fetched.json. CheXpert, MURA and folder datasets are read in place by the index
+# rule (no copy).
 
 
 rule generate_synthetic:

@@ -1,4 +1,4 @@
-# Source models, one checkpoint per (source, arch) in one format: models/source/{source}/{arch}.pt.
+# Source models, one checkpoint per (source, arch) in one format: results/models/source/{source}/{arch}.pt.
 # Sources with a task are pretrained here with their recipe (sources.<name>.recipe: e.g. from the
 # ImageNet source's checkpoint with gradual unfreezing); sources with `weights: imagenet` take published
 # weights.

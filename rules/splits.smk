@@ -1,5 +1,5 @@
-# index -> splits/{task}/split.parquet (patient-level train/val/test) -> nested training subsets; the
-# study gate
+# index -> results/splits/{task}/split.parquet (patient-level train/val/test) -> nested training
+# subsets; the study gate
 
 
 rule split:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from smalldl import layout
+
 PHASES = ("outside", "startup", "setup", "train", "validate", "test", "write")
 FIXED = ("outside", "startup", "setup", "write")
 
@@ -55,7 +57,7 @@ def finetune_phases(workdir: str | Path) -> pd.DataFrame:
     for bench in sorted((root / "logs" / "benchmarks" / "finetune").rglob("n*_s*.tsv")):
         task, arch, recipe = bench.relative_to(root / "logs" / "benchmarks" / "finetune").parts[:3]
         n, seed = bench.stem[1:].split("_s")
-        metrics_path = root / "runs" / task / arch / recipe / f"n{n}" / f"s{seed}" / "metrics.json"
+        metrics_path = root / layout.RUNS / task / arch / recipe / f"n{n}" / f"s{seed}" / "metrics.json"
         if not metrics_path.exists():
             continue
         phases = json.loads(metrics_path.read_text()).get("phase_s") or {}

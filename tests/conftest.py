@@ -26,16 +26,23 @@ def load_script(relative: str):
     return module
 
 
+#: The top-level entries the tiny study's run added to its working directory, recorded as the run ends
+#: (before any test writes there): ``request.config.stash[TINY_STUDY_WROTE]``.
+TINY_STUDY_WROTE = pytest.StashKey[list[str]]()
+
+
 @pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory):
+def tiny_study(tmp_path_factory, request):
     """The tiny study (configs/tiny.yaml, --cores 2) run to the end once per session: the workflow tests
     read it and the SLURM test compares its cluster run with it (a tiny run is minutes of CI)."""
     workdir = tmp_path_factory.mktemp("tiny")
+    before = set(os.listdir(workdir))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile",
            str(ROOT / "configs" / "tiny.yaml"), "--directory", str(workdir)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=1800)
     if proc.returncode != 0:
         raise AssertionError(f"the tiny study failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    request.config.stash[TINY_STUDY_WROTE] = sorted(set(os.listdir(workdir)) - before)
     return workdir
 
 

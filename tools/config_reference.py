@@ -76,7 +76,7 @@ def _type(node: Mapping[str, Any]) -> str:
 
 def _cell(text: str, code: bool = False) -> str:
     """Text for one markdown table cell: one line, pipes escaped, and outside code spans ``<`` too (the
-    descriptions' ``raw/<dataset>/`` would be read as an HTML tag)."""
+    descriptions' ``resources/raw/<dataset>/`` would be read as an HTML tag)."""
     text = " ".join(str(text).split()).replace("|", "\\|")
     return text if code else text.replace("<", "&lt;")
 

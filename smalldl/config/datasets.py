@@ -9,20 +9,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from smalldl import layout
 from smalldl.config.grid import used_sources
 from smalldl.data import kinds
 
 
 def data_root(config: Mapping[str, Any], dataset: str) -> Path | None:
     """Where a dataset's images are, as far as the config says (resolved against the working directory,
-    links followed): ``params.path``, else raw/<dataset>/ for the kinds the workflow writes there
+    links followed): ``params.path``, else resources/raw/<dataset>/ for the kinds the workflow writes there
     (``Kind.writes_raw``), else None."""
     spec = config["datasets"][dataset]
     path = (spec.get("params") or {}).get("path")
     if path:
         return Path(os.path.realpath(Path(str(path)).expanduser()))
     if kinds.KINDS[spec["kind"]].writes_raw:
-        return Path(os.path.realpath(Path("raw") / dataset))
+        return Path(os.path.realpath(Path(layout.RAW) / dataset))
     return None
 
 

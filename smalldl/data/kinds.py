@@ -11,9 +11,9 @@ smalldl/data/sources/, with the interface of its ``raw`` mode (``INTERFACE``):
   ``index_files(dataset, params)``, the files on disk its index is built from (the index job's inputs;
   files not there are left out by the caller);
 - ``generate``: ``generate(out_dir, seed=, workers=, **params)`` writes PNGs and ``index.csv`` into
-  raw/<dataset>/ (rule generate_synthetic), which the index job reads;
+  resources/raw/<dataset>/ (rule generate_synthetic), which the index job reads;
 - ``fetch``: ``fetch(dataset, params, out_dir, out_json, retries=, backoff=)`` downloads or verifies a
-  copy and records where (rule fetch_nih, raw/<dataset>/fetched.json), and ``build_index(fetched_json,
+  copy and records where (rule fetch_nih, resources/raw/<dataset>/fetched.json), and ``build_index(fetched_json,
   check_files=)`` indexes it;
 - ``in_place``: ``build_index(params, dataset=, check_files=)`` indexes a local copy where it is.
 
@@ -74,7 +74,7 @@ class Kind:
 
     @property
     def writes_raw(self) -> bool:
-        """The workflow writes its images into raw/<dataset>/ (where no ``params.path`` says otherwise)."""
+        """The workflow writes its images into resources/raw/<dataset>/ (where no ``params.path`` says otherwise)."""
         return self.raw in ("generate", "fetch")
 
     def has_official_split(self, params: Mapping[str, Any] | None) -> bool:

@@ -1,13 +1,13 @@
-"""The images of a dataset's index as the index job found them: ``index/<dataset>.files.tsv`` (path, size,
-mtime_ns per image), written by the index job beside ``index/<dataset>.parquet``.
+"""The images of a dataset's index as the index job found them: ``resources/index/<dataset>.files.tsv``
+(path, size, mtime_ns per image), written by the index job beside ``resources/index/<dataset>.parquet``.
 
 The images of ChestX-ray14, CheXpert and MURA (10^5 files) are not inputs of the index job: Snakemake would
 keep a record per file and stat each one several times at every DAG build. Instead, at each DAG build the
 main Snakemake process compares them with this manifest once, in parallel threads (:func:`mark`), and sets
-the modification time of one stamp file, ``index/<dataset>.images``, an input of the index job: the epoch
+the modification time of one stamp file, ``resources/index/<dataset>.images``, an input of the index job: the epoch
 when every image is as the index job found it, now when one changed (replaced, resized, removed). A changed
 image thus reruns the index and what depends on it (``snakemake -n`` shows it, and says which image), and
-restoring it undoes that, with no state kept between runs. ``python -m smalldl.data.manifest [index/]`` asks
+restoring it undoes that, with no state kept between runs. ``python -m smalldl.data.manifest [resources/index/]`` asks
 the same question outside Snakemake: one line per dataset whose images changed, exit 1.
 A folder dataset's images are inputs of its index job as well (10^2-10^3 files).
 """
@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from smalldl import layout
 from smalldl.errors import InputError
 from smalldl.utils import atomic_path
 
@@ -31,13 +32,13 @@ HEADER = "path\tsize\tmtime_ns"
 
 
 def manifest_path(index_parquet: str | Path) -> Path:
-    """``index/<dataset>.files.tsv`` beside ``index/<dataset>.parquet``."""
+    """``<dataset>.files.tsv`` beside ``<dataset>.parquet`` (in resources/index/)."""
     index_parquet = Path(index_parquet)
     return index_parquet.with_name(index_parquet.stem + SUFFIX)
 
 
 def stamp_path(index_parquet: str | Path) -> Path:
-    """``index/<dataset>.images``: the index job's input whose modification time says whether the images
+    """``resources/index/<dataset>.images``: the index job's input whose modification time says whether the images
     changed since the index was built (:func:`mark`)."""
     index_parquet = Path(index_parquet)
     return index_parquet.with_name(index_parquet.stem + STAMP_SUFFIX)
@@ -156,9 +157,12 @@ def check(index_parquets: Sequence[str | Path], workers: int = 16, out=None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m smalldl.data.manifest",
-        description="Say which datasets' images changed since their index was built (index/<dataset>.files.tsv).",
+        description="Say which datasets' images changed since their index was built "
+        f"({layout.INDEX}/<dataset>.files.tsv).",
     )
-    parser.add_argument("paths", nargs="*", default=["index"], help="index parquet files or folders (index/)")
+    parser.add_argument(
+        "paths", nargs="*", default=[layout.INDEX], help=f"index parquet files or folders ({layout.INDEX}/)"
+    )
     parser.add_argument("--workers", type=int, default=16, help="parallel stats (default 16)")
     args = parser.parse_args(argv)
     parquets: list[Path] = []

@@ -10,7 +10,7 @@ built without reading a single image, by the ``plan_index`` of the dataset kind'
 - ``synthetic_chest``, ``synthetic_limb``: the generator's plan of patients, images and labels, from its
   params and the dataset's seed (no rendering);
 - ``nih``: ``Data_Entry_2017_v2020.csv`` and the two split lists, where they already are
-  (``params.path`` or ``raw/<dataset>/``); ``chexpert``, ``mura``: their CSVs or folders at
+  (``params.path`` or ``resources/raw/<dataset>/``); ``chexpert``, ``mura``: their CSVs or folders at
   ``params.path``.
 
 The count is exact except where it cannot be known yet, and then it is ``None`` with the reason: a
@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from smalldl import layout
 from smalldl.data import index as index_mod
 from smalldl.data import kinds, splits
 from smalldl.errors import InputError
@@ -92,7 +93,7 @@ def source_files(name: str, spec: Mapping[str, Any]) -> list[str]:
     """The files on disk that dataset ``name``'s index is built from, at plan time (DAG build): the inputs
     of its index job, so that Snakemake reruns the index and all that depends on it when one changes
     (its modification time). A folder dataset: the CSV and every image it lists; ChestX-ray14: its entries
-    and list files, in the local copy (``params.path``) or where fetch_nih downloaded them (``raw/<name>/``);
+    and list files, in the local copy (``params.path``) or where fetch_nih downloaded them (``resources/raw/<name>/``);
     CheXpert: the split CSVs; MURA: the image path lists. Files that are not there (yet) are left out: the
     index job itself says what is missing, naming the CSV line. A synthetic dataset is the input raw/ of its
     own rule."""

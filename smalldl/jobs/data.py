@@ -1,4 +1,4 @@
-"""rules/data.smk: raw data -> index/{dataset}.parquet -> cache/{dataset}/w{W}.npy."""
+"""rules/data.smk: raw data -> resources/index/{dataset}.parquet -> resources/cache/{dataset}/w{W}.npy."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def fetch_nih(
     retries: int | None = None,
     backoff: float = 2.0,
 ) -> dict[str, Any]:
-    """Download a fetched kind's data (ChestX-ray14) into raw/{dataset}/ or verify a local copy; record where."""
+    """Download a fetched kind's data (ChestX-ray14) into resources/raw/{dataset}/ or verify a local copy; record where."""
     kind = kinds.kind(dataset["kind"], f"datasets.{dataset_name}.kind")
     if kind.raw != "fetch":
         fetched = ", ".join(kinds.names(raw="fetch"))
@@ -77,7 +77,7 @@ def index(
     check_files: bool = True,
 ) -> pd.DataFrame:
     """The uniform index table of any dataset kind (local copies are indexed in place), and the manifest of
-    its images (``index/<dataset>.files.tsv``: path, size, mtime_ns; smalldl.data.manifest)."""
+    its images (``resources/index/<dataset>.files.tsv``: path, size, mtime_ns; smalldl.data.manifest)."""
     from smalldl.data import manifest
     from smalldl.data.index import build_index
 

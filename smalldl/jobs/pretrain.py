@@ -1,5 +1,5 @@
 """rules/pretrain.smk: source models, one checkpoint per (source, arch) in one format
-(models/source/{source}/{arch}.pt): pretrained on a source task, or published ImageNet weights."""
+(results/models/source/{source}/{arch}.pt): pretrained on a source task, or published ImageNet weights."""
 
 from __future__ import annotations
 

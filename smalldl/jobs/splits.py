@@ -1,5 +1,5 @@
-"""rules/splits.smk: index -> splits/{task}/split.parquet (patient-level train/val/test) -> nested
-training subsets."""
+"""rules/splits.smk: index -> results/splits/{task}/split.parquet (patient-level train/val/test) ->
+nested training subsets."""
 
 from __future__ import annotations
 

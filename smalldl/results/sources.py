@@ -1,7 +1,7 @@
 """The source models of a study (source_models.csv): each one's chain, recipe and validation AUC with its
 CI, from the metadata the pretrain and imagenet_weights jobs write next to the checkpoint
-(models/source/{source}/{arch}.json). A pretrained source whose CI reaches 0.5 is flagged 'not learned':
-fine-tuning from it transfers little more than its initial weights. Weights read from a file the config
+(results/models/source/{source}/{arch}.json). A pretrained source whose CI reaches 0.5 is flagged 'not
+learned': fine-tuning from it transfers little more than its initial weights. Weights read from a file the config
 names (``sources.<name>.files``), and source models trained here from them, are of unverified provenance
 (column ``provenance``): nothing here knows what they were trained on."""
 

@@ -7,12 +7,12 @@ SLEEP = 15  # seconds
 
 rule all:
     input:
-        [f"runs/t/arch/recipe/n{n}/s{seed}.txt" for n, seed in RUNS],
+        [f"results/runs/t/arch/recipe/n{n}/s{seed}.txt" for n, seed in RUNS],
 
 
 rule finetune:
     output:
-        "runs/{task}/{arch}/{recipe}/n{n}/s{seed}.txt",
+        "results/runs/{task}/{arch}/{recipe}/n{n}/s{seed}.txt",
     threads: 1
     resources:
         mem_mb=200,

@@ -139,8 +139,9 @@ def minutes(limit: str) -> int:
 
 def runs(workdir: Path, radiomics=False) -> dict[str, dict]:
     """metrics.json of every fine-tuning run (runs/{task}/{arch}/{recipe}/n{n}/s{seed}), or radiomics run
-    (runs/{task}/radiomics_{featureset}/{model}/n{n}/s{seed}), by folder."""
-    found = {str(p.parent.relative_to(workdir)): p for p in (workdir / "runs").rglob("metrics.json")}
+    (runs/{task}/radiomics_{featureset}/{model}/n{n}/s{seed}), by folder under results/."""
+    results = workdir / "results"
+    found = {str(p.parent.relative_to(results)): p for p in (results / "runs").rglob("metrics.json")}
     return {
         run_dir: json.loads(path.read_text())
         for run_dir, path in found.items()
@@ -220,7 +221,7 @@ def test_small_jobs_went_in_groups_within_the_time_limit(slurm_study, slurm_jobs
     assert {minutes(j["TimeLimit"]) for j in radiomics_groups} == {2 * 120 + 10}
 
 
-PREEMPT_RUN = "runs/emphysema/efficientnet_lite0/onecycle-finetune-none-default/n40/s0"
+PREEMPT_RUN = "results/runs/emphysema/efficientnet_lite0/onecycle-finetune-none-default/n40/s0"
 
 
 def test_a_cancelled_training_job_is_resubmitted_and_resumes_from_its_checkpoint(cluster, tmp_path):
@@ -271,7 +272,7 @@ def test_a_gpu_group_runs_its_members_side_by_side_on_one_gpu(cluster, tmp_path)
     cmd += ["--directory", str(tmp_path), "--profile", str(PROFILE)]
     done = run(cmd, env=cluster, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    records = [p.read_text().split() for p in sorted((tmp_path / "runs").rglob("*.txt"))]
+    records = [p.read_text().split() for p in sorted((tmp_path / "results" / "runs").rglob("*.txt"))]
     assert len(records) == 4
     spans = [(float(r[1]), float(r[5])) for r in records]  # start <t> gpus=<g> job=<id> end <t>
     gpus, jobs = {r[2] for r in records}, {r[3] for r in records}

@@ -81,7 +81,7 @@ def write_run(
 
     preds, (auc, per), (auc_tta, per_tta) = draw("test", m, q)
     val_preds, (val_auc, val_per), (val_auc_tta, _) = draw("val", m_val, q + val_shift)
-    run = root / "runs" / task / arch / recipe / f"n{n}" / f"s{seed}"
+    run = root / "results" / "runs" / task / arch / recipe / f"n{n}" / f"s{seed}"
     run.mkdir(parents=True, exist_ok=True)
     preds.to_parquet(run / "predictions.parquet", index=False)
     if family == "cnn":

@@ -21,7 +21,7 @@ def bench(path, seconds):
 
 def run(root, task, n, seed, total, phases):
     bench(root / "logs/benchmarks/finetune" / task / "a" / "r" / f"n{n}_s{seed}.tsv", total)
-    out = root / "runs" / task / "a" / "r" / f"n{n}" / f"s{seed}"
+    out = root / "results" / "runs" / task / "a" / "r" / f"n{n}" / f"s{seed}"
     out.mkdir(parents=True)
     (out / "metrics.json").write_text(json.dumps({"phase_s": phases}))
 

@@ -231,7 +231,7 @@ def replicate_study(aucs, seeds=(0, 1, 2), iterations=400, noise=0.01):
         for recipe, by_n in recipes.items():
             for n, auc in by_n.items():
                 for seed in seeds:
-                    path = f"runs/{task}/{recipe}/n{n}/s{seed}"
+                    path = f"results/runs/{task}/{recipe}/n{n}/s{seed}"
                     rows.append((task, "cnn", ARCH, recipe, n, seed, auc, auc, path))
                     reps.append(auc + rng.normal(0, noise, iterations))
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -169,13 +169,13 @@ def test_a_run_s_predictions_rewritten_with_one_score_changed_are_caught(tmp_pat
 @pytest.mark.parametrize("where", ["download", "path"])
 def test_the_chestxray14_metadata_are_inputs_of_the_index_downloaded_or_local(tmp_path, monkeypatch, where):
     """The metadata files of ChestX-ray14 are what its index is read from: inputs of the index job, whether
-    fetch_nih downloaded them into raw/<name>/ (its only output is the fetch record) or they are a local copy,
-    so that a replaced Data_Entry CSV or split list reruns the index."""
+    fetch_nih downloaded them into resources/raw/<name>/ (its only output is the fetch record) or they are a
+    local copy, so that a replaced Data_Entry CSV or split list reruns the index."""
     from smalldl.data import pool as pool_mod
     from smalldl.data.sources import nih
 
     monkeypatch.chdir(tmp_path)
-    root = Path("raw/nih") if where == "download" else tmp_path / "copy"
+    root = Path("resources/raw/nih") if where == "download" else tmp_path / "copy"
     root.mkdir(parents=True)
     for name in (nih.ENTRY, nih.TRAIN_VAL, nih.TEST):
         (root / name).write_text("x\n")
@@ -185,10 +185,10 @@ def test_the_chestxray14_metadata_are_inputs_of_the_index_downloaded_or_local(tm
     ]
 
 
-def test_the_index_job_records_its_images_and_a_replaced_one_is_named_with_the_repair(tmp_path, capsys):
+def test_the_index_job_records_its_images_and_a_replaced_one_is_named_with_the_repair(tmp_path, capsys, monkeypatch):
     """The images of a public dataset are not inputs Snakemake stats at every DAG build: the index job
-    records them (index/<dataset>.files.tsv) and ``python -m smalldl.data.manifest`` says which index is
-    older than its images, with the command that reruns it."""
+    records them (resources/index/<dataset>.files.tsv) and ``python -m smalldl.data.manifest`` (by default
+    on resources/index/) says which index is older than its images, with the command that reruns it."""
     import io
     import os
 
@@ -199,10 +199,10 @@ def test_the_index_job_records_its_images_and_a_replaced_one_is_named_with_the_r
     data_jobs.generate_synthetic(
         dataset={"kind": "synthetic_chest", "params": {"n_patients": 6, "image_size": 32}}, out_dir=raw, seed=3
     )
-    index = tmp_path / "index" / "chest.parquet"
-    index.parent.mkdir()
+    index = tmp_path / "resources" / "index" / "chest.parquet"
+    index.parent.mkdir(parents=True)
     table = data_jobs.index(dataset_name="chest", dataset={"kind": "synthetic_chest"}, raw=raw, out_parquet=index)
-    rows = manifest.read_manifest(tmp_path / "index" / "chest.files.tsv")
+    rows = manifest.read_manifest(index.with_name("chest.files.tsv"))
     assert [r[0] for r in rows] == table["path"].astype(str).tolist()
     assert manifest.check([index], out=io.StringIO()) == 0 and manifest.main([str(index.parent)]) == 0
     image = Path(table["path"].iloc[2])
@@ -215,8 +215,11 @@ def test_the_index_job_records_its_images_and_a_replaced_one_is_named_with_the_r
     assert f"snakemake --forcerun {index}" in line
     capsys.readouterr()
     assert manifest.main([str(index.parent)]) == 1 and f"--forcerun {index}" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)  # no path: the study's indexes, in the working directory
+    stale = "--forcerun resources/index/chest.parquet"
+    assert manifest.main([]) == 1 and stale in capsys.readouterr().out
     image.unlink()  # a removed image is a change too
-    assert manifest.changed_files(tmp_path / "index" / "chest.files.tsv") == [str(image)]
+    assert manifest.changed_files(index.with_name("chest.files.tsv")) == [str(image)]
 
 
 def test_a_training_subset_edited_after_its_job_is_caught_by_its_recorded_sha256(tmp_path):

@@ -183,7 +183,7 @@ def test_stages_counted_from_the_config(tmp_path):
 
 
 def test_split_sizes_precedence(tmp_path):
-    manifest = tmp_path / "splits" / "t" / "manifest.json"
+    manifest = tmp_path / "results" / "splits" / "t" / "manifest.json"
     manifest.parent.mkdir(parents=True)
     counts = {"train": {"images": 70}, "val": {"images": 20}, "test": {"images": 10}}
     manifest.write_text(json.dumps({"counts": counts}))

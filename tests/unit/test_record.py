@@ -59,7 +59,7 @@ def radiomics_record(model="l2", val_auc=0.7):
         radiomics=RadiomicsFields(
             featureset="paper79", model=model, n_features=79, cv_auc=0.68, cv_auc_per_label={"Emphysema": 0.68},
             cv_folds=3, n_iter=10, best_params={"Emphysema": {"C": 1.0}}, fit_status={"Emphysema": "ok"},
-            convergence_warnings=0, features="radiomics/x-paper79.parquet", sklearn="1.7",
+            convergence_warnings=0, features="results/radiomics/x-paper79.parquet", sklearn="1.7",
         ),
         **{**COMMON, "val_auc": val_auc},
     )  # fmt: skip
@@ -80,7 +80,9 @@ def test_each_family_writes_its_own_keys_and_reads_back_the_same_record():
 
 
 def test_the_best_radiomics_model_keeps_the_chosen_record_and_says_why():
-    best = radiomics_record("rf", 0.8).chosen_as_best("runs/emph/radiomics_paper79/rf/n50/s0", {"l2": 0.7, "rf": 0.8})
+    best = radiomics_record("rf", 0.8).chosen_as_best(
+        "results/runs/emph/radiomics_paper79/rf/n50/s0", {"l2": 0.7, "rf": 0.8}
+    )
     out = best.to_json()
     assert out["recipe"] == out["model"] == "best" and out["chosen_model"] == "rf" and out["selected_on"] == "val_auc"
     assert out["candidates_val_auc"] == {"l2": 0.7, "rf": 0.8} and out["test_auc"] == 0.65

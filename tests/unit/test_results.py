@@ -211,7 +211,7 @@ def test_replicates_are_paired_across_runs_of_a_task(study, tmp_path):
     m = json.loads((tmp_path / dst / "metrics.json").read_text())
     m.update(recipe="onecycle-finetune-fractal-transfer", source="fractal", init="transfer")
     (tmp_path / dst / "metrics.json").write_text(json.dumps(m))
-    table = summary.read_metrics(sorted(Path(".").glob("runs/**/metrics.json")))
+    table = summary.read_metrics(sorted(Path(".").glob("results/runs/**/metrics.json")))
     _, reps = intervals.bootstrap(table, 200, 0.95, 1)
     i, j = (table.index[table["path"] == p][0] for p in (src, dst))
     assert np.array_equal(reps[i], reps[j])
@@ -520,7 +520,7 @@ def test_a_recipe_worse_on_validation_by_more_than_the_margin_is_not_recommended
     assert not rec.loc[SCRATCH, "not_worse"] and rec.loc[SCRATCH, "val_lo"] > 0.02
     assert f"**Use `{CXR13}`**" in answer and "No other recipe is shown non-inferior" in answer
     # scratch boosted on validation only: it is picked (never the test winner), and the page says test disagrees
-    shutil.rmtree("runs")
+    shutil.rmtree("results/runs")
     small_study([CXR13, SCRATCH], val_boost={SCRATCH: 3.0})
     answer = section(run_results(SETTINGS), "Answer")
     assert f"**Use `{SCRATCH}`**" in answer and f"`{SCRATCH}` has the highest validation AUC" in answer

@@ -594,32 +594,33 @@ def test_real_sources_pretrain_and_finetune_through_snakemake(tmp_path):
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-6000:]
+    results, resources = tmp_path / "results", tmp_path / "resources"
     for source in ("cxr13", "chexpert", "mura"):
-        meta = json.loads((tmp_path / "models" / "source" / source / "smallcnn.json").read_text())
+        meta = json.loads((results / "models" / "source" / source / "smallcnn.json").read_text())
         assert meta["n_train"] > 0 and meta["n_val"] > 0
-        run = tmp_path / "runs" / "emphysema" / "smallcnn" / f"onecycle-finetune-{source}-transfer" / "n8" / "s0"
+        run = results / "runs" / "emphysema" / "smallcnn" / f"onecycle-finetune-{source}-transfer" / "n8" / "s0"
         metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["source_checkpoint"] == f"models/source/{source}/smallcnn.pt" and metrics["n_train"] == 8
+        assert metrics["source_checkpoint"] == f"results/models/source/{source}/smallcnn.pt" and metrics["n_train"] == 8
     # CheXpert's ignore policy: the source task keeps those images and pretrains with the labels masked
-    cx = json.loads((tmp_path / "splits" / "chexpert5" / "manifest.json").read_text())
+    cx = json.loads((results / "splits" / "chexpert5" / "manifest.json").read_text())
     raw = raw_values(tmp_path / "data" / "CheXpert-v1.0-small")
     masked = cx["selection"]["uncertain_masked"]
     assert set(masked) == {"Edema", "Atelectasis"} and masked["Edema"] == (raw["Edema"] == "-1.0").sum() > 0
-    cx_meta = json.loads((tmp_path / "models" / "source" / "chexpert" / "smallcnn.json").read_text())
+    cx_meta = json.loads((results / "models" / "source" / "chexpert" / "smallcnn.json").read_text())
     assert np.isfinite(cx_meta["val_loss"]) and cx_meta["val_loss"] > 0
-    manifest = json.loads((tmp_path / "splits" / "emphysema" / "manifest.json").read_text())
+    manifest = json.loads((results / "splits" / "emphysema" / "manifest.json").read_text())
     assert manifest["test_split"] == "official"
-    emph = pd.read_parquet(tmp_path / "splits" / "emphysema" / "split.parquet")
+    emph = pd.read_parquet(results / "splits" / "emphysema" / "split.parquet")
     assert set(emph.loc[emph["split"] == "test", "patient_id"]) == {str(p) for p in range(4, 81, 4)}
-    cxr13 = pd.read_parquet(tmp_path / "splits" / "cxr13" / "split.parquet")
+    cxr13 = pd.read_parquet(results / "splits" / "cxr13" / "split.parquet")
     used = set(emph.loc[(emph["split"] != "train") & emph["selected"], "patient_id"]) | set(
-        pd.read_csv(tmp_path / "splits" / "emphysema" / "train_n8_s0.csv", dtype=str)["patient_id"]
+        pd.read_csv(results / "splits" / "emphysema" / "train_n8_s0.csv", dtype=str)["patient_id"]
     )
     assert not used & set(cxr13["patient_id"])
-    assert (tmp_path / "raw" / "nih" / "fetched.json").exists() and not list((tmp_path / "raw").glob("chexpert*"))
+    assert (resources / "raw" / "nih" / "fetched.json").exists() and not list((resources / "raw").glob("chexpert*"))
     assert "download images_012.tar.gz" in (tmp_path / "logs" / "fetch_nih" / "nih.log").read_text()
     # the index of a local copy points into it (no copy made)
-    assert pd.read_parquet(tmp_path / "index" / "mura.parquet")["path"].str.startswith(str(tmp_path / "data")).all()
+    assert pd.read_parquet(resources / "index" / "mura.parquet")["path"].str.startswith(str(tmp_path / "data")).all()
 
 
 def test_jpeg_decoded_at_reduced_scale_still_at_least_the_width(tmp_path):
@@ -675,15 +676,17 @@ def test_paper_config_builds_its_dag_offline_and_says_what_to_place_where(tmp_pa
     # offline: the fetch stops at once naming the files and the folder; the local copies name their path
     offline = tmp_path / "offline.yaml"
     offline.write_text(f"datasets: {{nih: {{params: {{base_url: '{closed_port_url()}'}}}}}}\n")
-    proc = snakemake_paper(tmp_path, "raw/nih/fetched.json", "index/chexpert.parquet", "--keep-going", "--configfile",
+    fetched, index = "resources/raw/nih/fetched.json", "resources/index/chexpert.parquet"
+    proc = snakemake_paper(tmp_path, fetched, index, "--keep-going", "--configfile",
                            str(ROOT / "configs" / "paper.yaml"), str(offline))  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert (
-        "ERROR in rule fetch_nih: cannot download Data_Entry_2017_v2020.csv" in out and "place them in raw/nih/" in out
+        "ERROR in rule fetch_nih: cannot download Data_Entry_2017_v2020.csv" in out
+        and "place them in resources/raw/nih/" in out
     )
     assert (
         "ERROR in rule index: datasets.chexpert.params.path: no CheXpert train.csv in /data/CheXpert-v1.0-small" in out
     )
     # nothing partial (the DAG build's stamps of the public datasets' images are not outputs)
-    assert not (tmp_path / "raw" / "nih" / "fetched.json").exists() and not list(tmp_path.glob("index/*.parquet"))
+    assert not (tmp_path / fetched).exists() and not list(tmp_path.glob("resources/index/*.parquet"))

@@ -19,10 +19,10 @@ def test_the_demo_sources_pass_the_study_gate(tmp_path):
     pairs = {(p["target"], p["source"]) for p in cfg.gate_pairs(demo)}
     assert {("emphysema", "cxr13"), ("cxr14", "cxr13"), ("emphysema", "mura")} <= pairs
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", "--directory",
-           str(tmp_path), "splits/study_gate.json"]  # fmt: skip
+           str(tmp_path), "results/splits/study_gate.json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    record = json.loads((tmp_path / "splits" / "study_gate.json").read_text())
+    record = json.loads((tmp_path / "results" / "splits" / "study_gate.json").read_text())
     assert {(p["target"], p["source"]) for p in record["pairs"]} == pairs
     for pair in record["pairs"]:
         for link in pair["checked"]:

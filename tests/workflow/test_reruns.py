@@ -169,7 +169,7 @@ def test_an_overwritten_image_reruns_the_index_and_everything_downstream(study):
 
 def test_the_index_job_s_image_manifest_names_the_stale_index_and_its_repair(study):
     """What a public dataset's images rely on (they are not inputs Snakemake stats): the index job's
-    index/<dataset>.files.tsv and ``python -m smalldl.data.manifest``, run in the working folder."""
+    resources/index/<dataset>.files.tsv and ``python -m smalldl.data.manifest``, run in the working folder."""
     work, config, folder = study
 
     def check():
@@ -177,7 +177,7 @@ def test_the_index_job_s_image_manifest_names_the_stale_index_and_its_repair(stu
         cmd = [sys.executable, "-m", "smalldl.data.manifest"]
         return subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=300, env=env)
 
-    assert (work / "index" / "mine.files.tsv").is_file()
+    assert (work / "resources" / "index" / "mine.files.tsv").is_file()
     untouched = check()
     assert (untouched.returncode, untouched.stdout) == (0, ""), untouched.stderr
     with Restored(folder / "scans" / "0007.png") as image:
@@ -185,8 +185,8 @@ def test_the_index_job_s_image_manifest_names_the_stale_index_and_its_repair(stu
         os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
         stale = check()
     assert stale.returncode == 1, stale.stderr
-    assert stale.stdout.startswith("index/mine.parquet: 1 image(s) changed since it was built")
-    assert "snakemake --forcerun index/mine.parquet" in stale.stdout
+    assert stale.stdout.startswith("resources/index/mine.parquet: 1 image(s) changed since it was built")
+    assert "snakemake --forcerun resources/index/mine.parquet" in stale.stdout
 
 
 def test_the_untouched_study_reruns_nothing_after_the_edits_are_undone(study):

@@ -17,7 +17,7 @@ from ..conftest import ROOT
 
 pytestmark = pytest.mark.workflow
 
-RUN = "runs/emphysema/efficientnet_lite0/onecycle-finetune-none-default/n40/s0"
+RUN = "results/runs/emphysema/efficientnet_lite0/onecycle-finetune-none-default/n40/s0"
 OUTPUTS = ("metrics.json", "predictions.parquet", "history.csv")
 
 

@@ -38,7 +38,7 @@ def test_a_stage_s_candidates_train_for_its_epochs_in_runs_of_their_own(tmp_path
         "onecycle-finetune-none-default-e2": 2,
         "regular-finetune-none-default-e2": 2,
     }
-    targets = [f"runs/shapes/smallcnn/{recipe}/n8/s0/metrics.json" for recipe in runs]
+    targets = [f"results/runs/shapes/smallcnn/{recipe}/n8/s0/metrics.json" for recipe in runs]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile",
            str(tmp_path / "own.yaml"), "--directory", str(tmp_path), *targets]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -49,8 +49,8 @@ def test_a_stage_s_candidates_train_for_its_epochs_in_runs_of_their_own(tmp_path
         assert (record["recipe"], record["epochs"], record["epochs_run"]) == (recipe, epochs, epochs)
         assert record["lr_source"] == "finder"
         sweep = json.loads(
-            (tmp_path / "runs/shapes/smallcnn" / recipe.removesuffix("-e2") / "lr_find.json").read_text()
+            (tmp_path / "results/runs/shapes/smallcnn" / recipe.removesuffix("-e2") / "lr_find.json").read_text()
         )
         assert record["max_lr"] == sweep["lr"]
-    sweeps = sorted(p.parent.name for p in (tmp_path / "runs/shapes/smallcnn").glob("*/lr_find.json"))
+    sweeps = sorted(p.parent.name for p in (tmp_path / "results/runs/shapes/smallcnn").glob("*/lr_find.json"))
     assert sweeps == ["onecycle-finetune-none-default", "regular-finetune-none-default"]

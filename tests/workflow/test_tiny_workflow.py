@@ -9,18 +9,19 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from ..conftest import ROOT, TINY_RULES
+from ..conftest import ROOT, TINY_RULES, TINY_STUDY_WROTE
 
 pytestmark = pytest.mark.workflow
 
 BASE = ["-s", str(ROOT / "Snakefile"), "--cores", "2", "--configfile", str(ROOT / "configs" / "tiny.yaml")]
 ARCH = "efficientnet_lite0"
 START = "onecycle-finetune-imagenet-transfer"  # the tiny study's listed recipe
-RUN = f"runs/emphysema/{ARCH}/{START}/n20/s0"
+RUN = f"results/runs/emphysema/{ARCH}/{START}/n20/s0"
 
 
 def snakemake(workdir, *args, check=True):
@@ -76,10 +77,23 @@ def study(tiny_study):
     return tiny_study
 
 
+def test_the_study_writes_only_under_results_resources_and_logs(study, request):
+    """Snakemake's documented layout (smalldl/layout.py): what the run added to its working directory, listed
+    as it ended, is resources/, results/, logs/ and Snakemake's .snakemake/, nothing else."""
+    from smalldl import layout
+
+    wrote = request.config.stash[TINY_STUDY_WROTE]
+    assert {"resources", "results", "logs"} <= set(wrote), wrote
+    assert set(wrote) <= set(layout.TOP_LEVEL), f"the study wrote outside {layout.TOP_LEVEL}: {wrote}"
+    for folder in (layout.RAW, layout.INDEX, layout.CACHE, layout.SPLITS, layout.MODELS, layout.RUNS):
+        assert (study / folder).is_dir(), folder
+    assert (study / layout.RADIOMICS).is_dir()  # configs/tiny.yaml runs the radiomics baselines
+
+
 def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
     summary = pd.read_csv(study / "results" / "summary.csv")
     cnn = summary[summary["arch"] == ARCH]
-    run_dirs = {p.parent for p in (study / "runs").glob(f"*/{ARCH}/*/n*/s*/metrics.json")}
+    run_dirs = {p.parent for p in (study / "results" / "runs").glob(f"*/{ARCH}/*/n*/s*/metrics.json")}
     assert len(cnn) == len(run_dirs) and len(cnn) >= 2 * 5 * 2  # targets x (>= 5 recipes) x sizes x 1 seed
     assert cnn["test_auc"].between(0, 1).all() and cnn["val_auc"].between(0, 1).all()
     assert pd.read_parquet(study / "results" / "summary.parquet").shape == summary.shape
@@ -97,18 +111,19 @@ def test_tiny_study_writes_summary_figure_and_per_run_outputs(study):
     assert steps[["lr_group1", "lr_group2", "lr_group3", "momentum"]].notna().all().all()
     assert not (study / RUN / "resume.pt").exists()
     # the ImageNet source holds the packaged EfficientNet-Lite0 weights; task sources were pretrained
-    assert json.loads((study / "models" / "source" / "imagenet" / f"{ARCH}.json").read_text())["tensors"] == 294
-    assert metrics["source_checkpoint"] == f"models/source/imagenet/{ARCH}.pt"
+    imagenet = study / "results" / "models" / "source" / "imagenet"
+    assert json.loads((imagenet / f"{ARCH}.json").read_text())["tensors"] == 294
+    assert metrics["source_checkpoint"] == f"results/models/source/imagenet/{ARCH}.pt"
     # progress in the logs, a benchmark file per job
     log = study / "logs" / "finetune" / "emphysema" / ARCH / START / "n20_s0.log"
     assert "epoch 1/3" in log.read_text() and "epoch 3/3" in log.read_text()
     assert "generate synthetic_chest:" in (study / "logs" / "generate_synthetic" / "synth_chest.log").read_text()
     assert (study / "logs" / "benchmarks" / "pretrain" / f"cxr13_{ARCH}.tsv").exists()
     # the source task avoids every patient the targets use
-    cxr13 = pd.read_parquet(study / "splits" / "cxr13" / "split.parquet")
-    emph = pd.read_parquet(study / "splits" / "emphysema" / "split.parquet")
+    cxr13 = pd.read_parquet(study / "results" / "splits" / "cxr13" / "split.parquet")
+    emph = pd.read_parquet(study / "results" / "splits" / "emphysema" / "split.parquet")
     used = set(emph.loc[emph["split"] != "train", "patient_id"])
-    for sub in (study / "splits" / "emphysema").glob("train_n*_s*.csv"):
+    for sub in (study / "results" / "splits" / "emphysema").glob("train_n*_s*.csv"):
         used |= set(pd.read_csv(sub, dtype=str)["patient_id"])
     assert used and not used & set(cxr13["patient_id"])
 
@@ -135,7 +150,7 @@ def test_stage_wise_study_chains_the_winners_on_validation_auc(study):
                 for axis, value in spec["set"].items():
                     assert cand.split("-")[axes.index(axis)] == value, (cand, spec)
                 runs = [
-                    json.loads((study / f"runs/{task}/{ARCH}/{cand}/n{n}/s{s}/metrics.json").read_text())
+                    json.loads((study / f"results/runs/{task}/{ARCH}/{cand}/n{n}/s{s}/metrics.json").read_text())
                     for n in config["study"]["sizes"]
                     for s in config["study"]["seeds"]
                 ]
@@ -154,7 +169,9 @@ def test_stage_wise_study_chains_the_winners_on_validation_auc(study):
         assert {c.split("-")[3] for c in decided[3]["candidates"]} == {"transfer", "moments", "momentsconv"}
         assert {c.split("-")[2] for c in decided[2]["candidates"]} == {"none", "imagenet", "cxr13", "mura", "fractal"}
     # a recipe asked for by several stages (each stage's base) is trained once
-    assert len(finetune_logs) == len({p.parent for p in (study / "runs").glob(f"*/{ARCH}/*/n*/s*/metrics.json")})
+    assert len(finetune_logs) == len(
+        {p.parent for p in (study / "results" / "runs").glob(f"*/{ARCH}/*/n*/s*/metrics.json")}
+    )
 
 
 def cfg_candidates(config, k, previous, task):
@@ -169,20 +186,20 @@ def test_tiny_study_radiomics_features_models_and_best(study):
     assert set(rad["featuresets"]) == {"paper79", "pyradiomics"} and len(rad["models"]) >= 2
     summary = pd.read_parquet(study / "results" / "summary.parquet")
     for featureset in rad["featuresets"]:
-        table = pd.read_parquet(study / "radiomics" / f"synth_chest-{featureset}.parquet")
+        table = pd.read_parquet(study / "results" / "radiomics" / f"synth_chest-{featureset}.parquet")
         values = table.iloc[:, 1:].to_numpy()
         assert table["image_id"].is_unique and values.shape[1] >= 79 and (abs(values) < float("inf")).all()
         log = (study / "logs" / "radiomics_features" / f"synth_chest-{featureset}.log").read_text()
         assert f"radiomics {featureset}: {len(table)}/{len(table)} (100%)" in log
         for task in grid["targets"]:
             labels = config["tasks"][task]["labels"]
-            split = pd.read_parquet(study / "splits" / task / "split.parquet")
+            split = pd.read_parquet(study / "results" / "splits" / task / "split.parquet")
             test_ids = list(split.loc[(split["split"] == "test") & split["selected"], "image_id"])
             for n in grid["sizes"]:
                 for seed in grid["seeds"]:
-                    subset = pd.read_csv(study / "splits" / task / f"train_n{n}_s{seed}.csv", dtype=str)
+                    subset = pd.read_csv(study / "results" / "splits" / task / f"train_n{n}_s{seed}.csv", dtype=str)
                     assert set(subset["image_id"]) | set(test_ids) <= set(table["image_id"])
-                    run = study / "runs" / task / f"radiomics_{featureset}"
+                    run = study / "results" / "runs" / task / f"radiomics_{featureset}"
                     runs = {}
                     for model in [*rad["models"], "best"]:
                         out = run / model / f"n{n}" / f"s{seed}"
@@ -215,7 +232,7 @@ def test_results_tables_figures_and_report(study):
     # Table 1 from the split manifests
     table1 = pd.read_csv(res / "table1.csv")
     for task in config["study"]["targets"]:
-        counts = json.loads((study / "splits" / task / "manifest.json").read_text())["counts"]
+        counts = json.loads((study / "results" / "splits" / task / "manifest.json").read_text())["counts"]
         for label in config["tasks"][task]["labels"]:
             row = table1[(table1["task"] == task) & (table1["label"] == label)].iloc[0]
             assert row["role"] == "target"
@@ -309,7 +326,7 @@ def test_changing_a_plot_option_reruns_only_plotting(study, tmp_path):
 def test_source_models_start_from_their_recipe_and_a_changed_recipe_reruns_only_what_uses_it(study, tmp_path):
     from smalldl.jobs._shared import file_sha256
 
-    models = study / "models" / "source"
+    models = study / "results" / "models" / "source"
     imagenet, fractal = (file_sha256(models / s / f"{ARCH}.pt") for s in ("imagenet", "fractal"))
     cxr13 = json.loads((models / "cxr13" / f"{ARCH}.json").read_text())
     mura = json.loads((models / "mura" / f"{ARCH}.json").read_text())
@@ -318,7 +335,7 @@ def test_source_models_start_from_their_recipe_and_a_changed_recipe_reruns_only_
     history = pd.read_csv(models / "cxr13" / f"{ARCH}.history.csv", dtype={"trainable": str})
     assert history.loc[history["kind"] == "step", "trainable"].iloc[0] == "3"  # gradual: the head first
     # every training job passed the study gate first
-    gate = json.loads((study / "splits" / "study_gate.json").read_text())
+    gate = json.loads((study / "results" / "splits" / "study_gate.json").read_text())
     leak = next(p for p in gate["pairs"] if (p["target"], p["source"]) == ("emphysema", "cxr13"))
     assert leak["checked"] == [{"source": "cxr13", "task": "cxr13", "same_data": True, "patients": 0,
                                 "source_images": 0, "target_images": 0, "target_test_images": 0,
@@ -331,10 +348,10 @@ def test_source_models_start_from_their_recipe_and_a_changed_recipe_reruns_only_
         planned = planned_jobs(study)
     finally:
         BASE.pop()
-    mura_runs = [p for p in (study / "runs").glob(f"*/{ARCH}/*-mura-*/n*/s*/metrics.json")]
+    mura_runs = [p for p in (study / "results" / "runs").glob(f"*/{ARCH}/*-mura-*/n*/s*/metrics.json")]
     assert mura_runs
     # the source stage of each target compares the mura runs: it is decided again
-    targets = {p.relative_to(study / "runs").parts[0] for p in mura_runs}
+    targets = {p.relative_to(study / "results" / "runs").parts[0] for p in mura_runs}
     assert planned == {
         "pretrain": 1, "finetune": len(mura_runs), "select_stage": len(targets), "aggregate": 1,
         "source_models": 1, **STATS_JOBS, **plot_jobs(), "all": 1,
@@ -387,13 +404,15 @@ def test_bad_config_key_stops_with_a_message_naming_it(tmp_path):
 
 
 def test_corrupt_image_stops_with_one_message_and_no_partial_cache(study, tmp_path):
-    shutil.copytree(study / "raw" / "synth_limb", tmp_path / "raw" / "synth_limb")
-    victim = sorted((tmp_path / "raw" / "synth_limb" / "images").glob("*.png"))[3]
+    raw = Path("resources") / "raw" / "synth_limb"
+    shutil.copytree(study / raw, tmp_path / raw)
+    victim = sorted((tmp_path / raw / "images").glob("*.png"))[3]
     victim.write_bytes(victim.read_bytes()[:100])  # truncated PNG
-    proc = snakemake(tmp_path, "cache/synth_limb/w32.npy", check=False)
+    proc = snakemake(tmp_path, "resources/cache/synth_limb/w32.npy", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert f"ERROR in rule cache: image raw/synth_limb/images/{victim.name} cannot be decoded" in out
+    assert f"ERROR in rule cache: image {raw}/images/{victim.name} cannot be decoded" in out
     assert "Traceback" not in (tmp_path / "logs" / "cache" / "synth_limb_w32.log").read_text()
-    leftovers = list((tmp_path / "cache").rglob("*")) if (tmp_path / "cache").exists() else []
+    cache = tmp_path / "resources" / "cache"
+    leftovers = list(cache.rglob("*")) if cache.exists() else []
     assert [p for p in leftovers if p.is_file()] == []

@@ -288,5 +288,5 @@ def planned(
 
 
 def no_index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:
-    """A generator's ``index_files``: none, its raw/<dataset>/ is the output of its own rule."""
+    """A generator's ``index_files``: none, its resources/raw/<dataset>/ is the output of its own rule."""
     return []

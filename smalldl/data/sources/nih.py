@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from smalldl import layout
 from smalldl.data.download import download, safe_extract, verify_file
 from smalldl.data.sources._listing import read_text_csv
 from smalldl.errors import InputError
@@ -257,7 +258,7 @@ def fetch(
             files[name]["extracted"] = True
             write_json(marker, files[name])
             if not local and not params.get("keep_archives", False):
-                path.unlink()  # only in raw/<dataset>/: a user's own folder is never pruned
+                path.unlink()  # only in resources/raw/<dataset>/: a user's own folder is never pruned
     if missing and expected is not None and present and not set(missing) & set(METADATA):
         absent = sorted(expected - present.keys())
         raise InputError(
@@ -377,9 +378,9 @@ def build_index(fetched_json: str | Path, check_files: bool = True) -> pd.DataFr
 
 
 def _metadata_root(dataset: str, params: Mapping[str, Any]) -> Path:
-    """Where fetch verifies (and reads) the metadata: the local copy (``params.path``), or raw/<dataset>/
-    where it downloads them."""
-    return Path(params.get("path") or f"raw/{dataset}")
+    """Where fetch verifies (and reads) the metadata: the local copy (``params.path``), or
+    resources/raw/<dataset>/ where it downloads them."""
+    return Path(params.get("path") or f"{layout.RAW}/{dataset}")
 
 
 def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame | str:
@@ -399,7 +400,7 @@ def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFra
 
 def index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:
     """The entries and list files, where fetch verified them (its record's root): the local copy, or
-    raw/<dataset>/ where it downloaded them (its output is only the record: a metadata file replaced later
+    resources/raw/<dataset>/ where it downloaded them (its output is only the record: a metadata file replaced later
     is this input)."""
     root = _metadata_root(dataset, params)
     return [root / f for f in (ENTRY, TRAIN_VAL, TEST)]
