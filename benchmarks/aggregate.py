@@ -29,8 +29,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from smalldl.data.sources import nih  # noqa: E402
 from smalldl import layout  # noqa: E402
+from smalldl.data.sources import nih  # noqa: E402
 from smalldl.jobs import results  # noqa: E402
 
 TASKS = {

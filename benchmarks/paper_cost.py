@@ -78,8 +78,8 @@ if str(HERE.parent) not in sys.path:
 import dag_build  # noqa: E402  (benchmarks/dag_build.py: stand-ins, dry runs)
 
 from smalldl import config as cfg  # noqa: E402
-from smalldl.data import kinds  # noqa: E402
 from smalldl import layout  # noqa: E402
+from smalldl.data import kinds  # noqa: E402
 
 ROOT = dag_build.ROOT
 GPU_RULES = ("pretrain", "lr_find", "finetune")

@@ -31,7 +31,6 @@ from typing import Any
 
 import pandas as pd
 
-from smalldl import layout
 from smalldl.data import index as index_mod
 from smalldl.data import kinds, splits
 from smalldl.errors import InputError

@@ -51,7 +51,8 @@ def fetch_nih(
     retries: int | None = None,
     backoff: float = 2.0,
 ) -> dict[str, Any]:
-    """Download a fetched kind's data (ChestX-ray14) into resources/raw/{dataset}/ or verify a local copy; record where."""
+    """Download a fetched kind's data (ChestX-ray14) into resources/raw/{dataset}/ or verify a local copy;
+    record where."""
     kind = kinds.kind(dataset["kind"], f"datasets.{dataset_name}.kind")
     if kind.raw != "fetch":
         fetched = ", ".join(kinds.names(raw="fetch"))
