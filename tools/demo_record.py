@@ -260,6 +260,66 @@ def readme_block(text: str) -> str:
     return text[start : text.index(END, start) + len(END)]
 
 
+#: What can change a number of the demo block: the library, the rules and their scripts, the demo config,
+#: the schema (its defaults), the pinned dependencies. Not the docs, tests, benchmarks or tools.
+NUMERIC_PATH = (
+    "Snakefile", "config.yaml", "pyproject.toml", "rules/*.smk", "schemas/*.yaml", "envs/*.yaml",
+    "smalldl/**/*.py", "workflow_scripts/*.py",
+)  # fmt: skip
+
+
+def _normalised(path: Path) -> str:
+    """What of a file can change a number: Python as its syntax tree without docstrings, YAML as its data,
+    a Snakefile without comment lines, pyproject.toml's dependency pins; comments and wording excluded."""
+    import ast
+    import tomllib
+
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".py":
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+                if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+        return ast.dump(tree)
+    if path.suffix in (".yaml", ".yml"):
+        return json.dumps(yaml.safe_load(text), sort_keys=True, default=str)
+    if path.name == "pyproject.toml":
+        return json.dumps(tomllib.loads(text)["project"]["dependencies"])
+    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+def fingerprints(root: Path = ROOT) -> dict[str, str]:
+    """A short hash of each file of the numeric path (:data:`NUMERIC_PATH`), by its path under ``root``."""
+    import hashlib
+
+    files = sorted({p for pattern in NUMERIC_PATH for p in root.glob(pattern) if p.is_file()})
+    return {
+        str(p.relative_to(root)): hashlib.sha256(_normalised(p).encode()).hexdigest()[:16]
+        for p in files
+        if "__pycache__" not in p.parts
+    }
+
+
+def fingerprint(prints: Mapping[str, str]) -> str:
+    """One hash of all the files' fingerprints."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(dict(sorted(prints.items()))).encode()).hexdigest()[:16]
+
+
+def changed_since_recorded(folder: Path = DEMO_DIR, root: Path = ROOT) -> list[str]:
+    """The files of the numeric path whose fingerprint differs from the recorded run's (added, removed or
+    changed), [] when the recorded block is this code's."""
+    recorded_path = folder / "fingerprints.json"
+    recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else {}
+    now = fingerprints(root)
+    return sorted(f for f in set(now) | set(recorded) if now.get(f) != recorded.get(f))
+
+
 def update(run_dir: str | Path, seconds: float, jobs: int, machine: str, folder: Path = DEMO_DIR) -> None:
     """Copy a measured demo run's results into ``folder`` and rewrite the README's demo block."""
     run_dir = Path(run_dir)
@@ -281,7 +341,9 @@ def update(run_dir: str | Path, seconds: float, jobs: int, machine: str, folder:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=run_dir, capture_output=True, text=True, check=False
     ).stdout.strip()
+    prints = fingerprints()
     info = {
+        "fingerprint": fingerprint(prints),
         "seconds": float(seconds),
         "jobs": int(jobs),
         "machine": machine,
@@ -290,6 +352,7 @@ def update(run_dir: str | Path, seconds: float, jobs: int, machine: str, folder:
         "python": platform.python_version(),
     }
     (folder / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    (folder / "fingerprints.json").write_text(json.dumps(prints, indent=1, sort_keys=True) + "\n")
     text = README.read_text()
     README.write_text(text.replace(readme_block(text), render(load(folder))))
 

@@ -120,3 +120,21 @@ def test_an_unfinished_run_is_refused_by_name_and_nothing_is_written(tmp_path, m
     assert not (tmp_path / "demo").exists() and readme.read_text() == (ROOT / "README.md").read_text()
     assert demo.main(["update", str(run), "--seconds", "600", "--jobs", "200"]) == 1
     assert "findings.csv" in capsys.readouterr().err
+
+
+def test_the_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
+    (tmp_path / "smalldl").mkdir()
+    module = tmp_path / "smalldl" / "m.py"
+    module.write_text('"""Doc."""\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n')
+    (tmp_path / "config.yaml").write_text("a: 1  # the demo\n")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.smk").write_text("# a rule\nrule r:\n    shell: 'true'\n")
+    before = demo.fingerprints(tmp_path)
+    module.write_text('"""Other words."""\n\n\ndef f(x):\n    return x + 1\n')
+    (tmp_path / "config.yaml").write_text("# a comment\na: 1\n")
+    (tmp_path / "rules" / "r.smk").write_text("# another comment\nrule r:\n    shell: 'true'\n")
+    assert demo.fingerprints(tmp_path) == before
+    module.write_text('"""Doc."""\n\n\ndef f(x):\n    return x + 2\n')
+    (tmp_path / "config.yaml").write_text("a: 2\n")
+    after = demo.fingerprints(tmp_path)
+    assert {f for f in after if after[f] != before[f]} == {"smalldl/m.py", "config.yaml"}
