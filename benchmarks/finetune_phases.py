@@ -16,7 +16,11 @@ unpickling the ``snakemake`` object imports part of Snakemake), into a temporary
     write      history, predictions, metrics
 
     python benchmarks/finetune_phases.py [WORKDIR] [--reference main] [--rounds 3]
-        [--task emphysema --recipe onecycle-finetune-none-default --n 50 --seed 0]
+        [--task emphysema --recipe onecycle-finetune-none-default --n 50 --seed 0] [--forked]
+
+``--forked`` measures what a process reused across jobs would save (nothing in the workflow does it yet):
+this checkout's job in fresh processes against the same job in children forked from one warm process (the
+training modules preloaded once), alternating, with the same check of the numbers.
 
 WORKDIR (default .) is a demo run's folder with the run's inputs built (cache, split, subset, source), e.g.
 after ``snakemake --cores 2 runs/emphysema/efficientnet_lite0/onecycle-finetune-none-default/n50/s0/metrics.json``.
@@ -111,6 +115,34 @@ smk = types.SimpleNamespace(log=[out["log"]], output=list(out.values()), threads
 workflow.run(main, smk, workflow.TRAINING_MODULES)
 """
 
+# A warm parent: the training modules preloaded once, then one forked child per job (the child's CPU from
+# wait4's rusage). What a process reused across jobs would pay per job.
+FORKED = r"""
+import json, os, sys, time
+sys.path.insert(0, os.environ["BENCH_ROOT"])
+from smalldl import workflow
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+workflow.preload(workflow.TRAINING_MODULES)
+from smalldl.jobs import train as jobs_train
+parent = time.process_time()
+cpu = []
+for spec in json.loads(os.environ["BENCH_JOBS"]):
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            jobs_train.finetune(**spec["kwargs"])
+            code = 0
+        finally:
+            os._exit(code)
+    _, status, usage = os.wait4(pid, 0)
+    if status != 0:
+        raise SystemExit(f"forked job failed ({status})")
+    cpu.append(usage.ru_utime + usage.ru_stime)
+with open(os.environ["BENCH_OUT"], "w") as fh:
+    json.dump({"parent": parent, "cpu": cpu}, fh)
+"""
+
 
 def job_spec(workdir: Path, task: str, recipe: str, n: int, seed: int, out: Path) -> dict:
     """The arguments rule finetune gives ``smalldl.jobs.train.finetune`` for one run of the demo config."""
@@ -191,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default="onecycle-finetune-none-default")
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--forked", action="store_true", help="fresh processes vs children of a warm one")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
+    if args.forked:
+        return forked(workdir, args)
     with tempfile.TemporaryDirectory(prefix="finetune_phases_") as tmp:
         ref_root = Path(tmp) / "reference"
         ref_root.mkdir()
@@ -222,6 +257,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: fixed (start, imports, setup, fit, write) {fixed:.2f} s of {med[name]['total']:.2f} s")
     ratio = med["this"]["total"] / med["reference"]["total"]
     print(f"ratio this / reference (total CPU): {ratio:.3f}")
+    print("same numbers: " + ("yes (predictions, history, metrics)" if not differs else f"NO: {sorted(differs)}"))
+    return 1 if differs else 0
+
+
+def forked(workdir: Path, args: argparse.Namespace) -> int:
+    """This checkout's job in fresh processes vs in children forked from one warm process, alternating."""
+    fresh: list[float] = []
+    children: list[float] = []
+    parents: list[float] = []
+    differs: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="finetune_phases_") as tmp:
+        for k in range(args.rounds):
+            spec = job_spec(workdir, args.task, args.recipe, args.n, args.seed, Path(tmp) / f"fresh{k}")
+            fork_spec = job_spec(workdir, args.task, args.recipe, args.n, args.seed, Path(tmp) / f"forked{k}")
+            Path(fork_spec["outputs"]["log"]).parent.mkdir(parents=True)
+            for name in ("fresh", "forked") if k % 2 == 0 else ("forked", "fresh"):
+                if name == "fresh":
+                    fresh.append(run_job(ROOT, workdir, spec)["cpu"])
+                    continue
+                result = Path(tmp) / f"forked{k}.json"
+                env = {
+                    **os.environ,
+                    "BENCH_ROOT": str(ROOT),
+                    "BENCH_JOBS": json.dumps([fork_spec]),
+                    "BENCH_OUT": str(result),
+                }
+                env.pop("PYTHONPATH", None)
+                subprocess.run([sys.executable, "-c", FORKED], cwd=workdir, env=env, check=True, capture_output=True)
+                out = json.loads(result.read_text())
+                parents.append(out["parent"])
+                children += out["cpu"]
+            differs |= set(same_numbers(Path(tmp) / f"fresh{k}", Path(tmp) / f"forked{k}"))
+    f, c, p = statistics.median(fresh), statistics.median(children), statistics.median(parents)
+    print(f"one fine-tuning job ({args.task} {args.recipe} n={args.n} seed={args.seed}): median CPU s of {args.rounds}")
+    print(f"fresh process {f:.2f} s; forked from a warm process {c:.2f} s (the warm process: {p:.2f} s once)")
+    print(f"ratio forked / fresh: {c / f:.3f}, {f - c:.2f} s saved per job")
     print("same numbers: " + ("yes (predictions, history, metrics)" if not differs else f"NO: {sorted(differs)}"))
     return 1 if differs else 0
 
