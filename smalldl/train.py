@@ -438,7 +438,9 @@ def fit(
         )
         mark = ""
         if sc["loss"] < best["loss"]:
-            best = {"loss": sc["loss"], "auc": sc["auc"], "per_label": sc["per_label"], "epoch": epoch}
+            # prob: the selected epoch's validation predictions, which the job's validation TTA pass reuses
+            prob = torch.from_numpy(np.array(sc["prob"]))
+            best = {"loss": sc["loss"], "auc": sc["auc"], "per_label": sc["per_label"], "epoch": epoch, "prob": prob}
             best_state = _clone_state(model)
             mark = " *"
         stopped = bool(sched.epoch_end(sc["loss"]))
@@ -481,6 +483,8 @@ def fit(
         "val_loss": best["loss"],
         "val_auc": best["auc"],
         "val_per_label": best["per_label"],
+        # the selected epoch's centre-crop validation probabilities (None: resumed from an older checkpoint)
+        "val_prob": best["prob"].numpy() if "prob" in best else None,
         "selected_state_sha256": state_sha256(best_state),
         "wall_time_s": wall,
         "validate_s": validate_s,
