@@ -51,14 +51,19 @@ def predict_views(
     tta: int = 0,
     seed: int = 0,
     batch_size: int | None = None,
+    plain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One pass over ``data`` (in data order): the probabilities on the centre crop (``settings["crop"]``)
     and their mean with ``tta`` views augmented by ``settings["flip"]`` and ``settings["rotate"]`` (the
     same array when tta = 0). The centre crop is the TTA's first view, so the plain prediction costs no
     pass of its own. The views are drawn from a generator seeded with ``seed``, block by block of
     ``TTA_DRAW_BLOCK`` images whatever ``batch_size`` (default ``eval_batch_size``); bf16 autocast and
-    channels_last as ``settings`` says; compiled once per model with ``compile: on`` (``compiled``)."""
+    channels_last as ``settings`` says; compiled once per model with ``compile: on`` (``compiled``).
+    ``plain``: the centre-crop probabilities, known already (``fit``'s of the selected epoch: the same
+    weights, settings and batches give the same floats); the pass then skips that view."""
     crop, flip, rotate = settings["crop"], settings["flip"], settings["rotate"]
+    if plain is not None and tta == 0:
+        return plain, plain
     batch_size = batch_size or eval_batch_size(settings, device)
     h, w = data.images.shape[1:3]
     draws = tta_draws(len(data), h, w, crop, flip, rotate, tta, torch.Generator().manual_seed(int(seed)))
@@ -66,16 +71,19 @@ def predict_views(
     with torch.no_grad(), compile_errors(settings):
         model.eval()
         fmt = torch.channels_last if use_channels_last(settings, device) else torch.contiguous_format
-        plain, mean = [], []
+        plains, mean = [], []
         for i in range(0, len(data), batch_size):
             x = to_tensor(data.images[i : i + batch_size], device)
-            views = [center_crop(x, crop)]
+            views = [] if plain is not None else [center_crop(x, crop)]
             views.extend(apply_augment(x, tuple(d[i : i + batch_size] for d in v), crop, flip, rotate) for v in draws)
             with autocast(settings, device):
-                prob = torch.stack([_probs(net(v.contiguous(memory_format=fmt)).float(), task_type) for v in views])
-            plain.append(prob[0].cpu())
+                probs = [_probs(net(v.contiguous(memory_format=fmt)).float(), task_type) for v in views]
+            if plain is not None:
+                probs.insert(0, torch.from_numpy(plain[i : i + batch_size]).to(device))
+            prob = torch.stack(probs)
+            plains.append(prob[0].cpu())
             mean.append(prob.mean(0).cpu())
-        return torch.cat(plain).numpy(), torch.cat(mean).numpy()
+        return torch.cat(plains).numpy(), torch.cat(mean).numpy()
 
 
 def predict(
@@ -140,12 +148,14 @@ def evaluate_views(
     tta: int,
     seed: int = 0,
     batch_size: int | None = None,
+    plain: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The scores on the centre crop and (tta > 0, else None) with test-time augmentation, from one pass
     (``predict_views``): what ``evaluate`` gives without and with ``tta``, with one forward pass fewer
-    per batch than the two calls."""
+    per batch than the two calls. ``plain``: the centre-crop probabilities if known (``predict_views``)."""
     plain, mean = predict_views(
-        model, data, settings, device=device, task_type=task_type, tta=tta, seed=seed, batch_size=batch_size
-    )
+        model, data, settings, device=device, task_type=task_type, tta=tta, seed=seed, batch_size=batch_size,
+        plain=plain,
+    )  # fmt: skip
     plain_sc = scores(plain, data, task_type=task_type, labels=labels)
     return plain_sc, scores(mean, data, task_type=task_type, labels=labels) if tta > 0 else None

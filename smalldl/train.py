@@ -315,9 +315,13 @@ def _save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 class _CheckpointWriter:
     """Writes checkpoints in a background thread, one at a time: the epoch's state is copied to the
-    CPU at once and training goes on while it is written (atomically, temp file + rename)."""
+    CPU at once and training goes on while it is written (atomically, temp file + rename). With
+    ``background=False`` (a CPU model) it writes the live state at once instead: there the copy is the
+    same work again (0.06 s an epoch for EfficientNet-Lite0 and its AdamW state) and the thread shares the
+    training's cores: 0.45 s of CPU per demo fine-tuning job in all against 0.27 s written in place."""
 
-    def __init__(self) -> None:
+    def __init__(self, background: bool = True) -> None:
+        self._background = background
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -329,6 +333,9 @@ class _CheckpointWriter:
 
     def save(self, path: str | os.PathLike, state: dict[str, Any]) -> None:
         self.wait()
+        if not self._background:
+            _save_checkpoint(path, state)
+            return
         self._thread = threading.Thread(target=self._run, args=(path, _cpu_copy(state)), daemon=False)
         self._thread.start()
 
@@ -401,7 +408,7 @@ def fit(
         stopped = bool(resumed["stopped"])
         print(f"resumed from {checkpoint} after epoch {first_epoch - 1}", file=log, flush=True)
     start = time.time() - elapsed
-    writer = _CheckpointWriter()
+    writer = _CheckpointWriter(background=device.type != "cpu")
     epoch = first_epoch - 1
     for epoch in range(first_epoch, settings["epochs"] + 1):
         if stopped:
@@ -430,7 +437,9 @@ def fit(
         )
         mark = ""
         if sc["loss"] < best["loss"]:
-            best = {"loss": sc["loss"], "auc": sc["auc"], "per_label": sc["per_label"], "epoch": epoch}
+            # prob: the selected epoch's validation predictions, which the job's validation TTA pass reuses
+            prob = torch.from_numpy(np.array(sc["prob"]))
+            best = {"loss": sc["loss"], "auc": sc["auc"], "per_label": sc["per_label"], "epoch": epoch, "prob": prob}
             best_state = _clone_state(model)
             mark = " *"
         stopped = bool(sched.epoch_end(sc["loss"]))
@@ -444,8 +453,10 @@ def fit(
         )
         if on_epoch is not None:
             on_epoch(epoch, model)
-        if checkpoint:
-            current = best_state if mark else model.state_dict()  # copied by the writer
+        # no checkpoint after the last epoch: the job removes it once its outputs are written, and a job
+        # killed before that trains its last epoch again from the previous one's, to the same numbers
+        if checkpoint and epoch < settings["epochs"] and not stopped:
+            current = best_state if mark else model.state_dict()  # copied by a background writer
             writer.save(
                 checkpoint,
                 {
@@ -473,6 +484,8 @@ def fit(
         "val_loss": best["loss"],
         "val_auc": best["auc"],
         "val_per_label": best["per_label"],
+        # the selected epoch's centre-crop validation probabilities (None: resumed from an older checkpoint)
+        "val_prob": best["prob"].numpy() if "prob" in best else None,
         "selected_state_sha256": state_sha256(best_state),
         "wall_time_s": wall,
         "validate_s": validate_s,

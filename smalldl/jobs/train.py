@@ -202,10 +202,12 @@ def finetune(
             model, test, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed
         )
         # the validation predictions too: the answer's selection (non-inferiority on validation) resamples
-        # the validation patients as the comparisons resample the test patients
+        # the validation patients as the comparisons resample the test patients. Their centre crop is fit's
+        # validation of the selected epoch (same weights and batches): only the TTA views are computed
         val_sc, val_tta = evaluate_views(
-            model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed
-        )
+            model, val, settings, device=device, task_type=kind, labels=labels, tta=views, seed=tta_seed,
+            plain=result["val_prob"],
+        )  # fmt: skip
         t_write = time.time()
         write_history(result["history"], out_history)
         for data, plain, tta, out in ((test, test_sc, test_tta, out_predictions), (val, val_sc, val_tta, out_val)):

@@ -375,7 +375,7 @@ def test_the_test_set_is_predicted_in_one_pass_as_the_two_passes_did(prepared, m
     the single pass (the reference ``two_pass_predict``: batches of 128, views drawn per batch) with this
     run's selected weights, and the test images go through the model 1 + views times, not 1 + 1 + views:
     every image the model sees without gradients is counted (validation of each epoch, the test pass,
-    the validation TTA)."""
+    the validation TTA, whose centre crop is the selected epoch's validation: views passes, not 1 + views)."""
     tmp, config = prepared
     config = copy.deepcopy(config)
     # several evaluation batches, none of 128; fp32 (the formats are not what this test is about)
@@ -393,7 +393,7 @@ def test_the_test_set_is_predicted_in_one_pass_as_the_two_passes_did(prepared, m
     out, metrics = run_job(tmp, config, tag="onepass")
     n_val, n_test = metrics["n_val"], metrics["n_test"]
     assert n_test > 7 and len(evaluated) > 3 * (1 + views)
-    assert sum(evaluated) == metrics["epochs_run"] * n_val + (1 + views) * n_test + (1 + views) * n_val
+    assert sum(evaluated) == metrics["epochs_run"] * n_val + (1 + views) * n_test + views * n_val
     monkeypatch.undo()
     saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     model = models.build("smallcnn", 1)

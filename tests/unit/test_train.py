@@ -457,6 +457,28 @@ def test_one_pass_runs_the_model_once_per_view():
     assert seen == [32] * (1 + views) * 4 + [150 - 4 * 32] * (1 + views)  # auto: 4 x batch_size 8 on a CPU
 
 
+def test_a_known_centre_crop_is_not_computed_again_and_gives_the_same_floats():
+    """The job's validation TTA pass takes its centre crop from fit (the selected epoch's validation, same
+    weights and batches): one forward pass fewer per batch, the same arrays bit for bit as computing it."""
+    data, val, dev, views = blobs(40, 0), blobs(70, 1), torch.device("cpu"), 4
+    torch.manual_seed(0)
+    model = models.build("smallcnn", 1)
+    result = train.fit(model, data, val, SETTINGS, train.Run(task_type="binary", labels=["y"], seed=0))
+    known = result["val_prob"]
+    plain, mean = predict_views(model, val, SETTINGS, device=dev, task_type="binary", tta=views, seed=3)
+    assert np.array_equal(known, plain)  # fit's validation of the selected epoch: the selected weights'
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    again, again_mean = predict_views(
+        model, val, SETTINGS, device=dev, task_type="binary", tta=views, seed=3, plain=known
+    )
+    assert np.array_equal(again, plain) and np.array_equal(again_mean, mean)
+    assert sum(seen) == views * len(val)
+    seen.clear()
+    only = evaluate_views(model, val, SETTINGS, device=dev, task_type="binary", labels=["y"], tta=0, plain=known)
+    assert seen == [] and only[1] is None and np.array_equal(only[0]["prob"], plain)
+
+
 def test_eval_batch_size_setting_and_auto():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert evaluate_mod.eval_batch_size(train_settings({"batch_size": 16}), cpu) == 64

@@ -216,7 +216,7 @@ def chexpert_copy(tmp_path_factory):
     )
     work = base / "work"
     work.mkdir()
-    snakemake((work, config), "index/cx.parquet", "cache/cx/w32.npy")
+    snakemake((work, config), "resources/index/cx.parquet", "resources/cache/cx/w32.npy")
     return work, config, root
 
 
@@ -226,14 +226,14 @@ def test_a_public_dataset_s_replaced_image_reruns_its_index_and_restoring_it_und
     (smalldl.data.manifest.mark). A replaced image reruns the index and the cache, and says which image; the
     restored image reruns nothing again; nothing is kept between the two plans."""
     work, config, root = chexpert_copy
-    targets = ("index/cx.parquet", "cache/cx/w32.npy")
+    targets = ("resources/index/cx.parquet", "resources/cache/cx/w32.npy")
     assert "Nothing to be done" in snakemake((work, config), "-n", *targets)
     image = sorted(root.glob("train/*/study1/view1_frontal.jpg"))[3]
     with Restored(image):
         Image.new("L", (40, 48), color=0).save(image, format="JPEG")
         os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
         out = snakemake((work, config), "-n", *targets)
-        assert "index/cx.parquet: 1 image(s) changed since it was built (first: " in out
+        assert "resources/index/cx.parquet: 1 image(s) changed since it was built (first: " in out
         assert str(image.relative_to(root.parent)) in out or str(image) in out
         jobs = {m.group(1) for m in re.finditer(r"^rule (\w+):", out, re.M)}
         assert {"index", "cache"} <= jobs, out[-3000:]
