@@ -77,6 +77,13 @@ def run(main: Callable[[Any], None], smk: Any, preload_modules: Sequence[str] = 
     threads = int(getattr(smk, "threads", 1) or 1)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
+    if preload_modules:  # a training job: its script runs in a child of the fork server, where there is one
+        from smalldl import forkserver
+
+        device = str(getattr(getattr(smk, "resources", None), "device", "auto"))
+        code = forkserver.delegate(main.__code__.co_filename, preload_modules, device)
+        if code is not None:
+            forkserver.exit_like(code)
     with contextlib.ExitStack() as stack:
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +93,11 @@ def run(main: Callable[[Any], None], smk: Any, preload_modules: Sequence[str] = 
         preload(preload_modules)
         start = time.time()
         rule = getattr(smk, "rule", "job")
-        print(f"[{time.strftime('%H:%M:%S')}] {rule}: start (pid {os.getpid()}, {threads} thread(s))", file=sys.stderr)
+        where = " in a child of the fork server" if os.environ.get("SMALLDL_FORK_CHILD") else ""
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {rule}: start (pid {os.getpid()}{where}, {threads} thread(s))",
+            file=sys.stderr,
+        )
         try:
             main(smk)
         except InputError as exc:

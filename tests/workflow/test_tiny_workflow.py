@@ -5,6 +5,7 @@ left), as a user's repeated invocations would.
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,9 +25,10 @@ START = "onecycle-finetune-imagenet-transfer"  # the tiny study's listed recipe
 RUN = f"results/runs/emphysema/{ARCH}/{START}/n20/s0"
 
 
-def snakemake(workdir, *args, check=True):
+def snakemake(workdir, *args, check=True, env=None):
     cmd = [sys.executable, "-m", "snakemake", *BASE, "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=900)
+    env = {**os.environ, **env} if env else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=900, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -358,6 +360,10 @@ def test_source_models_start_from_their_recipe_and_a_changed_recipe_reruns_only_
     }  # fmt: skip
 
 
+#: A run's outputs besides metrics.json (whose timings differ run to run)
+OUTPUTS = ("predictions.parquet", "val_predictions.parquet", "history.csv")
+
+
 def test_deleting_one_run_reruns_only_it_and_reproduces_it(study):
     old = json.loads((study / RUN / "metrics.json").read_text())
     old_preds = pd.read_parquet(study / RUN / "predictions.parquet")
@@ -374,12 +380,22 @@ def test_deleting_one_run_reruns_only_it_and_reproduces_it(study):
     }  # fmt: skip
     snakemake(study)
     assert json.loads((study / RUN / "metrics.json").read_text())["test_auc"] == old["test_auc"]
+    # the run in a child of the fork server (smalldl/forkserver.py), as the study ran it, and in its own
+    # process: the same bytes
+    log = study / "logs" / "finetune" / "emphysema" / ARCH / START / "n20_s0.log"
+    def last_start():
+        return [line for line in log.read_text().splitlines() if ": start (pid " in line][-1]
+
+    assert "in a child of the fork server" in last_start()
+    served = {name: (study / RUN / name).read_bytes() for name in OUTPUTS}
     (study / RUN / "history.csv").unlink()  # any one output of the run
-    snakemake(study)
+    snakemake(study, env={"SMALLDL_FORK_SERVER": "0"})
+    assert "in a child of the fork server" not in last_start()
     new = json.loads((study / RUN / "metrics.json").read_text())
     for key in ("test_auc", "val_auc", "val_loss", "selected_epoch", "run_seed"):
         assert new[key] == old[key], key
     pd.testing.assert_frame_equal(pd.read_parquet(study / RUN / "predictions.parquet"), old_preds)
+    assert {name: (study / RUN / name).read_bytes() for name in OUTPUTS} == served
 
 
 def test_dry_run_dag_and_rulegraph(study):
