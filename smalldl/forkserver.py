@@ -3,7 +3,7 @@
 A training job's process spends about 2.4 s of CPU importing torch, timm and torchvision (with dynamo and
 sympy) before it trains for a few seconds: over a third of a demo fine-tuning job
 (``benchmarks/finetune_phases.py --forked``). Here the first training job of a run starts a server that
-imports them once (``workflow.preload``) and listens on a Unix socket; every training job's process (the one
+imports them once (``preload``) and listens on a Unix socket; every training job's process (the one
 Snakemake starts, which runs its rule's script) then hands its script to the server, which forks a child
 with those modules already imported. The child takes the job's standard streams (passed over the socket),
 working directory, environment and arguments, runs the very same script file Snakemake wrote for the job,
@@ -25,7 +25,9 @@ meanwhile).
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
+import importlib
 import os
 import pickle
 import selectors
@@ -84,6 +86,22 @@ def socket_path(modules: Sequence[str]) -> str:
         "\0".join([str(os.getuid()), sys.executable, sys.version, _library_state(), *threads, *modules]).encode()
     ).hexdigest()[:20]
     return str(Path(tempfile.gettempdir()) / f"smalldl-fork-{key}.sock")
+
+
+def preload(modules: Sequence[str]) -> None:
+    """Import ``modules`` with the cyclic garbage collector off, then freeze what they created. Importing
+    torch, timm and torchvision (which imports dynamo and sympy) creates millions of objects, and every full
+    collection walks all of them: 7 collections, 1.7 to 2 s of a demo job's start on a busy 2-core CPU. Frozen,
+    later collections skip them (they live as long as the process anyway)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 # ------------------------------------------------------------------------------------------------ client
@@ -236,8 +254,6 @@ def serve(path: str, modules: Sequence[str], idle_s: float = IDLE_S) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return  # another server holds it: the job's process connects to that one
-    from smalldl.workflow import preload
-
     with contextlib.suppress(ImportError):
         import snakemake.script  # noqa: F401  (what the preamble of a rule's script imports)
     preload(modules)

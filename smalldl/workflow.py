@@ -6,8 +6,6 @@ Takes the ``snakemake`` object as a plain argument; nothing here imports Snakema
 from __future__ import annotations
 
 import contextlib
-import gc
-import importlib
 import os
 import shutil
 import sys
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smalldl.errors import InputError
+from smalldl.forkserver import preload
 
 
 def _remove_outputs(outputs: list[str]) -> None:
@@ -31,22 +30,6 @@ def _remove_outputs(outputs: list[str]) -> None:
 
 #: What a training job (finetune, lr_find, pretrain) imports: ``run``'s ``preload``.
 TRAINING_MODULES = ("torch", "timm", "smalldl.train", "smalldl.evaluate")
-
-
-def preload(modules: Sequence[str]) -> None:
-    """Import ``modules`` with the cyclic garbage collector off, then freeze what they created. Importing
-    torch, timm and torchvision (which imports dynamo and sympy) creates millions of objects, and every full
-    collection walks all of them: 7 collections, 1.7 to 2 s of a demo job's start on a busy 2-core CPU. Frozen,
-    later collections skip them (they live as long as the process anyway)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for name in modules:
-            importlib.import_module(name)
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 def job_settings(params_settings: Any, resources: Any, threads: int) -> dict[str, Any]:
