@@ -233,7 +233,10 @@ def render(data: Mapping[str, Any]) -> str:
         *stage_lines(data["stages"]),
         "",
         "The paper's claims on this run (`results/findings.csv`, pooled over sizes; the difference is the claim's "
-        "first side minus its second, paired over the same test images):",
+        "first side minus its second, each seed's runs paired over the same test images; its 95% interval "
+        "includes the variation between training runs (the seed is the unit: t with seeds - 1 degrees of "
+        "freedom) and between test patients; the verdicts are Holm-adjusted over the claims shown, and "
+        "*negligible* is a real difference smaller than the claim's margin):",
         "",
         *findings_table(data["findings"]),
     ]
