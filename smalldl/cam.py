@@ -40,14 +40,30 @@ def cam_sample(y: np.ndarray, p: np.ndarray, threshold: float, *, k: int = 3, se
     return out
 
 
-def target_layer(net: Any) -> Any:
-    """The last convolution of a model's body (its last spatial feature map)."""
+#: Grad-CAM's layer is the last convolution whose map is at least this many pixels a side (where one is):
+#: the body's last maps of a small crop are 1 x 1, which can only say "everywhere".
+MIN_MAP = 4
+
+
+def target_layer(net: Any, x: Any) -> Any:
+    """The last convolution of a model's body whose output map on ``x`` is at least ``MIN_MAP`` pixels a
+    side (else the last convolution)."""
+    import torch
     import torch.nn as nn
 
     convs = [m for m in net.body.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(net.body).__name__} has no convolution for Grad-CAM")
-    return convs[-1]
+    sizes: dict[int, int] = {}
+    hooks = [c.register_forward_hook(lambda m, i, o: sizes.__setitem__(id(m), min(o.shape[-2:]))) for c in convs]
+    try:
+        with torch.no_grad():
+            net(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    large = [c for c in convs if sizes.get(id(c), 0) >= MIN_MAP]
+    return large[-1] if large else convs[-1]
 
 
 def cam_maps(model: Any, images: np.ndarray, output: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +79,7 @@ def cam_maps(model: Any, images: np.ndarray, output: int) -> tuple[np.ndarray, n
     maps = []
     for net in model.nets:
         net.eval()
-        with torch.enable_grad(), GradCAM(model=net, target_layers=[target_layer(net)]) as cam:
+        with torch.enable_grad(), GradCAM(model=net, target_layers=[target_layer(net, x)]) as cam:
             maps.append(cam(input_tensor=x, targets=[ClassifierOutputTarget(output)] * len(x)))
     mean = np.mean(np.stack(maps), axis=0)
     top = mean.reshape(len(mean), -1).max(axis=1).reshape(-1, 1, 1)
@@ -77,9 +93,10 @@ def draw(
     titles: Sequence[str],
     out: str | Path,
     suptitle: str = "",
+    per_row: int = 1,
 ) -> None:
-    """One row per image: the crop, and the crop with its map over it (jet, alpha 0.45); PNG/PDF/SVG by
-    the suffix of ``out``, written atomically."""
+    """Each image as a pair, the crop and the crop with its map over it (jet, alpha 0.45), ``per_row``
+    pairs to a row; PNG/PDF/SVG by the suffix of ``out``, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,20 +104,22 @@ def draw(
 
     from smalldl.utils import atomic_path
 
-    n = max(1, len(crops))
-    fig, axes = plt.subplots(n, 2, figsize=(5.2, 2.6 * n), squeeze=False)
+    rows = max(1, -(-len(crops) // per_row))
+    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(2.6 * per_row * 2, 2.8 * rows + 0.4), squeeze=False)
     for i in range(len(crops)):
-        axes[i, 0].imshow(crops[i], cmap="gray", vmin=0, vmax=1)
-        axes[i, 1].imshow(crops[i], cmap="gray", vmin=0, vmax=1)
-        axes[i, 1].imshow(maps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[i, 0].set_title(titles[i], fontsize=7, loc="left")
+        r, c = divmod(i, per_row)
+        left, right = axes[r, 2 * c], axes[r, 2 * c + 1]
+        left.imshow(crops[i], cmap="gray", vmin=0, vmax=1)
+        right.imshow(crops[i], cmap="gray", vmin=0, vmax=1)
+        right.imshow(maps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        left.set_title(titles[i], fontsize=7, loc="left")
     if not len(crops):
         axes[0, 0].text(0.5, 0.5, "no image in the sample", ha="center", va="center")
     for ax in axes.ravel():
         ax.set_axis_off()
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97) if suptitle else None)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format=Path(out).suffix.lstrip(".") or "png")
     plt.close(fig)
