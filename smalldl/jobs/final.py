@@ -211,17 +211,7 @@ def final_model(
         np.mean(np.stack(list(val_single.values())), axis=0) if len(states) > 1 else next(iter(val_single.values()))
     )
     ens_auc = _mean_auc(y["val"], ens_val)[0]
-    best_seed = max(single_auc, key=lambda s: (_nan_low(single_auc[s]), -s))
-    if len(states) == 1:
-        choice = {"kind": "single", "seeds": list(states), "why": "the study has one seed"}
-    elif _nan_low(ens_auc) >= _nan_low(single_auc[best_seed]):
-        choice = {"kind": "ensemble", "seeds": list(states),
-                  "why": f"the ensemble's validation AUC {ens_auc:.4f} is at least the best seed's ({best_seed}: "
-                         f"{single_auc[best_seed]:.4f})"}  # fmt: skip
-    else:
-        choice = {"kind": "single", "seeds": [best_seed],
-                  "why": f"seed {best_seed}'s validation AUC {single_auc[best_seed]:.4f} is above the ensemble's "
-                         f"{ens_auc:.4f}"}  # fmt: skip
+    choice = ensemble_choice(single_auc, ens_auc)
     choice.update(val_auc_ensemble=ens_auc, val_auc_seeds={str(s): a for s, a in single_auc.items()})
     members = {s: states[s] for s in choice["seeds"]}
     p_val = ens_val if choice["kind"] == "ensemble" else val_single[choice["seeds"][0]]
@@ -304,6 +294,22 @@ def final_model(
     print(f"final model {task_name}: {choice['kind']} of seeds {choice['seeds']} ({choice['why']}); "
           f"test AUC {metrics['test_auc']:.4f}", file=sys.stderr)  # fmt: skip
     return metrics
+
+
+def ensemble_choice(seed_aucs: Mapping[int, float], ensemble_auc: float) -> dict[str, Any]:
+    """Which members make the final model, from validation AUCs alone: the ensemble of every seed unless
+    one seed's AUC is above the ensemble's (then that seed, ties to the lower seed); one seed: that one.
+    {kind: ensemble | single, seeds, why}."""
+    seeds = list(seed_aucs)
+    if len(seeds) == 1:
+        return {"kind": "single", "seeds": seeds, "why": "the study has one seed"}
+    best = max(seeds, key=lambda s: (_nan_low(seed_aucs[s]), -s))
+    if _nan_low(ensemble_auc) >= _nan_low(seed_aucs[best]):
+        why = f"the ensemble's validation AUC {ensemble_auc:.4f} is at least the best seed's"
+        why += f" ({best}: {seed_aucs[best]:.4f})"
+        return {"kind": "ensemble", "seeds": seeds, "why": why}
+    why = f"seed {best}'s validation AUC {seed_aucs[best]:.4f} is above the ensemble's {ensemble_auc:.4f}"
+    return {"kind": "single", "seeds": [best], "why": why}
 
 
 def _nan_low(x: float) -> float:

@@ -139,3 +139,13 @@ def test_cam_maps_are_drawn_for_the_sample_and_for_new_images(tmp_path):
     assert sorted(f.name for f in (tmp_path / "maps").iterdir()) == sorted(
         f"img{i}.{label}.png" for i in range(3) for label in ("Effusion", "Mass")
     )
+
+
+def test_the_ensemble_is_kept_unless_a_seed_is_better_on_validation():
+    from smalldl.jobs.final import ensemble_choice
+
+    assert ensemble_choice({0: 0.70, 1: 0.74}, 0.75)["kind"] == "ensemble"
+    assert ensemble_choice({0: 0.70, 1: 0.74}, 0.74)["seeds"] == [0, 1]  # a tie keeps the ensemble
+    single = ensemble_choice({0: 0.70, 1: 0.78, 2: 0.78}, 0.75)
+    assert single["kind"] == "single" and single["seeds"] == [1] and "0.7800" in single["why"]
+    assert ensemble_choice({3: 0.6}, 0.6) == {"kind": "single", "seeds": [3], "why": "the study has one seed"}
