@@ -104,6 +104,26 @@ def recommended(answer_csv: str | Path, task: str) -> tuple[str, str]:
     return best["arch_b"], best["recipe_b"]
 
 
+def recommendation_words(answer_csv: str | Path, task: str, arch: str, recipe: str) -> str:
+    """Why answer.csv recommends ``recipe``: the validation winner, or a cheaper recipe non-inferior to it."""
+    with open(answer_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "recommend" and r["task"] == task]
+    row = next((r for r in rows if r["arch_b"] == arch and r["recipe_b"] == recipe), None)
+    if row is None:
+        return "the recipe answer.csv recommends"
+    others = len({r["recipe_b"] for r in rows}) - 1
+    if row["recipe_a"] == recipe:
+        return (
+            f"the highest mean validation AUC ({_f(row['select_b'])}) of the {others + 1} recipes run at every "
+            "size and seed, and no cheaper recipe was shown not worse on validation"
+        )
+    return (
+        f"the cheapest recipe not worse on validation than the winner `{row['recipe_a']}` (validation AUC "
+        f"{_f(row['select_b'])} vs {_f(row['select_a'])}; difference {_f(row['val_diff'])}, interval "
+        f"{_f(row['val_lo'])} to {_f(row['val_hi'])}, within the equivalence margin)"
+    )
+
+
 def _targets(table: pd.DataFrame, task: Mapping[str, Any], outputs: int) -> np.ndarray:
     """N x outputs binary targets (-1: uncertain): the labels, or one column per class (multiclass)."""
     labels = list(task["labels"])
@@ -250,6 +270,7 @@ def final_model(
     metrics = _scores(y, p_val_cal, p_test, p_test_tta, names, patients, level, iterations, boot_seed, task)
     metrics.update(task=task_name, arch=arch, recipe=recipe, n=n, choice=choice, calibration=temp,
                    commit=spec["commit"], model=str(out_model))  # fmt: skip
+    metrics["recommended_because"] = recommendation_words(answer_csv, task_name, arch, recipe)
     metrics["recipe_interval"] = _recipe_interval(seed_means_csv, task_name, arch, recipe, n)
     metrics["operating_points"] = _operating_points(
         y, p_val_cal, p_test, names, parts["test"], level, iterations, boot_seed
@@ -455,10 +476,9 @@ def card_lines(m: Mapping[str, Any], task: Mapping[str, Any], cam_png: str, reli
         "",
         "## Model",
         "",
-        f"- Architecture `{m['arch']}`, recipe `{m['recipe']}` (the study's recommendation in "
-        "results/answer.csv: the best on validation, or the cheapest recipe not worse than it within the "
-        "equivalence margin; results/README.md says why), trained on n = "
-        f"{m['n']} images.",
+        f"- Architecture `{m['arch']}`, recipe `{m['recipe']}`, recommended by the study (results/answer.csv, "
+        f"results/README.md) as {m.get('recommended_because', 'the recipe answer.csv recommends')}; trained on "
+        f"n = {m['n']} images, the largest size of the study.",
         f"- {what}{', '.join(map(str, choice['seeds']))}: {choice['why']}.",
         f"- Temperature {cal_['temperature']:.3f} ("
         + (f"fitted on validation, it lowered the validation NLL from {cal_['nll_before']:.4f} to "
