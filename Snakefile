@@ -40,6 +40,7 @@ include: "rules/pretrain.smk"
 include: "rules/train.smk"
 include: "rules/radiomics.smk"
 include: "rules/results.smk"
+include: "rules/final.smk"
 
 
 rule all:

@@ -472,5 +472,20 @@ def all_results(wildcards=None):
         rules.source_models.output.csv,
         rules.results_readme.output.readme,
         *figure_paths(),
+        *final_files(),
         GATE,
     ]
+
+
+def final_files():
+    """The final model of every target (rules/final.smk): its folder, card and figures."""
+    return expand(
+        [
+            "results/final/{task}/model",
+            "results/final/{task}/model_card.md",
+            "results/final/{task}/model_card.html",
+            "results/figures/cam_{task}.png",
+            "results/figures/reliability_{task}.png",
+        ],
+        task=STUDY["targets"],
+    )

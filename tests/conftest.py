@@ -86,6 +86,8 @@ RULES = (
     "plot_history",
     "plot_axis",
     "plot_learning_curves",
+    "final_run",
+    "final_model",
 )
 #: The rules the tiny study (configs/tiny.yaml) plans: all but the NIH download (no ChestX-ray14 there)
 #: and the lr finder (off).

@@ -70,7 +70,8 @@ def plot_jobs():
 
 
 #: Statistics rules downstream of the summary (they never read plot settings).
-STATS_JOBS = {"bootstrap": 1, "compare": 1, "learning_curves": 1, "findings": 1, "results_readme": 1}
+# what new statistics rerun: the final model of each target reads seed_means.csv and answer.csv (its card)
+STATS_JOBS = {"bootstrap": 1, "compare": 1, "learning_curves": 1, "findings": 1, "results_readme": 1, "final_model": 2}
 
 
 @pytest.fixture(scope="module")
@@ -306,6 +307,58 @@ def test_results_tables_figures_and_report(study):
         assert f"{fig_id}.png" in html, fig_id
     assert "Learning curves" in html and config["study"]["targets"][0] in html and "answer.html" in html
     assert "findings.csv" in html and "source_models.csv" in html
+    assert "model_card.html" in html and "cam_emphysema.png" in html  # the final model's section
+
+
+def test_the_final_model_is_the_recommended_recipe_and_predict_reproduces_its_test_auc(study):
+    """results/final/{task}/: the recommended recipe's runs at the largest size, retrained (equal to the study's
+    runs), exported; `smalldl predict` on the study's own test images gives the recorded test AUC exactly."""
+    from smalldl.jobs.final import recommended
+    from smalldl.metrics import auc_per_label, mean_auc
+
+    config = tiny_config()
+    n = max(config["study"]["sizes"])
+    for task in config["study"]["targets"]:
+        final = study / "results" / "final" / task
+        metrics = json.loads((final / "metrics.json").read_text())
+        arch, recipe = recommended(study / "results" / "answer.csv", task)
+        assert (metrics["arch"], metrics["recipe"], metrics["n"]) == (arch, recipe, n)
+        spec = json.loads((final / "model" / "model.json").read_text())
+        assert spec["recipe"] == recipe and spec["labels"] == config["tasks"][task]["labels"] and spec["commit"]
+        assert spec["preprocess"]["width"] == config["preprocess"]["width"]
+        # only the final runs keep weights; each reproduced its study run
+        for seed in config["study"]["seeds"]:
+            run = final / "runs" / arch / recipe / f"n{n}" / f"s{seed}"
+            study_run = json.loads(
+                (study / "results" / "runs" / task / arch / recipe / f"n{n}" / f"s{seed}" / "metrics.json").read_text()
+            )
+            again = json.loads((run / "metrics.json").read_text())
+            assert (run / "model.pt").is_file() and again["test_auc"] == study_run["test_auc"]
+        assert not list((study / "results" / "runs").rglob("model.pt"))
+        # predict the study's test images with the console script's module, in another order
+        tests = pd.read_csv(final / "test_predictions.csv")
+        out = study / f"predict_{task}.csv"
+        proc = subprocess.run(
+            [sys.executable, "-m", "smalldl.cli", "predict", str(final / "model"), *tests["image"][::-1],
+             "--out", str(out), "--quiet"],
+            capture_output=True, text=True, cwd=study, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        pred = pd.read_csv(out).merge(tests, on="image", suffixes=("", "_job"))
+        assert len(pred) == len(tests)
+        names = spec["outputs"]
+        y = pred[[f"y_{k}" for k in names]].to_numpy()
+        p = pred[[f"p_{k}" for k in names]].to_numpy()
+        assert mean_auc(auc_per_label(y, p, names)) == metrics["test_auc"]
+        out.unlink()
+        # the card: intended use, calibration and operating points, and the figures in place
+        card = (final / "model_card.md").read_text()
+        for words in ("Not a medical device", "Operating points", "Brier", "Limitations", recipe):
+            assert words in card, words
+        points = {(r["label"], r["point"]) for r in metrics["operating_points"] if r["view"] == "all"}
+        assert points == {(k, pt) for k in names for pt in ("sens0.90", "sens0.95", "youden")}
+        assert metrics["cam"]["sample"] and (study / "results" / "figures" / f"cam_{task}.png").stat().st_size > 5000
+        assert (study / "results" / "figures" / f"reliability_{task}.png").stat().st_size > 5000
 
 
 def test_changing_a_plot_option_reruns_only_plotting(study, tmp_path):
