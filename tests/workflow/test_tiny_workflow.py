@@ -436,6 +436,7 @@ def test_deleting_one_run_reruns_only_it_and_reproduces_it(study):
     # the run in a child of the fork server (smalldl/forkserver.py), as the study ran it, and in its own
     # process: the same bytes
     log = study / "logs" / "finetune" / "emphysema" / ARCH / START / "n20_s0.log"
+
     def last_start():
         return [line for line in log.read_text().splitlines() if ": start (pid " in line][-1]
 
