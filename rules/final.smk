@@ -117,6 +117,10 @@ rule final_model:
     resources:
         mem_mb=4000,
         runtime=30,
+        # gates on what a raw image may measure, recorded in the export for predict: resources, as for the
+        # cache (changing a gate reruns nothing; the export is written with the gates of its run)
+        max_pixels=lambda wc: config["datasets"][dataset_of(wc.task)]["max_pixels"],
+        min_side=config["preprocess"]["min_side"],
     params:
         task=task_spec,
         seeds=STUDY["seeds"],
@@ -124,7 +128,5 @@ rule final_model:
         settings=cfg.result_settings(config["train"]),
         results=results_settings("ci", "bootstrap"),
         seed=config["seed"],
-        max_pixels=lambda wc: config["datasets"][dataset_of(wc.task)]["max_pixels"],
-        min_side=config["preprocess"]["min_side"],
     script:
         "../workflow_scripts/final_model.py"
