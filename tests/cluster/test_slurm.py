@@ -157,16 +157,16 @@ def test_results_on_slurm_equal_a_local_run(local_study, slurm_study):
             assert slurm[run_dir][key] == metrics[key], (run_dir, key)
         assert slurm[run_dir]["device"] == metrics["device"] == "cpu"  # the fake GPU is not a CUDA device
         pd.testing.assert_frame_equal(
-            pd.read_parquet(slurm_study / run_dir / "predictions.parquet"),
-            pd.read_parquet(local_study / run_dir / "predictions.parquet"),
+            pd.read_parquet(slurm_study / "results" / run_dir / "predictions.parquet"),
+            pd.read_parquet(local_study / "results" / run_dir / "predictions.parquet"),
         )
     local_radiomics, slurm_radiomics = runs(local_study, radiomics=True), runs(slurm_study, radiomics=True)
     assert set(slurm_radiomics) == set(local_radiomics)
     for run_dir, metrics in local_radiomics.items():
         assert slurm_radiomics[run_dir]["test_auc"] == metrics["test_auc"], run_dir
         pd.testing.assert_frame_equal(
-            pd.read_parquet(slurm_study / run_dir / "predictions.parquet"),
-            pd.read_parquet(local_study / run_dir / "predictions.parquet"),
+            pd.read_parquet(slurm_study / "results" / run_dir / "predictions.parquet"),
+            pd.read_parquet(local_study / "results" / run_dir / "predictions.parquet"),
         )
     decisions = sorted(p.relative_to(local_study) for p in (local_study / "results" / "stages").rglob("*.json"))
     for path in decisions:
