@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: this checkout's smalldl
 
 from smalldl.config import Recipe  # noqa: E402
+from smalldl.figures import AXIS_TITLES  # noqa: E402
 from smalldl.results.findings import pooled_claims  # noqa: E402
 from smalldl.utils import format_number as _num  # noqa: E402
 
@@ -40,18 +41,22 @@ SUMMARY_COLUMNS = (
     "family", "task", "arch", "recipe", "featureset", "model", "n", "seed",
     "headline_auc", "test_auc", "test_auc_tta", "val_auc", "val_auc_tta", "n_test",
 )  # fmt: skip
-_AXIS_WORDS = {
-    "schedule": "training method (from scratch)",
-    "transfer": "transfer method (ImageNet)",
-    "source": "source",
-    "init": "init (ImageNet)",
-}
 _SOURCE_WORDS = {"none": "scratch", "imagenet": "ImageNet"}
 
 
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _axis_words(axis: str, winner: str) -> str:
+    """A stage's axis as the figures title it (``figures.AXIS_TITLES``), with the source its recipes share
+    (but for the source stage)."""
+    title = AXIS_TITLES.get(axis, axis)
+    if axis == "source":
+        return title
+    source = Recipe.parse(winner).source
+    return f"{title} ({'from scratch' if source == 'none' else _SOURCE_WORDS.get(source, source)})"
 
 
 def _recipe_words(recipe: str) -> str:
@@ -118,7 +123,7 @@ def stage_lines(stages: pd.DataFrame) -> list[str]:
     out = []
     for task, part in stages.sort_values("stage").groupby("task", sort=True):
         steps = [
-            f"{int(r['stage'])}. {_AXIS_WORDS.get(r['axis'], r['axis'])}: `{r['winner']}` "
+            f"{int(r['stage'])}. {_axis_words(r['axis'], r['winner'])}: `{r['winner']}` "
             f"(validation AUC {_num(r['winner_val'])})"
             for r in part.to_dict("records")
         ]
