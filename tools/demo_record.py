@@ -349,7 +349,8 @@ def update(run_dir: str | Path, seconds: float, jobs: int, machine: str, folder:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=run_dir, capture_output=True, text=True, check=False
     ).stdout.strip()
-    prints = fingerprints()
+    # the code that ran: the run's own checkout where it is one (a fresh clone), else this one
+    prints = fingerprints(run_dir if (run_dir / "smalldl").is_dir() else ROOT)
     info = {
         "fingerprint": fingerprint(prints),
         "seconds": float(seconds),
