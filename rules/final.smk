@@ -8,17 +8,15 @@ FINAL_RUN_DIR = "results/final/{task}/runs/{arch}/{recipe}/n{n}/s{seed}"
 
 
 def final_choice(task):
-    """(arch, recipe) that results/answer.csv recommends for ``task``: raises until compare has run."""
-    import csv
+    """(arch, recipe) that results/answer.csv recommends for ``task`` (smalldl.jobs.final.recommended):
+    raises until compare has run."""
+    from smalldl.errors import InputError
+    from smalldl.jobs.final import recommended
 
-    path = checkpoints.compare.get().output.answer
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["kind"] == "recommend" and r["task"] == task]
-    chosen = [r for r in rows if r["recommended"] == "True"]
-    if not chosen:
-        raise WorkflowError(f"{path} recommends no recipe for {task}: no final model")
-    best = max(chosen, key=lambda r: float(r["select_b"]) if r["select_b"] else float("-inf"))
-    return best["arch_b"], best["recipe_b"]
+    try:
+        return recommended(checkpoints.compare.get().output.answer, task)
+    except InputError as exc:
+        raise WorkflowError(f"{exc}: no final model") from None
 
 
 def final_run_files(task, name):

@@ -47,6 +47,33 @@ def job_settings(params_settings: Any, resources: Any, threads: int) -> dict[str
     return settings
 
 
+def finetune_arguments(smk: Any) -> dict[str, Any]:
+    """The keyword arguments of ``smalldl.jobs.train.finetune`` for a job of a rule with finetune's
+    wildcards, inputs, params and outputs (rules finetune and final_run)."""
+    w = smk.wildcards
+    return dict(
+        task_name=w.task,
+        task=smk.params.task,
+        arch=w.arch,
+        recipe_name=w.recipe,
+        n=int(w.n),
+        seed=int(w.seed),
+        settings=job_settings(smk.params.settings, smk.resources, smk.threads),
+        global_seed=smk.params.seed,
+        cache_npy=smk.input.cache,
+        cache_meta=smk.input.cache_meta,
+        split_parquet=smk.input.split,
+        subset_csv=smk.input.subset,
+        source_ckpt=smk.input.get("source"),
+        lr_json=smk.input.get("lr"),
+        out_metrics=smk.output.metrics,
+        out_predictions=smk.output.predictions,
+        out_val_predictions=smk.output.val_predictions,
+        out_history=smk.output.history,
+        threads=smk.threads,
+    )
+
+
 def run(main: Callable[[Any], None], smk: Any, preload_modules: Sequence[str] = ()) -> None:
     """Run ``main(smk)`` with stdout/stderr appended to the rule's log, after importing ``preload_modules``
     (``preload``; e.g. ``TRAINING_MODULES``) with the threads of the rule set.

@@ -37,42 +37,16 @@ REPRODUCED = ("val_auc", "val_auc_tta", "test_auc", "test_auc_tta", "selected_ep
 FEW_POSITIVES = 20
 
 
-def final_run(
-    *,
-    study_metrics: str | Path,
-    task_name: str,
-    task: Mapping[str, Any],
-    arch: str,
-    recipe_name: str,
-    n: int,
-    seed: int,
-    settings: Mapping[str, Any],
-    global_seed: int,
-    cache_npy: str | Path,
-    cache_meta: str | Path,
-    split_parquet: str | Path,
-    subset_csv: str | Path,
-    source_ckpt: str | Path | None,
-    lr_json: str | Path | None,
-    out_metrics: str | Path,
-    out_predictions: str | Path,
-    out_val_predictions: str | Path,
-    out_history: str | Path,
-    threads: int = 1,
-) -> dict[str, Any]:
-    """``smalldl.jobs.train.finetune`` with ``save_model`` on (its ``model.pt`` beside ``out_metrics``), then
-    the check that it reproduced the study's run of the same (task, arch, recipe, n, seed)
-    (``study_metrics``; the keys ``REPRODUCED``): InputError naming both files if not."""
+def final_run(*, study_metrics: str | Path, run: Mapping[str, Any]) -> dict[str, Any]:
+    """``smalldl.jobs.train.finetune(**run)`` (``run``: its keyword arguments, ``workflow.finetune_arguments``)
+    with ``save_model`` on (its ``model.pt`` beside ``out_metrics``), then the check that it reproduced the
+    study's run of the same (task, arch, recipe, n, seed) (``study_metrics``; the keys ``REPRODUCED``):
+    InputError naming both files if not."""
     from smalldl.jobs.train import finetune
     from smalldl.record import read_metrics_json
 
-    metrics = finetune(
-        task_name=task_name, task=task, arch=arch, recipe_name=recipe_name, n=n, seed=seed,
-        settings={**settings, "save_model": True}, global_seed=global_seed, cache_npy=cache_npy,
-        cache_meta=cache_meta, split_parquet=split_parquet, subset_csv=subset_csv, source_ckpt=source_ckpt,
-        lr_json=lr_json, out_metrics=out_metrics, out_predictions=out_predictions,
-        out_val_predictions=out_val_predictions, out_history=out_history, threads=threads,
-    )  # fmt: skip
+    out_metrics = run["out_metrics"]
+    metrics = finetune(**{**run, "settings": {**run["settings"], "save_model": True}})
     study = read_metrics_json(study_metrics)
     differ = {k: (study.get(k), metrics.get(k)) for k in REPRODUCED if not _same(study.get(k), metrics.get(k))}
     if differ:
