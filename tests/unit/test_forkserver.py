@@ -39,6 +39,17 @@ def client(script, *args, cwd, env=None, **kw):
     )
 
 
+SLOW = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+
+
+def wait_for(path, seconds=60):
+    """Until the file ``path`` has content (the child started and wrote it)."""
+    deadline = time.monotonic() + seconds
+    while not path.is_file() or not path.read_text():
+        assert time.monotonic() < deadline, f"no {path} after {seconds} s"
+        time.sleep(0.05)
+
+
 def test_the_child_is_the_job_s_process_in_all_a_script_sees(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(
@@ -67,12 +78,9 @@ def test_the_child_is_the_job_s_process_in_all_a_script_sees(tmp_path):
 
 def test_a_killed_job_s_process_takes_its_child_with_it(tmp_path):
     script = tmp_path / "slow.py"
-    script.write_text("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    script.write_text(SLOW)
     proc = client(script, cwd=tmp_path)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "pid").is_file() or not (tmp_path / "pid").read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(tmp_path / "pid")
     child = int((tmp_path / "pid").read_text())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -88,12 +96,9 @@ def test_a_killed_job_s_process_takes_its_child_with_it(tmp_path):
 
 def test_a_job_s_process_that_is_stopped_stops_its_child(tmp_path):
     script = tmp_path / "slow.py"
-    script.write_text("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    script.write_text(SLOW)
     proc = client(script, cwd=tmp_path)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "pid").is_file() or not (tmp_path / "pid").read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(tmp_path / "pid")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGTERM  # the child's status, as Snakemake would see the job's
