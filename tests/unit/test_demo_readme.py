@@ -122,6 +122,19 @@ def test_an_unfinished_run_is_refused_by_name_and_nothing_is_written(tmp_path, m
     assert "findings.csv" in capsys.readouterr().err
 
 
+def test_the_recorded_demo_is_this_code_s():
+    """docs/demo/fingerprints.json records, per file of the numeric path (library, rules, scripts, demo
+    config, schema, pins), what the recorded run's code was: any change that can move a number of the block
+    comes with a re-recorded block."""
+    changed = demo.changed_since_recorded()
+    assert not changed, (
+        f"{len(changed)} file(s) of the numeric path changed since the demo block was recorded "
+        f"({', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}): run the demo "
+        "(`snakemake --cores all`) and `python tools/demo_record.py update RUN_DIR --seconds S --jobs J`"
+    )
+    assert json.loads((ROOT / "docs/demo/run.json").read_text())["fingerprint"] == demo.fingerprint(demo.fingerprints())
+
+
 def test_the_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
     (tmp_path / "smalldl").mkdir()
     module = tmp_path / "smalldl" / "m.py"
