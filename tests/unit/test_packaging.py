@@ -70,3 +70,17 @@ def test_every_folder_the_workflow_writes_is_ignored_by_git():
         tops |= set(re.findall(r'"([a-z_]+)/[^"]*"', path.read_text()))
     ignored = set((ROOT / ".gitignore").read_text().split())
     assert tops and {t for t in tops if f"/{t}/" not in ignored} == set()
+
+
+def test_pip_install_puts_the_smalldl_command_beside_the_interpreter():
+    """`pip install -e .` installs the console script `smalldl` (pyproject [project.scripts]); its predict
+    subcommand answers --help (tests/workflow/test_tiny_workflow.py runs predict on a study)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = Path(sys.executable).parent / "smalldl"
+    assert command.is_file(), f"no {command}: install with pip install -e ."
+    proc = subprocess.run([str(command), "predict", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "MODEL_DIR" in proc.stdout or "model" in proc.stdout.lower()
