@@ -15,11 +15,12 @@ Where it applies: jobs on a CPU of a local run (not under SLURM, where each job 
 on a CUDA machine, whose driver state a fork would share), with ``SMALLDL_FORK_SERVER`` not ``0``. Anything
 that goes wrong before the child starts (no server could start, a refused connection) makes the job run in
 its own process, as without the server. The server serves one user, one Python and one version of the
-library (the socket's name hashes them: an edited smalldl gets a new server), one job at a time per child,
-several children at once; it ends when it has had no job for ``IDLE_S`` seconds. A job's process that is
-stopped (Snakemake cancels it: SIGTERM, SIGINT) stops its child; one killed outright (SIGKILL) closes its
-connection, and the server then stops the child (``one_writer`` keeps a second writer out of a run folder
-meanwhile).
+library (the socket's name hashes them: an edited smalldl gets a new server; the socket is created
+owner-only in ``$XDG_RUNTIME_DIR`` or the temporary folder, and a connection from another user is refused),
+one job at a time per child, several children at once; it ends when it has had no job for ``IDLE_S``
+seconds. A job's process that is stopped (Snakemake cancels it: SIGTERM, SIGINT) stops its child; one
+killed outright (SIGKILL) closes its connection, and the server then stops the child (``one_writer`` keeps a
+second writer out of a run folder meanwhile).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def socket_path(modules: Sequence[str]) -> str:
     key = hashlib.sha256(
         "\0".join([str(os.getuid()), sys.executable, sys.version, _library_state(), *threads, *modules]).encode()
     ).hexdigest()[:20]
-    return str(Path(tempfile.gettempdir()) / f"smalldl-fork-{key}.sock")
+    return str(Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"smalldl-fork-{key}.sock")
 
 
 def preload(modules: Sequence[str]) -> None:
@@ -245,6 +246,16 @@ def _child(conn: socket.socket, listener: socket.socket, others: Sequence[socket
         os._exit(code)
 
 
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the process at the other end of ``conn`` runs as this server's user (SO_PEERCRED): a job's
+    script runs as the server's user, so no one else may hand it one."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return False
+    return struct.unpack("3i", creds)[1] == os.getuid()
+
+
 def serve(path: str, modules: Sequence[str], idle_s: float = IDLE_S) -> None:
     """Import ``modules`` once, then fork a child per request on ``path`` until ``idle_s`` without one."""
     import fcntl
@@ -260,8 +271,11 @@ def serve(path: str, modules: Sequence[str], idle_s: float = IDLE_S) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    os.chmod(path, 0o600)
+    umask = os.umask(0o077)  # the socket is created private: no moment in which another user may connect
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(umask)
     listener.listen(64)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
@@ -272,6 +286,9 @@ def serve(path: str, modules: Sequence[str], idle_s: float = IDLE_S) -> None:
             for key, _ in selector.select(timeout=0.2):
                 if key.fileobj is listener:
                     conn, _ = listener.accept()
+                    if not _same_user(conn):
+                        conn.close()
+                        continue
                     try:
                         header, fds, _flags, _addr = socket.recv_fds(conn, _HEADER.size, 3)
                         size = _HEADER.unpack(header)[0]

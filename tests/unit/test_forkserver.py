@@ -123,3 +123,41 @@ def test_an_edited_library_or_other_thread_settings_get_another_server(monkeypat
     monkeypatch.setattr(forkserver, "_library_state", lambda: "edited")
     assert forkserver.socket_path(["json"]) not in (one, forkserver.socket_path(["json", "x"]))
     assert len(forkserver.socket_path(["json"]).encode()) < 108
+
+
+def test_the_server_s_socket_is_private_and_another_user_is_not_served(tmp_path):
+    """The child runs a script as the server's user: the socket is created owner-only (no moment in
+    which it is open to others) and a connection from another user is refused (SO_PEERCRED); that user's
+    job runs in its own process."""
+    from smalldl import forkserver
+
+    script = tmp_path / "job.py"
+    script.write_text("print('ran')\n")
+    proc = client(script, cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert out.strip().endswith("delegated") and "not" not in out, err
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SLURM_JOB_ID", None)
+    code = "from smalldl import forkserver; print(forkserver.socket_path(['json']))"
+    path = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip()
+    assert os.stat(path).st_mode & 0o077 == 0  # no permission for the group or others
+    import socket
+
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        assert forkserver._same_user(left)  # this process's own user
+    if os.getuid() != 0:
+        return  # becoming another user needs root
+    pid = os.fork()
+    if pid == 0:  # another user (nobody) tries the socket
+        code = 1
+        try:
+            os.setuid(65534)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(path)
+            except PermissionError:
+                code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0, "another user could connect to the server's socket"
