@@ -45,6 +45,7 @@ GATE = "results/splits/study_gate.json"
 LR_FIND = "results/runs/{task}/{arch}/{recipe}/lr_find.json"
 RUN_DIR = "results/runs/{task}/{arch}/{recipe}/n{n}/s{seed}"
 RUN = f"{RUN_DIR}/metrics.json"
+FINAL_RUN_DIR = "results/final/{task}/runs/{arch}/{recipe}/n{n}/s{seed}"
 STAGE = figplan.STAGE_PATH  # results/stages/{task}/{arch}/stage{k}.json
 RADIOMICS_FEATURES = "results/radiomics/{dataset}-{featureset}.parquet"
 RADIOMICS_RUN = "results/runs/{task}/radiomics_{featureset}/{model}/n{n}/s{seed}"
@@ -489,3 +490,46 @@ def final_files():
         ],
         task=STUDY["targets"],
     )
+
+
+# ------------------------------------------------------------------------------- the final model (rules/final.smk)
+
+
+def final_choice(task):
+    """(arch, recipe) that results/answer.csv recommends for ``task`` (smalldl.jobs.final.recommended):
+    raises until compare has run."""
+    from smalldl.errors import InputError
+    from smalldl.jobs.final import recommended
+
+    try:
+        return recommended(checkpoints.compare.get().output.answer, task)
+    except InputError as exc:
+        raise WorkflowError(f"{exc}: no final model") from None
+
+
+def final_run_files(task, name):
+    """``name`` (metrics.json, model.pt) of the final runs of ``task``, one per seed (checkpoint-aware)."""
+    arch, recipe = final_choice(task)
+    n = max(STUDY["sizes"])
+    return [
+        f"{FINAL_RUN_DIR}/{name}".format(task=task, arch=arch, recipe=recipe, n=n, seed=s)
+        for s in STUDY["seeds"]
+    ]
+
+
+def final_run_inputs(wildcards):
+    """A finetune job's inputs, and the study's run of the same (task, arch, recipe, n, seed) to compare."""
+    return finetune_inputs(wildcards) | {"study_run": RUN.format(**wildcards)}
+
+
+def final_model_inputs(wildcards):
+    task = wildcards.task
+    return {
+        "answer": checkpoints.compare.get().output.answer,
+        "models": final_run_files(task, "model.pt"),
+        "metrics": final_run_files(task, "metrics.json"),
+        "seed_means": rules.bootstrap.output.seed_means,
+        "split": SPLIT.format(task=task),
+        "index": INDEX.format(dataset=dataset_of(task)),
+        "cache_meta": CACHE_META.format(dataset=dataset_of(task), width=WIDTH),
+    }

@@ -4,49 +4,6 @@
 # that `smalldl predict` loads, its test predictions, the model card, the calibration and Grad-CAM figures.
 # Only these runs keep weights; the study's runs never pay for it.
 
-FINAL_RUN_DIR = "results/final/{task}/runs/{arch}/{recipe}/n{n}/s{seed}"
-
-
-def final_choice(task):
-    """(arch, recipe) that results/answer.csv recommends for ``task`` (smalldl.jobs.final.recommended):
-    raises until compare has run."""
-    from smalldl.errors import InputError
-    from smalldl.jobs.final import recommended
-
-    try:
-        return recommended(checkpoints.compare.get().output.answer, task)
-    except InputError as exc:
-        raise WorkflowError(f"{exc}: no final model") from None
-
-
-def final_run_files(task, name):
-    """``name`` (metrics.json, model.pt) of the final runs of ``task``, one per seed (checkpoint-aware)."""
-    arch, recipe = final_choice(task)
-    n = max(STUDY["sizes"])
-    return [
-        f"{FINAL_RUN_DIR}/{name}".format(task=task, arch=arch, recipe=recipe, n=n, seed=s)
-        for s in STUDY["seeds"]
-    ]
-
-
-def final_run_inputs(wildcards):
-    """A finetune job's inputs, and the study's run of the same (task, arch, recipe, n, seed) to compare."""
-    return finetune_inputs(wildcards) | {"study_run": RUN.format(**wildcards)}
-
-
-def final_model_inputs(wildcards):
-    task = wildcards.task
-    return {
-        "answer": checkpoints.compare.get().output.answer,
-        "models": final_run_files(task, "model.pt"),
-        "metrics": final_run_files(task, "metrics.json"),
-        "seed_means": rules.bootstrap.output.seed_means,
-        "split": SPLIT.format(task=task),
-        "index": INDEX.format(dataset=dataset_of(task)),
-        "cache_meta": CACHE_META.format(dataset=dataset_of(task), width=WIDTH),
-    }
-
-
 rule final_run:
     input:
         unpack(final_run_inputs),

@@ -111,3 +111,12 @@ def test_every_library_module_is_in_the_design_module_table():
     listed = design_module_table()
     assert modules - listed == set(), "modules missing from docs/DESIGN.md's module table"
     assert listed - modules == set(), "docs/DESIGN.md's module table names modules that do not exist"
+
+
+def test_snakemake_lint_finds_nothing(tmp_path):
+    """`snakemake --lint` (a CI step) on the tiny config: e.g. input functions belong in rules/common.smk,
+    not beside the rules that use them."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--lint", "--configfile",
+           str(ROOT / "configs" / "tiny.yaml"), "--directory", str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
