@@ -30,6 +30,9 @@ def _remove_outputs(outputs: list[str]) -> None:
 
 #: What a training job (finetune, lr_find, pretrain) imports: ``run``'s ``preload``.
 TRAINING_MODULES = ("torch", "timm", "smalldl.train", "smalldl.evaluate")
+#: What a radiomics model job imports (scikit-learn's models, the job module): its start-up is most of a
+#: demo radiomics job, which the fork server then pays once.
+RADIOMICS_MODULES = ("sklearn.linear_model", "sklearn.ensemble", "sklearn.model_selection", "smalldl.jobs.radiomics")
 
 
 def job_settings(params_settings: Any, resources: Any, threads: int) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def run(main: Callable[[Any], None], smk: Any, preload_modules: Sequence[str] = 
     threads = int(getattr(smk, "threads", 1) or 1)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
-    if preload_modules:  # a training job: its script runs in a child of the fork server, where there is one
+    if preload_modules:  # a job with heavy imports: its script runs in a child of the fork server, if any
         from smalldl import forkserver
 
         device = str(getattr(getattr(smk, "resources", None), "device", "auto"))

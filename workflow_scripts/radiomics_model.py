@@ -26,4 +26,4 @@ def main(smk):
     )
 
 
-workflow.run(main, snakemake)  # noqa: F821
+workflow.run(main, snakemake, workflow.RADIOMICS_MODULES)  # noqa: F821
