@@ -4,6 +4,7 @@
 # that `smalldl predict` loads, its test predictions, the model card, the calibration and Grad-CAM figures.
 # Only these runs keep weights; the study's runs never pay for it.
 
+
 rule final_run:
     input:
         unpack(final_run_inputs),
