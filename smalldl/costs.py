@@ -11,6 +11,9 @@ A fine-tuning job's seconds split into:
 - ``setup``, ``train``, ``validate``, ``test``, ``write``: the job's phases.
 
 ``fixed`` = outside + startup + setup + write: what a job costs whatever its training size.
+
+``elapsed_seconds`` reads the run's wall time from Snakemake's log (its ``Elapsed time``); with the job
+seconds it gives how busy the cores were (``busy_share``), the demo's time target is checked against it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,29 @@ def rule_seconds(workdir: str | Path) -> pd.DataFrame:
     table = jobs.groupby("rule")["s"].agg(jobs="count", total_s="sum", mean_s="mean", max_s="max").reset_index()
     table["share"] = table["total_s"] / table["total_s"].sum()
     return table.sort_values("total_s", ascending=False, ignore_index=True)
+
+
+def elapsed_seconds(workdir: str | Path) -> float:
+    """The wall seconds of the latest complete Snakemake run in ``workdir``: the ``Elapsed time`` its log
+    (``.snakemake/log/*.snakemake.log``) ends with, from the workflow's start to its end."""
+    import datetime
+    import re
+
+    logs = sorted((Path(workdir) / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True)
+    for log in logs:  # newest first (the names are start times)
+        match = re.search(r"^Elapsed time: (?:(\d+) days?, )?(\d+):(\d+):(\d+(?:\.\d+)?)$", log.read_text(), re.M)
+        if match:
+            days, hours, minutes, seconds = match.groups()
+            return datetime.timedelta(
+                days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=float(seconds)
+            ).total_seconds()
+    raise FileNotFoundError(f"no complete Snakemake run logged under {Path(workdir) / '.snakemake' / 'log'}")
+
+
+def busy_share(job_seconds: float, wall_seconds: float, cores: int) -> float:
+    """How busy ``cores`` were during a run: the jobs' wall seconds over cores x the run's wall seconds (1:
+    a job on every core all the time; a job with several threads counts once, so this is a lower bound)."""
+    return job_seconds / (cores * wall_seconds) if wall_seconds > 0 and cores > 0 else float("nan")
 
 
 def finetune_phases(workdir: str | Path) -> pd.DataFrame:

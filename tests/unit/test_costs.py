@@ -77,3 +77,30 @@ def test_the_benchmark_prints_the_fixed_cost_ratio(workdir):
     assert out.returncode == 0, out.stderr
     assert "finetune" in out.stdout and "ratio fixed / total = " in out.stdout
     assert "largest phase: train" in out.stdout
+
+
+def log(workdir, name, elapsed):
+    path = workdir / ".snakemake" / "log" / f"{name}.snakemake.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("Building DAG of jobs...\n" + (f"Elapsed time: {elapsed}\n" if elapsed else "error\n"))
+
+
+def test_the_wall_time_is_the_latest_complete_run_s_elapsed_time(workdir):
+    with pytest.raises(FileNotFoundError, match="no complete Snakemake run"):
+        costs.elapsed_seconds(workdir)
+    log(workdir, "2026-12-07T100000.000000", "0:12:38.359394")
+    log(workdir, "2026-12-07T110000.000000", "1 day, 1:00:02.5")
+    log(workdir, "2026-12-07T120000.000000", None)  # an interrupted run logs no elapsed time
+    assert costs.elapsed_seconds(workdir) == pytest.approx(86400 + 3602.5)
+    assert costs.busy_share(30.0, 20.0, 2) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(("elapsed", "code", "word"), [("0:07:59", 0, "met"), ("0:08:01", 1, "MISSED")])
+def test_the_time_target_is_checked_against_the_run_s_wall_time(workdir, elapsed, code, word):
+    log(workdir, "2026-12-07T100000.000000", elapsed)
+    args = [sys.executable, str(ROOT / "benchmarks" / "demo_costs.py"), str(workdir), "--cores", "2"]
+    out = subprocess.run([*args, "--check"], capture_output=True, text=True)
+    assert out.returncode == code, out.stderr
+    assert "target 480 s" in out.stdout and word in out.stdout
+    assert "job seconds / (2 cores x wall) = 0.05" in out.stdout  # 47 s of jobs over 2 x ~480 s
+    assert subprocess.run(args, capture_output=True, text=True).returncode == 0  # without --check: a report
