@@ -51,17 +51,15 @@ def job_settings(params_settings: Any, resources: Any, threads: int) -> dict[str
     return settings
 
 
-def finetune_arguments(smk: Any) -> dict[str, Any]:
-    """The keyword arguments of ``smalldl.jobs.train.finetune`` for a job of a rule with finetune's
-    wildcards, inputs, params and outputs (rules finetune and final_run)."""
+def training_arguments(smk: Any) -> dict[str, Any]:
+    """The arguments every training job (``smalldl.jobs.train.lr_find``, ``finetune``) of a rule with finetune's
+    wildcards task/arch/recipe and inputs cache/cache_meta/split/subset[/source] shares."""
     w = smk.wildcards
     return dict(
         task_name=w.task,
         task=smk.params.task,
         arch=w.arch,
         recipe_name=w.recipe,
-        n=int(w.n),
-        seed=int(w.seed),
         settings=job_settings(smk.params.settings, smk.resources, smk.threads),
         global_seed=smk.params.seed,
         cache_npy=smk.input.cache,
@@ -69,12 +67,24 @@ def finetune_arguments(smk: Any) -> dict[str, Any]:
         split_parquet=smk.input.split,
         subset_csv=smk.input.subset,
         source_ckpt=smk.input.get("source"),
+        threads=smk.threads,
+    )
+
+
+def finetune_arguments(smk: Any) -> dict[str, Any]:
+    """The keyword arguments of ``smalldl.jobs.train.finetune`` for a job of a rule with finetune's
+    wildcards, inputs, params and outputs (rules finetune and final_run): ``training_arguments`` and its
+    size, seed, lr finder's choice and outputs."""
+    w = smk.wildcards
+    return dict(
+        training_arguments(smk),
+        n=int(w.n),
+        seed=int(w.seed),
         lr_json=smk.input.get("lr"),
         out_metrics=smk.output.metrics,
         out_predictions=smk.output.predictions,
         out_val_predictions=smk.output.val_predictions,
         out_history=smk.output.history,
-        threads=smk.threads,
     )
 
 

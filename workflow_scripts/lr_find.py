@@ -7,23 +7,11 @@ from smalldl.jobs import train
 
 
 def main(smk):
-    w = smk.wildcards
     train.lr_find(
-        task_name=w.task,
-        task=smk.params.task,
-        arch=w.arch,
-        recipe_name=w.recipe,
-        settings=workflow.job_settings(smk.params.settings, smk.resources, smk.threads),
-        global_seed=smk.params.seed,
-        cache_npy=smk.input.cache,
-        cache_meta=smk.input.cache_meta,
-        split_parquet=smk.input.split,
-        subset_csv=smk.input.subset,
-        source_ckpt=smk.input.get("source"),
+        **workflow.training_arguments(smk),
         out_csv=smk.output.csv,
         out_json=smk.output.json,
         out_png=smk.output.png,
-        threads=smk.threads,
     )
 
 

@@ -15,7 +15,8 @@ smalldl/data/sources/, with the interface of its ``raw`` mode (``INTERFACE``):
 - ``fetch``: ``fetch(dataset, params, out_dir, out_json, retries=, backoff=)`` downloads or verifies a
   copy and records where (rule fetch_nih, resources/raw/<dataset>/fetched.json), and ``build_index(fetched_json,
   check_files=)`` indexes it;
-- ``in_place``: ``build_index(params, dataset=, check_files=)`` indexes a local copy where it is.
+- ``in_place``: ``build_index(params, dataset=, check_files=)`` indexes a local copy where it is (its
+  ``plan_index``: that index, images not checked, ``smalldl.data.sources._listing.unchecked_plan``).
 
 Standard library only: the Snakefile imports it at DAG build.
 """

@@ -8,6 +8,7 @@ import inspect
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 from ..conftest import ROOT, RULES
 
@@ -66,6 +67,45 @@ def test_no_workflow_script_reads_the_whole_config():
         assert not re.search(r"\b(?:snakemake|smk)\.config\b", text), f"{script.name} reads the config"
         used = set(re.findall(r"\bsmk\.(\w+)", text))
         assert used <= allowed, f"{script.name} uses smk.{sorted(used - allowed)}"
+
+
+class _Named(dict):
+    """Snakemake's named lists as a job script sees them: attributes and ``get``."""
+
+    __getattr__ = dict.__getitem__
+
+
+def _training_job(**more_inputs):
+    """A fake ``snakemake`` object of a finetune job (wildcards, inputs, params, outputs, resources)."""
+    return SimpleNamespace(
+        wildcards=_Named(task="chest", arch="resnet18", recipe="imagenet-full", n="50", seed="2"),
+        input=_Named(cache="c.npy", cache_meta="c.json", split="s.parquet", subset="n50.csv", **more_inputs),
+        params=_Named(task={"labels": ["a"]}, settings={"epochs": 3}, seed=7),
+        output=_Named(metrics="m.json", predictions="p.parquet", val_predictions="v.parquet", history="h.csv"),
+        resources=SimpleNamespace(mem_mb=1000, runtime=10, device="cpu", eval_batch_size=0, checkpoint=1),
+        threads=2,
+    )
+
+
+def test_training_arguments_are_what_lr_find_and_finetune_share_and_finetune_arguments_extend_them():
+    """workflow.training_arguments: the keyword arguments the rules lr_find and finetune (final_run) build
+    alike; finetune_arguments adds finetune's own, and each job gets exactly its parameters."""
+    from smalldl import workflow
+    from smalldl.jobs import train
+
+    def params(job):
+        return set(inspect.signature(job).parameters)
+
+    shared = workflow.training_arguments(_training_job())
+    assert set(shared) == params(train.lr_find) & params(train.finetune)
+    assert params(train.lr_find) - set(shared) == {"out_csv", "out_json", "out_png"}
+    assert shared["source_ckpt"] is None and shared["settings"]["threads"] == 2 and shared["global_seed"] == 7
+    for smk in (_training_job(), _training_job(source="src.pt", lr="lr.json")):
+        run = workflow.finetune_arguments(smk)
+        assert set(run) == params(train.finetune)
+        assert {k: run[k] for k in shared} == workflow.training_arguments(smk)
+        assert (run["n"], run["seed"], run["lr_json"]) == (50, 2, smk.input.get("lr"))
+    assert workflow.training_arguments(_training_job(source="src.pt"))["source_ckpt"] == "src.pt"
 
 
 def test_every_rule_declares_log_benchmark_threads_resources():

@@ -212,6 +212,22 @@ def test_mura_labels_body_part_patients_from_the_path(tmp_path):
         mura.build_index({"path": str(root)})
 
 
+@pytest.mark.parametrize(("adapter", "make"), [(chexpert, make_chexpert), (mura, make_mura)])
+def test_in_place_plan_is_the_index_without_the_images_from_the_listed_files(tmp_path, adapter, make):
+    """plan_index (_listing.unchecked_plan, the training pool at DAG build): build_index's table, its images
+    not looked for; index_files: the adapter's own listings the index is read from, all there."""
+    root = make(tmp_path, images=False)
+    params = {"path": str(tmp_path)}
+    plan = adapter.plan_index("real", params, 0)
+    pd.testing.assert_frame_equal(plan, adapter.build_index(params, dataset="real", check_files=False))
+    assert len(plan) > 0
+    with pytest.raises(InputError, match=r"dataset real: image .* does not exist"):
+        adapter.build_index(params, dataset="real")
+    files = adapter.index_files("real", params)
+    assert len(files) == 2 and all(f.parent == root and f.is_file() for f in files)
+    assert adapter.index_files("real", {}) == []
+
+
 # --------------------------------------------------------------------------------- bring your own data
 
 

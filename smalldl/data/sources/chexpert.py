@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smalldl.data.sources._listing import check_listed_images, read_text_csv
+from smalldl.data.sources._listing import check_listed_images, read_text_csv, unchecked_plan
 from smalldl.errors import InputError
 
 #: The 14 observations, in the CSV's order.
@@ -161,10 +161,7 @@ def build_index(params: Mapping[str, Any], dataset: str = "chexpert", check_file
     return table
 
 
-def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame:
-    """The index :func:`build_index` will make, images not checked (the registry's interface:
-    smalldl.data.kinds)."""
-    return build_index(params, dataset=dataset, check_files=False)
+plan_index = unchecked_plan(build_index)
 
 
 def index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:

@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from smalldl.data.dicom import SUFFIXES as DICOM_SUFFIXES
+from smalldl.data.sources._listing import unchecked_plan
 from smalldl.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
@@ -282,10 +283,7 @@ def _check_unique(ids: pd.Series, real: list[str], rel: pd.Series, lines: list[i
         first_file[r] = i
 
 
-def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame:
-    """The index :func:`build_index` will make, images not checked (the registry's interface:
-    smalldl.data.kinds)."""
-    return build_index(params, dataset=dataset, check_files=False)
+plan_index = unchecked_plan(build_index)
 
 
 def index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:

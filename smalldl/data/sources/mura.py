@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from smalldl.data.sources._listing import check_listed_images
+from smalldl.data.sources._listing import check_listed_images, unchecked_plan
 from smalldl.errors import InputError
 
 STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
@@ -107,10 +107,7 @@ def build_index(params: Mapping[str, Any], dataset: str = "mura", check_files: b
     return table.reset_index(drop=True)
 
 
-def plan_index(dataset: str, params: Mapping[str, Any], seed: int) -> pd.DataFrame:
-    """The index :func:`build_index` will make, images not checked (the registry's interface:
-    smalldl.data.kinds)."""
-    return build_index(params, dataset=dataset, check_files=False)
+plan_index = unchecked_plan(build_index)
 
 
 def index_files(dataset: str, params: Mapping[str, Any]) -> list[Path]:
