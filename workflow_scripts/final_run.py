@@ -3,10 +3,11 @@
 import _bootstrap  # noqa: F401
 
 from smalldl import workflow
-from smalldl.jobs import final
 
 
 def main(smk):
+    from smalldl.jobs import final  # here, not above: the job's process only hands this script to the fork server
+
     final.final_run(study_metrics=smk.input.study_run, run=workflow.finetune_arguments(smk))
 
 

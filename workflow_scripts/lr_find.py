@@ -3,10 +3,11 @@
 import _bootstrap  # noqa: F401
 
 from smalldl import workflow
-from smalldl.jobs import train
 
 
 def main(smk):
+    from smalldl.jobs import train  # here, not above: the job's process only hands this script to the fork server
+
     train.lr_find(
         **workflow.training_arguments(smk),
         out_csv=smk.output.csv,

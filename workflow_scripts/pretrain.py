@@ -3,10 +3,11 @@
 import _bootstrap  # noqa: F401
 
 from smalldl import workflow
-from smalldl.jobs import pretrain
 
 
 def main(smk):
+    from smalldl.jobs import pretrain  # here, not above: the job's process only hands this script to the fork server
+
     pretrain.pretrain(
         source=smk.wildcards.source,
         arch=smk.wildcards.arch,

@@ -3,10 +3,11 @@
 import _bootstrap  # noqa: F401
 
 from smalldl import workflow
-from smalldl.jobs import radiomics
 
 
 def main(smk):
+    from smalldl.jobs import radiomics  # here, not above: the job's process only hands this script to the fork server
+
     w = smk.wildcards
     radiomics.radiomics_model(
         task_name=w.task,

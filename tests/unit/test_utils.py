@@ -227,3 +227,22 @@ def test_a_cell_as_a_number_and_as_the_results_tables_print_it():
     assert format_number(0.12345) == "0.123" and format_number(2, digits=1) == "2.0"
     assert format_number(None) == format_number("nan") == format_number("x") == "–"
     assert format_number(float("inf")) == "∞" and format_number(float("-inf")) == "−∞"
+
+
+def test_process_start_time_is_the_process_s_start_to_the_clock_tick():
+    """The start-up a job records (phase_s["startup"]) is now minus this: a child just forked started a few
+    ms ago, never a second (a start time from /proc/stat's whole-second btime was off by up to one)."""
+    import os
+    import time
+
+    from smalldl.utils import process_start_time
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, f"{time.time() - process_start_time():.6f}".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    since_fork = float(os.read(read, 64))
+    assert -0.02 <= since_fork < 0.1
+    assert 0 <= time.time() - process_start_time() < 600  # this process: started before the test
