@@ -151,3 +151,13 @@ def test_the_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
     (tmp_path / "config.yaml").write_text("a: 2\n")
     after = demo.fingerprints(tmp_path)
     assert {f for f in after if after[f] != before[f]} == {"smalldl/m.py", "config.yaml"}
+
+
+def test_readme_command_1_states_the_recorded_time():
+    """Command 1's comment says how long the demo takes, from the recorded run (issue 29), never a stale
+    number: re-recording the demo without updating the comment fails here."""
+    run = json.loads((ROOT / "docs/demo/run.json").read_text())
+    minutes, seconds = divmod(round(run["seconds"]), 60)
+    command_1 = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("# 1."))
+    assert f"{minutes} min {seconds} s measured on {run['date']}" in command_1, command_1
+    assert f"about {round(run['seconds'] / 60)} min on 2 idle cores" in command_1, command_1
