@@ -8,6 +8,7 @@ two differ, and another when ``config.yaml`` is no longer the config the numbers
 
     python tools/demo_record.py update RUN_DIR --seconds S --jobs J   # after a measured demo run
     python tools/demo_record.py check                                 # README == render(docs/demo)
+    python tools/demo_record.py render                                # README's block from docs/demo as it is
 """
 
 from __future__ import annotations
@@ -137,13 +138,14 @@ def findings_table(findings: pd.DataFrame) -> list[str]:
     shown = pooled_claims(findings)
     ran = shown[shown["verdict"] != "not run"]
     lines = [
-        "| claim | task | comparison | n | difference [95% CI] | verdict |",
-        "|---|---|---|---|---|---|",
+        "| claim | task | comparison | n | difference [95% CI] | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in ran.to_dict("records"):
         lines.append(
             f"| {r['statement']} | {r['task']} | {r['comparison']} | {r['n']} | "
-            f"{_num(r['difference'])} [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}] | **{r['verdict']}** |"
+            f"{_num(r['difference'])} [{_num(r['ci_lo'])}, {_num(r['ci_hi'])}] | {_num(r['p_holm'])} | "
+            f"**{r['verdict']}** |"
         )
     not_run = shown[shown["verdict"] == "not run"]
     if len(not_run):
@@ -240,7 +242,8 @@ def render(data: Mapping[str, Any]) -> str:
         "The paper's claims on this run (`results/findings.csv`, pooled over sizes; the difference is the claim's "
         "first side minus its second, each seed's runs paired over the same test images; its 95% interval "
         "includes the variation between training runs (the seed is the unit: t with seeds - 1 degrees of "
-        "freedom) and between test patients; the verdicts are Holm-adjusted over the claims shown, and "
+        "freedom) and between test patients, unadjusted; the verdicts rest on the p-values Holm-adjusted over the "
+        "claims shown (p (Holm) < 0.05 to decide), so an interval that excludes 0 may still be *inconclusive*; "
         "*negligible* is a real difference smaller than the claim's margin):",
         "",
         *findings_table(data["findings"]),
@@ -362,6 +365,11 @@ def update(run_dir: str | Path, seconds: float, jobs: int, machine: str, folder:
     }
     (folder / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     (folder / "fingerprints.json").write_text(json.dumps(prints, indent=1, sort_keys=True) + "\n")
+    rewrite_readme(folder)
+
+
+def rewrite_readme(folder: Path = DEMO_DIR) -> None:
+    """The README's demo block rendered again from ``folder`` (after a change of ``render``; no new run)."""
     text = README.read_text()
     README.write_text(text.replace(readme_block(text), render(load(folder))))
 
@@ -375,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--jobs", type=int, required=True, help="jobs it ran")
     up.add_argument("--machine", default="2 CPU cores (x86_64, no GPU)")
     sub.add_parser("check", help="exit 1 when README's demo block is not render(docs/demo)")
+    sub.add_parser("render", help="rewrite README's demo block from docs/demo as it is (after a change of render)")
     args = parser.parse_args(argv)
     if args.command == "update":
         try:
@@ -382,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        return 0
+    if args.command == "render":
+        rewrite_readme()
         return 0
     if readme_block(README.read_text()) != render(load()):
         print(

@@ -161,3 +161,14 @@ def test_readme_command_1_states_the_recorded_time():
     command_1 = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("# 1."))
     assert f"{minutes} min {seconds} s measured on {run['date']}" in command_1, command_1
     assert f"about {round(run['seconds'] / 60)} min on 2 idle cores" in command_1, command_1
+
+
+def test_each_claim_shows_the_holm_p_its_verdict_rests_on(copy_of_demo):
+    """An interval that excludes 0 with an *inconclusive* verdict is read right only beside the adjusted p."""
+    text = demo.render(demo.load(copy_of_demo))
+    assert "| difference [95% CI] | p (Holm) | verdict |" in text and "| 0.012 | **" not in text
+    findings = pd.read_csv(copy_of_demo / "findings.csv")
+    row = findings.index[(findings["verdict"] != "not run") & (findings["n"].astype(str) == "all")][0]
+    findings.loc[row, "p_holm"] = 0.0123
+    findings.to_csv(copy_of_demo / "findings.csv", index=False)
+    assert "| 0.012 | **" in demo.render(demo.load(copy_of_demo))
