@@ -17,11 +17,11 @@ rule pretrain:
         "logs/benchmarks/pretrain/{source}_{arch}.tsv"
     wildcard_constraints:
         source=PRETRAINED_SOURCES,
+    # before the fine-tuning jobs whose inputs are ready: the sources' stage waits for it
+    priority: 10
     conda:
         "../envs/torch.yaml"
     threads: lambda wc: cfg.source_settings(config, wc.source)["threads"]
-    # before the fine-tuning jobs whose inputs are ready: the sources' stage waits for it
-    priority: 10
     resources:
         mem_mb=lambda wc: cfg.source_settings(config, wc.source)["mem_mb"],
         runtime=lambda wc: cfg.source_settings(config, wc.source)["runtime"],
