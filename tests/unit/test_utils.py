@@ -245,4 +245,4 @@ def test_process_start_time_is_the_process_s_start_to_the_clock_tick():
     os.waitpid(pid, 0)
     since_fork = float(os.read(read, 64))
     assert -0.02 <= since_fork < 0.1
-    assert 0 <= time.time() - process_start_time() < 600  # this process: started before the test
+    assert time.time() - process_start_time() >= 0  # this process: started before the test, however long ago
