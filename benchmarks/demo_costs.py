@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wall = elapsed_seconds(args.workdir)
     except FileNotFoundError as exc:
+        if args.check:  # a target cannot be met by a run whose time is unknown
+            print(f"error: no wall time to check against the target: {exc}", file=sys.stderr)
+            return 1
         wall = None
         print(f"(no wall time: {exc})")
     if wall is not None:

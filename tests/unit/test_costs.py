@@ -9,7 +9,7 @@ import pytest
 
 from smalldl import costs
 
-from ..conftest import ROOT
+from ..conftest import ROOT, load_script
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -104,3 +104,26 @@ def test_the_time_target_is_checked_against_the_run_s_wall_time(workdir, elapsed
     assert "target 480 s" in out.stdout and word in out.stdout
     assert "job seconds / (2 cores x wall) = 0.05" in out.stdout  # 47 s of jobs over 2 x ~480 s
     assert subprocess.run(args, capture_output=True, text=True).returncode == 0  # without --check: a report
+
+
+def test_check_fails_on_a_run_whose_wall_time_is_unknown(workdir):
+    """No complete Snakemake log (an interrupted run, a copied folder): --check cannot say the target was met."""
+    log(workdir, "2026-12-07T120000.000000", None)
+    args = [sys.executable, str(ROOT / "benchmarks" / "demo_costs.py"), str(workdir), "--cores", "2"]
+    out = subprocess.run([*args, "--check"], capture_output=True, text=True)
+    assert out.returncode == 1 and "no wall time to check against the target" in out.stderr
+    assert "no complete Snakemake run" in out.stderr
+    assert subprocess.run(args, capture_output=True, text=True).returncode == 0  # a report without --check
+
+
+def test_fresh_runs_the_demo_as_readme_command_1_in_a_clone_of_this_checkout(monkeypatch, tmp_path):
+    bench = load_script("benchmarks/demo_costs.py")
+    calls = []
+    monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "clone"))
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw)))
+    workdir = bench.fresh_run(2)
+    assert workdir == str(tmp_path / "clone")
+    (clone, _), (snakemake, kw) = calls
+    assert clone[:3] == ["git", "clone", "-q"] and clone[3:] == [str(ROOT), workdir]
+    assert snakemake[0].endswith("snakemake") and snakemake[1:3] == ["--cores", "2"] and snakemake[-1] == "all"
+    assert kw["cwd"] == workdir and kw["env"]["PYTHONPATH"] == workdir and kw["check"]
